@@ -1,0 +1,115 @@
+//! Backpressure: each client's bounded ring of event frames.
+//!
+//! The router pushes into the ring from any thread without a lock (crossbeam `ArrayQueue`); the
+//! client's writer pops from it. When the ring is full, the oldest queued frame is dropped
+//! (`drop_oldest: true`, via `force_push`) or the new one is. Every drop is counted here until the
+//! writer takes the count and tells the client with a `QUEUE_FULL` error ahead of its next message.
+
+use crate::frame::OutFrame;
+use crossbeam_queue::ArrayQueue;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A client's event queue.
+pub struct EventRing {
+    /// The frames waiting to be written.
+    queue: ArrayQueue<Arc<OutFrame>>,
+    /// Drop the oldest (true) or the newest (false) frame when full.
+    drop_oldest: bool,
+    /// Frames dropped since the writer last reported them to the client.
+    unreported_drops: AtomicU64,
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Push {
+    /// Queued, nothing lost.
+    Queued,
+    /// Queued or refused, and one frame was lost to make it fit.
+    Dropped,
+}
+
+impl EventRing {
+    /// A ring holding up to `capacity` frames.
+    pub fn new(capacity: usize, drop_oldest: bool) -> Self {
+        Self {
+            queue: ArrayQueue::new(capacity.max(1)),
+            drop_oldest,
+            unreported_drops: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues a frame, applying the drop policy when full. Never waits.
+    pub fn push(&self, frame: Arc<OutFrame>) -> Push {
+        let lost = if self.drop_oldest {
+            self.queue.force_push(frame).is_some()
+        } else {
+            self.queue.push(frame).is_err()
+        };
+        if lost {
+            self.unreported_drops.fetch_add(1, Ordering::Relaxed);
+            Push::Dropped
+        } else {
+            Push::Queued
+        }
+    }
+
+    /// Takes the next frame.
+    pub fn pop(&self) -> Option<Arc<OutFrame>> {
+        self.queue.pop()
+    }
+
+    /// Frames queued now.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Takes the count of drops not yet reported to the client.
+    pub fn take_drops(&self) -> u64 {
+        self.unreported_drops.swap(0, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{message_buf, OutFrame};
+
+    fn frame(n: u8) -> Arc<OutFrame> {
+        let mut b = message_buf(1);
+        b.push(n);
+        OutFrame::text(b)
+    }
+
+    fn drain(r: &EventRing) -> Vec<u8> {
+        std::iter::from_fn(|| r.pop())
+            .map(|f| *f.bytes().last().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn drop_oldest_keeps_newest() {
+        let r = EventRing::new(2, true);
+        assert_eq!(r.push(frame(1)), Push::Queued);
+        r.push(frame(2));
+        assert_eq!(r.push(frame(3)), Push::Dropped);
+        assert_eq!(drain(&r), vec![2, 3]);
+        assert_eq!(r.take_drops(), 1);
+        assert_eq!(r.take_drops(), 0);
+    }
+
+    #[test]
+    fn drop_newest_keeps_oldest() {
+        let r = EventRing::new(2, false);
+        r.push(frame(1));
+        r.push(frame(2));
+        assert_eq!(r.push(frame(3)), Push::Dropped);
+        assert_eq!(drain(&r), vec![1, 2]);
+        assert_eq!(r.take_drops(), 1);
+    }
+}

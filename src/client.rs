@@ -1,0 +1,211 @@
+//! The shared half of one connected client: what the router, the REST API and the client's own
+//! reader and writer tasks see of it.
+//!
+//! Everything here is either lock-free (the event ring, the control queue, counters) or guarded by
+//! a lock of this client alone (its subscription list, read only by REST listings and its reader).
+
+use crate::backpressure::EventRing;
+use crate::frame::OutFrame;
+use crate::subscription::Subscription;
+use crossbeam_queue::SegQueue;
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// Most protocol replies a client may leave unread before it is disconnected: replies are
+/// lossless, so a client that sends requests but never reads the answers is cut off instead.
+pub(crate) const CONTROL_QUEUE_LIMIT: usize = 256;
+
+/// Sentinel for "no shutdown requested" in [`ClientHandle::shutdown_advice_ms`].
+const NO_SHUTDOWN: u64 = u64::MAX;
+
+/// One connected client, shared by reference count.
+pub struct ClientHandle {
+    /// Server-assigned id, returned in `auth_response`.
+    pub id: Uuid,
+    /// The shard (runtime thread) the connection lives on.
+    pub(crate) shard: usize,
+    /// The peer's address.
+    pub(crate) remote: SocketAddr,
+    /// When the WebSocket was opened.
+    pub(crate) connected_at: SystemTime,
+    /// Monotonic twin of `connected_at`, for progress timestamps.
+    pub(crate) epoch: Instant,
+    /// Event frames waiting for the writer (lossy, bounded).
+    pub ring: EventRing,
+    /// Protocol replies and control frames waiting for the writer (lossless, limited).
+    control: SegQueue<Arc<OutFrame>>,
+    /// Length of `control`.
+    control_len: AtomicUsize,
+    /// Wakes the writer when anything was queued or a shutdown was asked for.
+    pub(crate) wake: Notify,
+    /// Sequence number of the last event pushed, so an event reaches a client once even when
+    /// several of its subscriptions match.
+    last_event_seq: AtomicU64,
+    /// The client's subscriptions, as stored (mirrored into the index).
+    pub(crate) subscriptions: Mutex<Vec<Subscription>>,
+    /// The authenticated subject, if any.
+    pub(crate) subject: Mutex<Option<String>>,
+    /// Whether the client has authenticated (always true-equivalent while auth is off).
+    pub(crate) authenticated: AtomicBool,
+    /// `reconnect_after_ms` to advise when the server shuts down; `NO_SHUTDOWN` until then.
+    shutdown_advice_ms: AtomicU64,
+    /// Messages written to the client.
+    pub(crate) sent: AtomicU64,
+    /// Messages received from the client.
+    pub(crate) received: AtomicU64,
+    /// Events dropped for this client, in all.
+    pub(crate) dropped: AtomicU64,
+    /// Milliseconds after `epoch` of the last write progress (or of the last idle moment).
+    last_progress_ms: AtomicU64,
+    /// Milliseconds after `epoch` when the client last sent any frame (heartbeat).
+    last_heard_ms: AtomicU64,
+}
+
+impl ClientHandle {
+    /// A new client with an empty ring of `queue_size` and drop policy `drop_oldest`.
+    pub fn new(shard: usize, remote: SocketAddr, queue_size: usize, drop_oldest: bool) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            shard,
+            remote,
+            connected_at: SystemTime::now(),
+            epoch: Instant::now(),
+            ring: EventRing::new(queue_size, drop_oldest),
+            control: SegQueue::new(),
+            control_len: AtomicUsize::new(0),
+            wake: Notify::new(),
+            last_event_seq: AtomicU64::new(0),
+            subscriptions: Mutex::new(Vec::new()),
+            subject: Mutex::new(None),
+            authenticated: AtomicBool::new(false),
+            shutdown_advice_ms: AtomicU64::new(NO_SHUTDOWN),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            last_progress_ms: AtomicU64::new(0),
+            last_heard_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks event `seq` as delivered to this client; false if it already was.
+    pub(crate) fn first_delivery(&self, seq: u64) -> bool {
+        self.last_event_seq.swap(seq, Ordering::Relaxed) != seq
+    }
+
+    /// Queues a protocol reply or control frame and wakes the writer. Returns false when the
+    /// client has left too many replies unread (the caller then closes the connection).
+    pub(crate) fn send_control(&self, frame: Arc<OutFrame>) -> bool {
+        if self.control_len.fetch_add(1, Ordering::Relaxed) >= CONTROL_QUEUE_LIMIT {
+            self.control_len.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        self.control.push(frame);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Whether the control queue still has room (the client reads its replies).
+    pub(crate) fn send_control_room(&self) -> bool {
+        self.control_len.load(Ordering::Relaxed) < CONTROL_QUEUE_LIMIT
+    }
+
+    /// Takes the next control frame.
+    pub(crate) fn pop_control(&self) -> Option<Arc<OutFrame>> {
+        let f = self.control.pop()?;
+        self.control_len.fetch_sub(1, Ordering::Relaxed);
+        Some(f)
+    }
+
+    /// Asks the writer to say goodbye with this reconnect advice.
+    pub(crate) fn request_shutdown(&self, reconnect_after_ms: u64) {
+        self.shutdown_advice_ms
+            .store(reconnect_after_ms.min(NO_SHUTDOWN - 1), Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// The reconnect advice, once a shutdown was asked for.
+    pub(crate) fn shutdown_advice(&self) -> Option<u64> {
+        let v = self.shutdown_advice_ms.load(Ordering::Acquire);
+        (v != NO_SHUTDOWN).then_some(v)
+    }
+
+    /// Records write progress (or having nothing to write) now.
+    pub(crate) fn mark_progress(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.last_progress_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Records that the client sent something now.
+    pub(crate) fn mark_heard(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.last_heard_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the client last sent anything.
+    pub(crate) fn last_heard(&self) -> Instant {
+        self.epoch + std::time::Duration::from_millis(self.last_heard_ms.load(Ordering::Relaxed))
+    }
+
+    /// Milliseconds since the writer last made progress while it had frames queued.
+    pub(crate) fn stalled_ms(&self, now: Instant) -> u64 {
+        if self.ring.is_empty() {
+            return 0;
+        }
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        now_ms.saturating_sub(self.last_progress_ms.load(Ordering::Relaxed))
+    }
+
+    /// A snapshot for the `clients` listing.
+    pub(crate) fn info(&self, slow_threshold_ms: u64) -> ClientInfo {
+        let stalled = self.stalled_ms(Instant::now());
+        ClientInfo {
+            client_id: self.id.to_string(),
+            remote_addr: self.remote.to_string(),
+            shard: self.shard,
+            connected_at: humantime::format_rfc3339_seconds(self.connected_at).to_string(),
+            authenticated: self.authenticated.load(Ordering::Relaxed),
+            subject: self.subject.lock().clone(),
+            subscriptions: self.subscriptions.lock().clone(),
+            queue_length: self.ring.len(),
+            messages_sent: self.sent.load(Ordering::Relaxed),
+            messages_received: self.received.load(Ordering::Relaxed),
+            events_dropped: self.dropped.load(Ordering::Relaxed),
+            slow: stalled >= slow_threshold_ms,
+        }
+    }
+}
+
+/// One row of `GET /api/v1/streaming/clients`.
+#[derive(Debug, Serialize)]
+pub(crate) struct ClientInfo {
+    /// Server-assigned id.
+    client_id: String,
+    /// Peer address.
+    remote_addr: String,
+    /// Shard the connection lives on.
+    shard: usize,
+    /// RFC 3339 time of connection.
+    connected_at: String,
+    /// Whether the client has authenticated.
+    authenticated: bool,
+    /// Authenticated subject.
+    subject: Option<String>,
+    /// Stored subscriptions.
+    subscriptions: Vec<Subscription>,
+    /// Event frames waiting in its ring now.
+    queue_length: usize,
+    /// Messages written to it.
+    messages_sent: u64,
+    /// Messages it sent.
+    messages_received: u64,
+    /// Events dropped for it by backpressure.
+    events_dropped: u64,
+    /// Whether it has made no write progress for `slow_client_threshold_ms` with frames queued.
+    slow: bool,
+}

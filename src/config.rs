@@ -1,0 +1,424 @@
+//! Configuration: the YAML layout of the design document's section 12 (root key
+//! `realtime_streaming`), plus the keys decisions.md adds, read strictly.
+//!
+//! Precedence, lowest first: built-in defaults, the YAML file, `STREAMHUB_*` environment
+//! variables, command-line flags. An unknown key or a value of the wrong type stops start-up with
+//! a message that names the key's full path (`realtime_streaming.websocket.max_connections`).
+
+use serde::Deserialize;
+use std::path::Path;
+
+/// The whole file: everything lives under `realtime_streaming`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    /// The service's settings.
+    realtime_streaming: Config,
+}
+
+/// The service's settings, one field per key of section 12.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub host: String,
+    /// TCP port for WebSocket, REST and metrics; 0 picks a free port.
+    pub port: u16,
+    /// Redis URL; absent or empty means embedded mode (in-process bus).
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis Pub/Sub channels (`{prefix}:all`).
+    pub redis_channel_prefix: String,
+    /// Number of per-core runtimes connections are spread over; 0 = number of cores.
+    pub shards: usize,
+    /// WebSocket settings.
+    pub websocket: WebSocketConfig,
+    /// Per-client queue settings.
+    pub backpressure: BackpressureConfig,
+    /// Authentication settings.
+    pub auth: AuthConfig,
+    /// Horizontal scaling settings.
+    pub scaling: ScalingConfig,
+    /// Graceful shutdown settings.
+    pub shutdown: ShutdownConfig,
+    /// REST API settings.
+    pub rest: RestConfig,
+}
+
+/// `realtime_streaming.websocket`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Seconds between WebSocket ping frames sent to each client.
+    pub heartbeat_interval_seconds: f64,
+    /// Seconds a client has to answer a ping with a pong before it is dropped.
+    pub heartbeat_timeout_seconds: f64,
+    /// Largest client message (after reassembly of fragments); larger closes with 1009.
+    pub max_message_size_bytes: usize,
+    /// Most open WebSockets; a new upgrade past it is answered 503.
+    pub max_connections: usize,
+    /// Most subscriptions one client may hold.
+    pub max_subscriptions_per_client: usize,
+    /// Browser origins allowed to connect; empty allows any (and requests without `Origin`).
+    pub allowed_origins: Vec<String>,
+}
+
+/// `realtime_streaming.backpressure`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackpressureConfig {
+    /// Capacity of each client's event ring.
+    pub max_queue_size: usize,
+    /// When the ring is full: drop the oldest queued event (true) or the new one (false).
+    pub drop_oldest: bool,
+    /// A client with no write progress for this long is reported as slow.
+    pub slow_client_threshold_ms: u64,
+}
+
+/// `realtime_streaming.auth`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Whether clients must send a valid `auth` message first.
+    pub enabled: bool,
+    /// Token validation endpoint (not used yet: see README, "Authentication").
+    pub token_validation_url: Option<String>,
+    /// Seconds a new connection has to authenticate.
+    pub timeout_seconds: f64,
+    /// Seconds a client has to re-authenticate after `AUTH_EXPIRED`.
+    pub reauth_grace_seconds: f64,
+    /// Fixed tokens for development and tests; empty accepts any non-empty token.
+    pub static_tokens: Vec<StaticToken>,
+}
+
+/// One entry of `auth.static_tokens`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticToken {
+    /// The bearer token itself.
+    pub token: String,
+    /// Who the token belongs to.
+    #[serde(default)]
+    pub subject: String,
+    /// Roles, such as `admin` (for `/clients`) and `internal` (for `/broadcast`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Seconds after start-up at which the token expires; absent never expires.
+    #[serde(default)]
+    pub expires_in_seconds: Option<f64>,
+}
+
+/// `realtime_streaming.scaling`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingConfig {
+    /// Name of the sticky-session cookie (used from the Redis issue on).
+    pub sticky_session_cookie: String,
+}
+
+/// `realtime_streaming.shutdown`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Seconds to flush queues and close clients before exiting anyway.
+    pub timeout_seconds: f64,
+    /// Centre of the `reconnect_after_ms` advice; each client gets a value spread ±50% around it.
+    pub reconnect_after_ms: u64,
+}
+
+/// `realtime_streaming.rest`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestConfig {
+    /// Largest accepted request body (the broadcast endpoint), in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            redis_url: None,
+            redis_channel_prefix: "aiops:events".into(),
+            shards: 0,
+            websocket: WebSocketConfig::default(),
+            backpressure: BackpressureConfig::default(),
+            auth: AuthConfig::default(),
+            scaling: ScalingConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            rest: RestConfig::default(),
+        }
+    }
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_seconds: 30.0,
+            heartbeat_timeout_seconds: 10.0,
+            max_message_size_bytes: 65536,
+            max_connections: 1000,
+            max_subscriptions_per_client: 64,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for BackpressureConfig {
+    fn default() -> Self {
+        Self {
+            max_queue_size: 100,
+            drop_oldest: true,
+            slow_client_threshold_ms: 1000,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            token_validation_url: None,
+            timeout_seconds: 10.0,
+            reauth_grace_seconds: 30.0,
+            static_tokens: Vec::new(),
+        }
+    }
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        Self {
+            sticky_session_cookie: "AIOPS_WS_SESSION".into(),
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            timeout_seconds: 10.0,
+            reconnect_after_ms: 5000,
+        }
+    }
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Overrides taken from flags and environment variables (flags win; clap merges both).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--host` / `STREAMHUB_HOST`.
+    pub host: Option<String>,
+    /// `--port` / `STREAMHUB_PORT`.
+    pub port: Option<u16>,
+    /// `--shards` / `STREAMHUB_SHARDS`.
+    pub shards: Option<usize>,
+    /// `--redis-url` / `STREAMHUB_REDIS_URL`.
+    pub redis_url: Option<String>,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed, has an unknown key or a value of the wrong type.
+    #[error("config file {path}: key `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Full path of the offending key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Values that parse but make no sense together.
+    #[error("config: {0}")]
+    Semantic(String),
+}
+
+impl Config {
+    /// Reads a YAML file in the section 12 layout.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_yaml(&text, &shown)
+    }
+
+    /// Parses YAML text; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let de = serde_norway::Deserializer::from_str(text);
+        let file: ConfigFile =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
+                path: origin.to_string(),
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        let config = file.realtime_streaming;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies flag and environment overrides, then checks the result again.
+    pub fn apply(mut self, o: &Overrides) -> Result<Self, ConfigError> {
+        if let Some(h) = &o.host {
+            self.host = h.clone();
+        }
+        if let Some(p) = o.port {
+            self.port = p;
+        }
+        if let Some(s) = o.shards {
+            self.shards = s;
+        }
+        if let Some(r) = &o.redis_url {
+            self.redis_url = Some(r.clone());
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Rejects values that would make the service misbehave.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| {
+            Err(ConfigError::Semantic(format!(
+                "realtime_streaming.{key}: {why}"
+            )))
+        };
+        let ws = &self.websocket;
+        if !positive(ws.heartbeat_interval_seconds) {
+            return bad("websocket.heartbeat_interval_seconds", "must be a number > 0 (seconds, at most a year)");
+        }
+        if !positive(ws.heartbeat_timeout_seconds) {
+            return bad("websocket.heartbeat_timeout_seconds", "must be a number > 0 (seconds, at most a year)");
+        }
+        if ws.max_message_size_bytes < 64 {
+            return bad("websocket.max_message_size_bytes", "must be at least 64");
+        }
+        if ws.max_connections == 0 {
+            return bad("websocket.max_connections", "must be at least 1");
+        }
+        if ws.max_subscriptions_per_client == 0 {
+            return bad(
+                "websocket.max_subscriptions_per_client",
+                "must be at least 1",
+            );
+        }
+        if self.backpressure.max_queue_size == 0 {
+            return bad("backpressure.max_queue_size", "must be at least 1");
+        }
+        if !positive(self.auth.timeout_seconds) {
+            return bad("auth.timeout_seconds", "must be a number > 0 (seconds, at most a year)");
+        }
+        if !non_negative(self.auth.reauth_grace_seconds) {
+            return bad("auth.reauth_grace_seconds", "must be a number >= 0 (seconds, at most a year)");
+        }
+        if !non_negative(self.shutdown.timeout_seconds) {
+            return bad("shutdown.timeout_seconds", "must be a number >= 0 (seconds, at most a year)");
+        }
+        if self.rest.max_body_bytes < 64 {
+            return bad("rest.max_body_bytes", "must be at least 64");
+        }
+        for t in &self.auth.static_tokens {
+            if t.expires_in_seconds.is_some_and(|s| !non_negative(s)) {
+                return bad("auth.static_tokens.expires_in_seconds", "must be a number >= 0");
+            }
+        }
+        if self.host.is_empty() {
+            return bad("host", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The number of shards to run: the configured value, or the number of cores.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+
+    /// Whether Redis mode was asked for.
+    pub fn redis_mode(&self) -> bool {
+        self.redis_url.as_deref().is_some_and(|u| !u.is_empty())
+    }
+}
+
+/// Longest duration accepted for any seconds setting: one year.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A usable positive number of seconds.
+fn positive(x: f64) -> bool {
+    x > 0.0 && x <= MAX_SECONDS
+}
+
+/// A usable non-negative number of seconds.
+fn non_negative(x: f64) -> bool {
+    (0.0..=MAX_SECONDS).contains(&x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_yaml(
+            "realtime_streaming:\n  websocket:\n    max_conections: 5\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("websocket"), "{err}");
+        assert!(err.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Config::from_yaml(
+            "realtime_streaming:\n  websocket:\n    max_connections: lots\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("websocket.max_connections"), "{err}");
+    }
+
+    #[test]
+    fn shipped_files_parse() {
+        for f in ["config/default.yaml", "config/production.yaml"] {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            Config::from_file(&p).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+    }
+
+    #[test]
+    fn overrides_win() {
+        let c = Config::from_yaml("realtime_streaming:\n  port: 9000\n", "t").unwrap();
+        let c = c
+            .apply(&Overrides {
+                port: Some(9100),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(c.port, 9100);
+    }
+}

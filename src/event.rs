@@ -1,0 +1,362 @@
+//! Events: the known event types, validation of an incoming event (from the broadcast endpoint
+//! or a broker), and the one serialization of its `event` delivery message.
+//!
+//! The delivery message is built by splicing, not by re-serializing: the incoming object's bytes
+//! after its opening `{` are copied once behind `{"type":"event",` (plus a generated `event_id`
+//! and `timestamp` when the event lacks them). Unknown fields and the payload reach clients
+//! byte for byte. Only the few fields routing needs are parsed, borrowed from the input.
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// Bytes reserved in front of every encoded message for the WebSocket frame header, so the
+/// frame is built in place without copying the payload (see [`crate::frame`]).
+pub(crate) const FRAME_HEADROOM: usize = 10;
+
+macro_rules! event_types {
+    ($($name:ident),* $(,)?) => {
+        /// The event types of decisions.md; anything else is unknown.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        pub enum EventType { $($name),* }
+
+        impl EventType {
+            /// Every type, in index order.
+            pub const ALL: &'static [EventType] = &[$(EventType::$name),*];
+
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(EventType::$name => stringify!($name)),* }
+            }
+
+            /// Looks up a wire name.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $(stringify!($name) => Some(EventType::$name),)* _ => None }
+            }
+        }
+    };
+}
+
+event_types!(
+    CLUSTER_STATUS_CHANGED,
+    CLUSTER_REGISTERED,
+    CLUSTER_DELETED,
+    METRIC_UPDATE,
+    ALERT_FIRED,
+    ALERT_RESOLVED,
+    GPU_UPDATE,
+    TRACE_RECEIVED,
+    ANOMALY_DETECTED,
+    CHAT_MESSAGE,
+    RCA_COMPLETE,
+);
+
+/// Number of event types.
+pub const EVENT_TYPE_COUNT: usize = 11;
+
+impl EventType {
+    /// Position in [`EventType::ALL`], for per-type arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why an event was refused. The broadcast endpoint answers 400 with the text; a broker counts
+/// it under [`EventError::kind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// Not JSON at all.
+    #[error("not valid JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not an object.
+    #[error("event must be a JSON object")]
+    NotObject,
+    /// No `event_type`.
+    #[error("missing event_type")]
+    MissingType,
+    /// `event_type` names no known type.
+    #[error("unknown event_type: {0}")]
+    UnknownType(String),
+    /// A field has the wrong JSON type.
+    #[error("{0}")]
+    BadField(String),
+}
+
+impl EventError {
+    /// A short, stable name for counting faults by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventError::NotJson(_) => "not_json",
+            EventError::NotObject => "not_object",
+            EventError::MissingType => "missing_type",
+            EventError::UnknownType(_) => "unknown_type",
+            EventError::BadField(_) => "bad_field",
+        }
+    }
+}
+
+/// An event that passed validation, with its delivery message already encoded.
+#[derive(Debug)]
+pub struct ParsedEvent {
+    /// The event's type.
+    pub event_type: EventType,
+    /// The event's id (given or generated).
+    pub event_id: String,
+    /// The event's cluster, if any.
+    pub cluster_id: Option<String>,
+    /// `payload.namespace`, else `payload.labels.namespace`, else none.
+    pub namespace: Option<String>,
+    /// `[FRAME_HEADROOM zero bytes][the "event" message JSON]`.
+    pub message: Vec<u8>,
+}
+
+/// The fields routing needs, borrowed from the input where possible.
+#[derive(Deserialize)]
+struct EventView<'a> {
+    #[serde(borrow, default)]
+    event_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    event_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    cluster_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+    /// A top-level `type` would clash with the message's own `"type":"event"`.
+    #[serde(default, rename = "type")]
+    type_key: Option<IgnoredAny>,
+}
+
+/// The part of `payload` that names a namespace.
+#[derive(Deserialize)]
+struct PayloadView<'a> {
+    #[serde(borrow, default)]
+    namespace: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    labels: Option<&'a RawValue>,
+}
+
+/// `payload.labels`, for its namespace.
+#[derive(Deserialize)]
+struct LabelsView<'a> {
+    #[serde(borrow, default)]
+    namespace: Option<&'a RawValue>,
+}
+
+/// A JSON string value, or `Err` naming the field.
+fn string_field(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, EventError> {
+    match raw {
+        None => Ok(None),
+        Some(r) => match serde_json::from_str::<Cow<'_, str>>(r.get()) {
+            Ok(s) => Ok(Some(s.into_owned())),
+            Err(_) => Err(EventError::BadField(format!("{name} must be a string"))),
+        },
+    }
+}
+
+/// A string if the raw value is one; anything else counts as absent.
+fn lenient_string(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|r| serde_json::from_str::<Cow<'_, str>>(r.get()).ok())
+        .map(Cow::into_owned)
+}
+
+/// The namespace of an event: `payload.namespace`, else `payload.labels.namespace`.
+fn namespace_of(payload: &RawValue) -> Result<Option<String>, EventError> {
+    if !payload.get().starts_with('{') {
+        return Err(EventError::BadField("payload must be an object".into()));
+    }
+    let view: PayloadView<'_> = serde_json::from_str(payload.get())
+        .map_err(|_| EventError::BadField("payload must be an object".into()))?;
+    if let Some(ns) = lenient_string(view.namespace) {
+        return Ok(Some(ns));
+    }
+    Ok(view
+        .labels
+        .filter(|l| l.get().starts_with('{'))
+        .and_then(|l| serde_json::from_str::<LabelsView<'_>>(l.get()).ok())
+        .and_then(|l| lenient_string(l.namespace)))
+}
+
+/// A new unique event id: `evt_` and a time-ordered UUID.
+pub fn new_event_id() -> String {
+    format!("evt_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Now, in RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Validates one event and encodes its delivery message once.
+pub fn parse_event(input: &[u8]) -> Result<ParsedEvent, EventError> {
+    let text = std::str::from_utf8(input).map_err(|e| EventError::NotJson(e.to_string()))?;
+    if !text.trim_start().starts_with('{') {
+        // serde would read a struct from an array too; only an object is an event.
+        return Err(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => EventError::NotObject,
+            Err(e) => EventError::NotJson(e.to_string()),
+        });
+    }
+    let view: EventView<'_> = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return Err(EventError::BadField(e.to_string()))
+        }
+        Err(e) => return Err(EventError::NotJson(e.to_string())),
+    };
+    let type_name = string_field(view.event_type, "event_type")?.ok_or(EventError::MissingType)?;
+    let event_type =
+        EventType::parse(&type_name).ok_or_else(|| EventError::UnknownType(type_name.clone()))?;
+    let given_id = string_field(view.event_id, "event_id")?;
+    let cluster_id = string_field(view.cluster_id, "cluster_id")?;
+    let has_timestamp = string_field(view.timestamp, "timestamp")?.is_some();
+    let namespace = match view.payload {
+        Some(p) => namespace_of(p)?,
+        None => None,
+    };
+    let event_id = given_id.clone().unwrap_or_else(new_event_id);
+    let message = if view.type_key.is_some() {
+        rebuild_without_type(text, given_id.is_none().then_some(&event_id), has_timestamp)?
+    } else {
+        splice(text, given_id.is_none().then_some(&event_id), has_timestamp)
+    };
+    Ok(ParsedEvent {
+        event_type,
+        event_id,
+        cluster_id,
+        namespace,
+        message,
+    })
+}
+
+/// `{"type":"event",` + generated fields + the input after its `{`.
+fn splice(text: &str, generated_id: Option<&String>, has_timestamp: bool) -> Vec<u8> {
+    let body = text.trim();
+    // The view parse proved `body` is an object holding at least `event_type`.
+    let rest = &body[1..];
+    let mut out = Vec::with_capacity(FRAME_HEADROOM + body.len() + 96);
+    out.resize(FRAME_HEADROOM, 0);
+    out.extend_from_slice(br#"{"type":"event","#);
+    push_generated(&mut out, generated_id, has_timestamp);
+    out.extend_from_slice(rest.trim_start().as_bytes());
+    out
+}
+
+/// Writes `"event_id":"..",` and `"timestamp":"..",` where the event lacks them.
+fn push_generated(out: &mut Vec<u8>, generated_id: Option<&String>, has_timestamp: bool) {
+    if let Some(id) = generated_id {
+        out.extend_from_slice(br#""event_id":""#);
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(br#"","#);
+    }
+    if !has_timestamp {
+        out.extend_from_slice(br#""timestamp":""#);
+        out.extend_from_slice(now_rfc3339().as_bytes());
+        out.extend_from_slice(br#"","#);
+    }
+}
+
+/// The slow path for an event that carries its own top-level `type`: re-serialize without it.
+fn rebuild_without_type(
+    text: &str,
+    generated_id: Option<&String>,
+    has_timestamp: bool,
+) -> Result<Vec<u8>, EventError> {
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
+    map.remove("type");
+    let rest = serde_json::to_string(&map).map_err(|e| EventError::NotJson(e.to_string()))?;
+    Ok(splice(&rest, generated_id, has_timestamp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(e: &ParsedEvent) -> serde_json::Value {
+        serde_json::from_slice(&e.message[FRAME_HEADROOM..]).unwrap()
+    }
+
+    #[test]
+    fn keeps_unknown_fields_and_payload() {
+        let e = parse_event(
+            br#"{"event_type":"ALERT_FIRED","event_id":"e1","cluster_id":"c1","timestamp":"2024-12-24T10:00:00Z","x":[1,2],"payload":{"labels":{"namespace":"prod"},"v":1.50}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.namespace.as_deref(), Some("prod"));
+        assert_eq!(e.cluster_id.as_deref(), Some("c1"));
+        let text = std::str::from_utf8(&e.message[FRAME_HEADROOM..]).unwrap();
+        assert!(text.contains(r#""v":1.50"#), "payload bytes kept: {text}");
+        let m = msg(&e);
+        assert_eq!(m["type"], "event");
+        assert_eq!(m["event_id"], "e1");
+        assert_eq!(m["x"], serde_json::json!([1, 2]));
+    }
+
+    #[test]
+    fn generates_id_and_timestamp() {
+        let e = parse_event(br#" {"event_type":"GPU_UPDATE"} "#).unwrap();
+        let m = msg(&e);
+        assert!(e.event_id.starts_with("evt_"));
+        assert_eq!(m["event_id"], e.event_id.as_str());
+        assert!(humantime::parse_rfc3339(m["timestamp"].as_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn null_optional_fields_count_as_absent() {
+        let e =
+            parse_event(br#"{"event_type":"GPU_UPDATE","payload":null,"event_id":null}"#).unwrap();
+        assert!(e.event_id.starts_with("evt_"));
+        assert_eq!(e.namespace, None);
+    }
+
+    #[test]
+    fn payload_namespace_wins_over_labels() {
+        let e = parse_event(
+            br#"{"event_type":"METRIC_UPDATE","payload":{"namespace":"a","labels":{"namespace":"b"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.namespace.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn own_type_field_is_replaced() {
+        let e = parse_event(br#"{"type":"x","event_type":"CHAT_MESSAGE","k":1}"#).unwrap();
+        let m = msg(&e);
+        assert_eq!(m["type"], "event");
+        assert_eq!(m["k"], 1);
+    }
+
+    #[test]
+    fn refuses_malformed() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"nope", "not_json"),
+            (b"[1]", "not_object"),
+            (b"\"s\"", "not_object"),
+            (b"{}", "missing_type"),
+            (br#"{"event_type":"NOPE"}"#, "unknown_type"),
+            (br#"{"event_type":"GPU_UPDATE","payload":[1]}"#, "bad_field"),
+            (br#"{"event_type":"GPU_UPDATE","event_id":7}"#, "bad_field"),
+            (
+                br#"{"event_type":"GPU_UPDATE","cluster_id":{}}"#,
+                "bad_field",
+            ),
+            (br#"{"event_type":"GPU_UPDATE","timestamp":1}"#, "bad_field"),
+            (br#"{"event_type":5}"#, "bad_field"),
+            (br#"{"event_type":"GPU_UPDATE"} x"#, "not_json"),
+            (b"\xff\xfe", "not_json"),
+        ];
+        for (input, kind) in cases {
+            let err = parse_event(input).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                *kind,
+                "{:?}: {err}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+}

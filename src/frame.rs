@@ -1,0 +1,128 @@
+//! Server-to-client WebSocket frames, encoded once.
+//!
+//! Server frames are unmasked, so the same bytes are a valid frame on every connection. An
+//! [`OutFrame`] owns one buffer laid out as `[headroom][header][payload]`; the header is written
+//! in place into the headroom the message was built with, so the payload is never copied. The
+//! router shares one `Arc<OutFrame>` among every client that gets the event.
+
+use crate::event::FRAME_HEADROOM;
+use fastwebsockets::{Frame, OpCode, Payload};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One encoded frame, shared by reference count.
+#[derive(Debug)]
+pub struct OutFrame {
+    /// `[unused][header][payload]`.
+    buf: Vec<u8>,
+    /// Where the header starts in `buf`.
+    start: usize,
+    /// When the router accepted the event (for `ws_message_latency_seconds`).
+    pub routed_at: Instant,
+}
+
+impl OutFrame {
+    /// The frame's bytes on the wire.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Whether this is a text frame (a protocol message or an event).
+    pub(crate) fn is_text(&self) -> bool {
+        self.buf[self.start] & 0x0F == OpCode::Text as u8
+    }
+
+    /// Whether this is a close frame (the writer stops after it).
+    pub(crate) fn is_close(&self) -> bool {
+        self.buf[self.start] & 0x0F == OpCode::Close as u8
+    }
+
+    /// Turns `[FRAME_HEADROOM bytes][payload]` into a frame of the given opcode, in place.
+    pub(crate) fn from_headroom(mut buf: Vec<u8>, opcode: OpCode) -> Self {
+        let payload_len = buf.len().saturating_sub(FRAME_HEADROOM);
+        let mut head = [0u8; 16];
+        let head_len = {
+            // Only the length matters to `fmt_head`; borrow a dummy slice of the right size.
+            let mut frame = Frame::new(
+                true,
+                opcode,
+                None,
+                Payload::Borrowed(&buf[FRAME_HEADROOM..FRAME_HEADROOM + payload_len]),
+            );
+            frame.fmt_head(&mut head)
+        };
+        let start = FRAME_HEADROOM - head_len;
+        buf[start..FRAME_HEADROOM].copy_from_slice(&head[..head_len]);
+        OutFrame {
+            buf,
+            start,
+            routed_at: Instant::now(),
+        }
+    }
+
+    /// A text frame of a JSON message built with [`message_buf`].
+    pub(crate) fn text(buf: Vec<u8>) -> Arc<Self> {
+        Arc::new(Self::from_headroom(buf, OpCode::Text))
+    }
+
+    /// A control frame (ping, pong, close) with a small payload.
+    pub(crate) fn control(opcode: OpCode, payload: &[u8]) -> Arc<Self> {
+        let mut buf = message_buf(payload.len());
+        buf.extend_from_slice(payload);
+        Arc::new(Self::from_headroom(buf, opcode))
+    }
+
+    /// A close frame with a status code and a reason.
+    pub(crate) fn close(code: u16, reason: &str) -> Arc<Self> {
+        let mut payload = Vec::with_capacity(2 + reason.len());
+        payload.extend_from_slice(&code.to_be_bytes());
+        payload.extend_from_slice(reason.as_bytes());
+        Self::control(OpCode::Close, &payload)
+    }
+}
+
+/// An empty message buffer with frame headroom, ready for a payload of about `capacity` bytes.
+pub(crate) fn message_buf(capacity: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(FRAME_HEADROOM + capacity);
+    buf.resize(FRAME_HEADROOM, 0);
+    buf
+}
+
+/// A text frame of a serializable message (protocol replies; not the event hot path).
+pub(crate) fn json_frame<T: serde::Serialize>(msg: &T) -> Arc<OutFrame> {
+    let mut buf = message_buf(128);
+    // Serializing our own reply types into a Vec cannot fail.
+    if serde_json::to_writer(&mut buf, msg).is_err() {
+        buf.truncate(FRAME_HEADROOM);
+        buf.extend_from_slice(br#"{"type":"error","code":"INTERNAL_ERROR","message":"encode"}"#);
+    }
+    OutFrame::text(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_lengths() {
+        for (len, head) in [(5usize, 2usize), (200, 4), (70_000, 10)] {
+            let mut buf = message_buf(len);
+            buf.extend(std::iter::repeat_n(b'a', len));
+            let f = OutFrame::text(buf);
+            let b = f.bytes();
+            assert_eq!(b.len(), len + head);
+            assert_eq!(b[0], 0x81);
+            match head {
+                2 => assert_eq!(b[1] as usize, len),
+                4 => assert_eq!(u16::from_be_bytes([b[2], b[3]]) as usize, len),
+                _ => assert_eq!(b[1], 127),
+            }
+        }
+    }
+
+    #[test]
+    fn close_frame() {
+        let f = OutFrame::close(1009, "too big");
+        assert_eq!(&f.bytes()[..4], &[0x88, 9, 0x03, 0xF1]);
+    }
+}

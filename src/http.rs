@@ -1,0 +1,132 @@
+//! HTTP on the service port: WebSocket upgrades at `/ws`, everything else to [`crate::rest`].
+//!
+//! The upgrade path covers what `fastwebsockets::upgrade` does not check: the `Origin` against
+//! `websocket.allowed_origins`, `max_connections` (503), and shutdown (503). The hub speaks no
+//! WebSocket subprotocol and negotiates no extension, so it never echoes
+//! `Sec-WebSocket-Protocol` or `Sec-WebSocket-Extensions`.
+
+use crate::connection;
+use crate::hub::Hub;
+use crate::rest::{self, json_response};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Serves one accepted TCP connection on the current shard.
+pub(crate) async fn serve(hub: Arc<Hub>, shard: usize, stream: TcpStream, remote: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let svc_hub = hub.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let hub = svc_hub.clone();
+        async move { Ok::<_, Infallible>(route(hub, shard, remote, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%remote, error = %e, "http connection ended with an error");
+    }
+}
+
+/// Dispatches one request.
+async fn route(
+    hub: Arc<Hub>,
+    shard: usize,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/ws" {
+        upgrade(hub, shard, remote, req)
+    } else {
+        rest::handle(hub, req).await
+    }
+}
+
+/// Accepts or refuses a WebSocket upgrade.
+fn upgrade(
+    hub: Arc<Hub>,
+    shard: usize,
+    remote: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return json_response(
+            StatusCode::UPGRADE_REQUIRED,
+            &rest::error_body("use a WebSocket upgrade on /ws"),
+        );
+    }
+    if hub.is_shutting_down() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &rest::error_body("shutting down"),
+        );
+    }
+    let allowed = &hub.config.websocket.allowed_origins;
+    if !allowed.is_empty() {
+        let origin = req
+            .headers()
+            .get(hyper::header::ORIGIN)
+            .and_then(|o| o.to_str().ok());
+        if let Some(o) = origin {
+            if !allowed.iter().any(|a| a == o) {
+                return json_response(
+                    StatusCode::FORBIDDEN,
+                    &rest::error_body("origin not allowed"),
+                );
+            }
+        }
+    }
+    let Some(slot) = hub.reserve_connection(shard) else {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &rest::error_body("max_connections reached; retry later"),
+        );
+    };
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &rest::error_body(&format!("bad upgrade: {e}")),
+            )
+        }
+    };
+    tokio::spawn(async move {
+        let ws = match upgrade.await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "upgrade failed");
+                return;
+            }
+        };
+        // Take the TCP stream back from hyper so the writer can `writev` on it directly.
+        match ws
+            .into_inner()
+            .into_inner()
+            .downcast::<TokioIo<TcpStream>>()
+        {
+            Ok(parts) => {
+                connection::run(
+                    hub,
+                    shard,
+                    remote,
+                    parts.io.into_inner(),
+                    parts.read_buf,
+                    slot,
+                )
+                .await
+            }
+            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+        }
+    });
+    response.map(|_| Full::new(Bytes::new()))
+}

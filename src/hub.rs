@@ -1,0 +1,169 @@
+//! The hub: the state every shard shares (configuration, index, router, broker, authenticator,
+//! the registry of connected clients, metrics) and the operations that span clients.
+
+use crate::auth::Authenticator;
+use crate::broker::Broker;
+use crate::client::ClientHandle;
+use crate::config::Config;
+use crate::index::{IndexOp, SubscriptionIndex};
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::subscription::Subscription;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// Shared state of one streamhub instance.
+pub struct Hub {
+    /// The configuration in force.
+    pub config: Config,
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
+    /// The subscription index.
+    pub index: Arc<SubscriptionIndex>,
+    /// The router (used by the broker).
+    pub router: Arc<Router>,
+    /// Where published events go.
+    pub broker: Box<dyn Broker>,
+    /// Validates tokens.
+    pub auth: Box<dyn Authenticator>,
+    /// Connected clients by id (connect, disconnect and REST listings only; never per event).
+    pub(crate) clients: DashMap<Uuid, Arc<ClientHandle>>,
+    /// Open WebSockets per shard, for placing new connections.
+    pub(crate) shard_load: Box<[AtomicUsize]>,
+    /// Set once shutdown has begun.
+    pub(crate) shutting_down: AtomicBool,
+    /// When the hub started.
+    pub(crate) started: Instant,
+}
+
+/// A reserved WebSocket slot; gives it back when dropped.
+pub(crate) struct ConnectionSlot {
+    /// The hub the slot belongs to.
+    hub: Arc<Hub>,
+    /// The shard the connection lives on.
+    shard: usize,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.hub.metrics.connections_active.fetch_sub(1, Relaxed);
+        self.hub.shard_load[self.shard].fetch_sub(1, Relaxed);
+    }
+}
+
+impl Hub {
+    /// A hub over the given parts.
+    pub fn new(
+        config: Config,
+        shards: usize,
+        index: Arc<SubscriptionIndex>,
+        metrics: Arc<Metrics>,
+        router: Arc<Router>,
+        broker: Box<dyn Broker>,
+        auth: Box<dyn Authenticator>,
+    ) -> Self {
+        Self {
+            config,
+            metrics,
+            index,
+            router,
+            broker,
+            auth,
+            clients: DashMap::new(),
+            shard_load: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            shutting_down: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shard_load.len()
+    }
+
+    /// Takes a WebSocket slot on `shard`, or `None` past `max_connections`.
+    pub(crate) fn reserve_connection(self: &Arc<Self>, shard: usize) -> Option<ConnectionSlot> {
+        let max = self.config.websocket.max_connections as i64;
+        let prev = self.metrics.connections_active.fetch_add(1, Relaxed);
+        if prev >= max {
+            self.metrics.connections_active.fetch_sub(1, Relaxed);
+            return None;
+        }
+        self.shard_load[shard].fetch_add(1, Relaxed);
+        Some(ConnectionSlot {
+            hub: self.clone(),
+            shard,
+        })
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Relaxed)
+    }
+
+    /// Adds a client to the registry.
+    pub(crate) fn register(&self, client: Arc<ClientHandle>) {
+        self.metrics.local().connections_total.fetch_add(1, Relaxed);
+        self.clients.insert(client.id, client);
+    }
+
+    /// Removes a client from the registry and the index.
+    pub(crate) fn unregister(&self, client: &ClientHandle) {
+        self.clients.remove(&client.id);
+        let held = client.subscriptions.lock().len() as i64;
+        if held > 0 {
+            self.metrics.subscriptions.fetch_sub(held, Relaxed);
+            self.index.update_later(IndexOp::Remove(client.id));
+        }
+    }
+
+    /// Replaces a client's subscriptions and waits until routing sees the change.
+    pub(crate) async fn set_subscriptions(
+        &self,
+        client: &Arc<ClientHandle>,
+        subs: Vec<Subscription>,
+    ) {
+        let delta = {
+            let mut held = client.subscriptions.lock();
+            let d = subs.len() as i64 - held.len() as i64;
+            *held = subs.clone();
+            d
+        };
+        self.metrics.subscriptions.fetch_add(delta, Relaxed);
+        self.index.update(IndexOp::Set(client.clone(), subs)).await;
+    }
+
+    /// Begins shutdown: every client is told to go, each with its own jittered advice.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Relaxed);
+        let centre = self.config.shutdown.reconnect_after_ms;
+        for c in self.clients.iter() {
+            c.request_shutdown(jitter(centre));
+        }
+    }
+
+    /// Seconds since start.
+    pub fn uptime_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// A value spread uniformly over ±50% around `centre`, so clients do not return at once.
+pub(crate) fn jitter(centre: u64) -> u64 {
+    let half = centre / 2;
+    centre - half + fastrand::u64(0..=half * 2)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn jitter_spreads_within_bounds() {
+        let v: Vec<u64> = (0..200).map(|_| super::jitter(5000)).collect();
+        assert!(v.iter().all(|x| (2500..=7500).contains(x)));
+        let distinct: std::collections::HashSet<_> = v.iter().collect();
+        assert!(distinct.len() > 50);
+    }
+}

@@ -1,0 +1,238 @@
+//! Metrics: the eight names of the design document's section 14, in Prometheus text format.
+//!
+//! Counters are per shard (one cache-padded block per runtime thread, found through a
+//! thread-local), so the hot path adds to memory no other core writes; a scrape sums the blocks.
+//! Threads that are not shards (the index thread, signal handling) share one extra block.
+
+use crate::event::{EventType, EVENT_TYPE_COUNT};
+use crossbeam_utils::CachePadded;
+use std::cell::Cell;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+thread_local! {
+    /// The shard this thread runs, if any.
+    static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Marks the current thread as running shard `i`.
+pub fn set_thread_shard(i: usize) {
+    SHARD.with(|s| s.set(Some(i)));
+}
+
+/// One shard's counters.
+#[derive(Default)]
+pub struct ShardCounters {
+    /// `ws_connections_total`.
+    pub connections_total: AtomicU64,
+    /// `ws_messages_sent_total`.
+    pub messages_sent: AtomicU64,
+    /// `ws_messages_received_total`.
+    pub messages_received: AtomicU64,
+    /// `ws_events_routed_total` by event type.
+    pub events_routed: [AtomicU64; EVENT_TYPE_COUNT],
+    /// `ws_events_dropped_total`.
+    pub events_dropped: AtomicU64,
+    /// Deliveries: event frames pushed to client rings.
+    pub deliveries: AtomicU64,
+    /// Clients dropped for missing heartbeats (or stalled writes).
+    pub heartbeat_timeouts: AtomicU64,
+    /// `ws_message_latency_seconds` bucket counts (non-cumulative; the last is +Inf).
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of observed latencies, in microseconds.
+    latency_sum_us: AtomicU64,
+}
+
+impl ShardCounters {
+    /// Records one delivery latency.
+    #[inline]
+    pub fn observe_latency(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[i].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+}
+
+/// All metrics of the hub.
+pub struct Metrics {
+    /// One block per shard, plus one for other threads.
+    shards: Box<[CachePadded<ShardCounters>]>,
+    /// `ws_connections_active`.
+    pub connections_active: AtomicI64,
+    /// `ws_subscription_count`.
+    pub subscriptions: AtomicI64,
+    /// Events refused as malformed, by any source.
+    pub events_rejected: AtomicU64,
+}
+
+impl Metrics {
+    /// Metrics for `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..=shards)
+                .map(|_| CachePadded::new(ShardCounters::default()))
+                .collect(),
+            connections_active: AtomicI64::new(0),
+            subscriptions: AtomicI64::new(0),
+            events_rejected: AtomicU64::new(0),
+        }
+    }
+
+    /// The calling thread's counters.
+    #[inline]
+    pub fn local(&self) -> &ShardCounters {
+        let i = SHARD.with(|s| s.get()).unwrap_or(self.shards.len() - 1);
+        &self.shards[i.min(self.shards.len() - 1)]
+    }
+
+    /// Sums one counter over all shards.
+    pub fn sum(&self, f: impl Fn(&ShardCounters) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|s| f(s).load(Relaxed)).sum()
+    }
+
+    /// Events routed, by type, summed over shards.
+    pub fn routed_by_type(&self) -> [u64; EVENT_TYPE_COUNT] {
+        let mut out = [0; EVENT_TYPE_COUNT];
+        for s in self.shards.iter() {
+            for (o, c) in out.iter_mut().zip(&s.events_routed) {
+                *o += c.load(Relaxed);
+            }
+        }
+        out
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+            let _ = write!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            );
+        };
+        let gauge = |o: &mut String, name: &str, help: &str, v: i64| {
+            let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
+        };
+        counter(
+            &mut o,
+            "ws_connections_total",
+            "Total WebSocket connections established.",
+            self.sum(|s| &s.connections_total),
+        );
+        gauge(
+            &mut o,
+            "ws_connections_active",
+            "Current open WebSocket connections.",
+            self.connections_active.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "ws_messages_sent_total",
+            "Total messages sent to clients.",
+            self.sum(|s| &s.messages_sent),
+        );
+        counter(
+            &mut o,
+            "ws_messages_received_total",
+            "Total messages received from clients.",
+            self.sum(|s| &s.messages_received),
+        );
+        let _ = write!(
+            o,
+            "# HELP ws_events_routed_total Events routed, by event type.\n# TYPE ws_events_routed_total counter\n"
+        );
+        for (t, v) in EventType::ALL.iter().zip(self.routed_by_type()) {
+            let _ = writeln!(
+                o,
+                "ws_events_routed_total{{event_type=\"{}\"}} {v}",
+                t.as_str()
+            );
+        }
+        counter(
+            &mut o,
+            "ws_events_dropped_total",
+            "Events dropped by backpressure.",
+            self.sum(|s| &s.events_dropped),
+        );
+        gauge(
+            &mut o,
+            "ws_subscription_count",
+            "Active subscriptions.",
+            self.subscriptions.load(Relaxed),
+        );
+        self.render_latency(&mut o);
+        o
+    }
+
+    /// Writes the latency histogram.
+    fn render_latency(&self, o: &mut String) {
+        let name = "ws_message_latency_seconds";
+        let _ = write!(
+            o,
+            "# HELP {name} Delivery latency from routing an event to writing it to the client's socket.\n# TYPE {name} histogram\n"
+        );
+        let mut cumulative = 0u64;
+        for i in 0..=LATENCY_BUCKETS.len() {
+            cumulative += self
+                .shards
+                .iter()
+                .map(|s| s.latency_buckets[i].load(Relaxed))
+                .sum::<u64>();
+            match LATENCY_BUCKETS.get(i) {
+                Some(le) => {
+                    let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum_us: u64 = self
+            .shards
+            .iter()
+            .map(|s| s.latency_sum_us.load(Relaxed))
+            .sum();
+        let _ = writeln!(o, "{name}_sum {}", sum_us as f64 / 1e6);
+        let _ = writeln!(o, "{name}_count {cumulative}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::new(1);
+        m.local().observe_latency(Duration::from_micros(50));
+        m.local().observe_latency(Duration::from_millis(3));
+        m.local().observe_latency(Duration::from_secs(9));
+        let text = m.render();
+        assert!(
+            text.contains("ws_message_latency_seconds_bucket{le=\"0.0001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ws_message_latency_seconds_bucket{le=\"0.005\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ws_message_latency_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ws_message_latency_seconds_count 3\n"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! The WebSocket protocol: client requests parsed from text frames, server replies built as
+//! frames, and the error codes of section 13.
+
+use crate::event::EventType;
+use crate::frame::{json_frame, OutFrame};
+use crate::subscription::Subscription;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Most entries in one filter list.
+pub const MAX_FILTER_ENTRIES: usize = 256;
+/// Most index keys one subscription may expand to (types x clusters x namespaces).
+pub const MAX_SUBSCRIPTION_KEYS: usize = 4096;
+
+/// The error codes of the design document's section 13.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum ErrorCode {
+    /// Authentication failed; the connection is closed.
+    AUTH_FAILED,
+    /// The token expired; the client should authenticate again.
+    AUTH_EXPIRED,
+    /// Malformed message; the connection stays open.
+    INVALID_MESSAGE,
+    /// Bad subscription request; the connection stays open.
+    INVALID_SUBSCRIPTION,
+    /// Too many messages.
+    RATE_LIMITED,
+    /// Events were dropped by backpressure.
+    QUEUE_FULL,
+    /// A server fault.
+    INTERNAL_ERROR,
+}
+
+/// A request the client may send.
+#[derive(Debug)]
+pub enum Request {
+    /// `{"type":"auth","token":...}`.
+    Auth {
+        /// The bearer token.
+        token: String,
+    },
+    /// `{"type":"subscribe","subscription":{...}}`.
+    Subscribe(Subscription),
+    /// `{"type":"unsubscribe","event_types":[...]}`; `None` removes all.
+    Unsubscribe(Option<Vec<EventType>>),
+    /// `{"type":"ping","timestamp":...}`.
+    Ping {
+        /// The client's timestamp, echoed as given.
+        timestamp: Option<Box<RawValue>>,
+    },
+}
+
+/// A refused request: the error code and message sent back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The code.
+    pub code: ErrorCode,
+    /// A human-readable reason.
+    pub message: String,
+}
+
+fn invalid_message(m: impl Into<String>) -> Refusal {
+    Refusal {
+        code: ErrorCode::INVALID_MESSAGE,
+        message: m.into(),
+    }
+}
+
+fn invalid_subscription(m: impl Into<String>) -> Refusal {
+    Refusal {
+        code: ErrorCode::INVALID_SUBSCRIPTION,
+        message: m.into(),
+    }
+}
+
+/// The outer shape every request shares.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    token: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    subscription: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    event_types: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    timestamp: Option<&'a RawValue>,
+}
+
+/// The body of `subscribe`.
+#[derive(Deserialize)]
+struct SubscriptionIn<'a> {
+    #[serde(borrow, default)]
+    event_types: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    cluster_filter: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    namespace_filter: Option<&'a RawValue>,
+}
+
+/// A list of strings; `null` or absent is an empty list.
+fn string_list(raw: Option<&RawValue>, name: &str) -> Result<Vec<String>, Refusal> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let list: Option<Vec<String>> = serde_json::from_str(raw.get())
+        .map_err(|_| invalid_subscription(format!("{name} must be a list of strings")))?;
+    let mut list = list.unwrap_or_default();
+    if list.len() > MAX_FILTER_ENTRIES {
+        return Err(invalid_subscription(format!(
+            "{name} has more than {MAX_FILTER_ENTRIES} entries"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    list.retain(|s| seen.insert(s.clone()));
+    Ok(list)
+}
+
+/// A list of known event types, without duplicates.
+fn event_type_list(raw: Option<&RawValue>) -> Result<Vec<EventType>, Refusal> {
+    let names = string_list(raw, "event_types")?;
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let t = EventType::parse(&n)
+            .ok_or_else(|| invalid_subscription(format!("Unknown event type: {n}")))?;
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// Parses one text message from a client.
+pub fn parse_request(text: &str) -> Result<Request, Refusal> {
+    if !text.trim_start().starts_with('{') {
+        // serde would read a struct from an array too; only an object is a request.
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => invalid_message("message must be a JSON object"),
+            Err(e) => invalid_message(format!("message is not valid JSON: {e}")),
+        });
+    }
+    let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+        if e.classify() == serde_json::error::Category::Data {
+            invalid_message(format!("malformed message: {e}"))
+        } else {
+            invalid_message(format!("message is not valid JSON: {e}"))
+        }
+    })?;
+    let kind = env.kind.ok_or_else(|| invalid_message("missing type"))?;
+    match kind.as_ref() {
+        "auth" => {
+            let token = env
+                .token
+                .and_then(|t| serde_json::from_str::<String>(t.get()).ok())
+                .ok_or_else(|| invalid_message("auth needs a string token"))?;
+            Ok(Request::Auth { token })
+        }
+        "subscribe" => {
+            let raw = env
+                .subscription
+                .ok_or_else(|| invalid_subscription("subscribe needs a subscription object"))?;
+            let s: SubscriptionIn<'_> = serde_json::from_str(raw.get())
+                .ok()
+                .filter(|_| raw.get().starts_with('{'))
+                .ok_or_else(|| invalid_subscription("subscription must be an object"))?;
+            let event_types = event_type_list(s.event_types)?;
+            if event_types.is_empty() {
+                return Err(invalid_subscription("event_types must not be empty"));
+            }
+            let cluster_filter = string_list(s.cluster_filter, "cluster_filter")?;
+            let namespace_filter = string_list(s.namespace_filter, "namespace_filter")?;
+            let keys =
+                event_types.len() * cluster_filter.len().max(1) * namespace_filter.len().max(1);
+            if keys > MAX_SUBSCRIPTION_KEYS {
+                return Err(invalid_subscription(format!(
+                    "subscription is too broad: {keys} type/cluster/namespace combinations (most {MAX_SUBSCRIPTION_KEYS})"
+                )));
+            }
+            Ok(Request::Subscribe(Subscription {
+                event_types,
+                cluster_filter,
+                namespace_filter,
+            }))
+        }
+        "unsubscribe" => match env.event_types {
+            None => Ok(Request::Unsubscribe(None)),
+            Some(r) if r.get() == "null" => Ok(Request::Unsubscribe(None)),
+            Some(r) => Ok(Request::Unsubscribe(Some(event_type_list(Some(r))?))),
+        },
+        "ping" => Ok(Request::Ping {
+            timestamp: env.timestamp.map(|t| t.to_owned()),
+        }),
+        other => Err(invalid_message(format!("unknown message type: {other}"))),
+    }
+}
+
+/// Server messages, each encoded as a frame.
+pub(crate) mod reply {
+    use super::*;
+
+    /// `auth_response`.
+    pub fn auth_response(client_id: &str) -> Arc<OutFrame> {
+        json_frame(&serde_json::json!({
+            "type": "auth_response",
+            "status": "authenticated",
+            "client_id": client_id,
+        }))
+    }
+
+    /// `subscribed`, echoing the subscription as stored.
+    pub fn subscribed(sub: &Subscription) -> Arc<OutFrame> {
+        #[derive(Serialize)]
+        struct Subscribed<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            #[serde(flatten)]
+            sub: &'a Subscription,
+        }
+        json_frame(&Subscribed {
+            kind: "subscribed",
+            sub,
+        })
+    }
+
+    /// `unsubscribed`, naming the types removed.
+    pub fn unsubscribed(types: &[EventType]) -> Arc<OutFrame> {
+        let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+        json_frame(&serde_json::json!({"type": "unsubscribed", "event_types": names}))
+    }
+
+    /// `pong`, echoing the client's timestamp.
+    pub fn pong(timestamp: Option<&RawValue>) -> Arc<OutFrame> {
+        #[derive(Serialize)]
+        struct Pong<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            timestamp: Option<&'a RawValue>,
+            server_time: String,
+        }
+        json_frame(&Pong {
+            kind: "pong",
+            timestamp,
+            server_time: crate::event::now_rfc3339(),
+        })
+    }
+
+    /// `error`.
+    pub fn error(code: ErrorCode, message: &str) -> Arc<OutFrame> {
+        json_frame(&serde_json::json!({"type": "error", "code": code, "message": message}))
+    }
+
+    /// The `QUEUE_FULL` notice that precedes the next message after drops.
+    pub fn queue_full(dropped: u64) -> Arc<OutFrame> {
+        json_frame(&serde_json::json!({
+            "type": "error",
+            "code": ErrorCode::QUEUE_FULL,
+            "message": format!("{dropped} event(s) dropped: client is reading too slowly"),
+            "dropped": dropped,
+        }))
+    }
+
+    /// `disconnect`, sent before the server closes the connection.
+    pub fn disconnect(reason: &str, reconnect_after_ms: u64) -> Arc<OutFrame> {
+        json_frame(&serde_json::json!({
+            "type": "disconnect",
+            "reason": reason,
+            "reconnect_after_ms": reconnect_after_ms,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_subscribe() {
+        let r = parse_request(
+            r#"{"type":"subscribe","subscription":{"event_types":["GPU_UPDATE","GPU_UPDATE"],"cluster_filter":["c"],"namespace_filter":null}}"#,
+        )
+        .unwrap();
+        let Request::Subscribe(s) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            s,
+            Subscription {
+                event_types: vec![EventType::GPU_UPDATE],
+                cluster_filter: vec!["c".into()],
+                namespace_filter: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let cases = [
+            ("nope", ErrorCode::INVALID_MESSAGE),
+            ("[1]", ErrorCode::INVALID_MESSAGE),
+            (r#"["subscribe"]"#, ErrorCode::INVALID_MESSAGE),
+            (r#"{"type":"dance"}"#, ErrorCode::INVALID_MESSAGE),
+            (r#"{"x":1}"#, ErrorCode::INVALID_MESSAGE),
+            (r#"{"type":"auth"}"#, ErrorCode::INVALID_MESSAGE),
+            (r#"{"type":"subscribe"}"#, ErrorCode::INVALID_SUBSCRIPTION),
+            (
+                r#"{"type":"subscribe","subscription":{"event_types":[]}}"#,
+                ErrorCode::INVALID_SUBSCRIPTION,
+            ),
+            (
+                r#"{"type":"subscribe","subscription":{"event_types":["NOPE"]}}"#,
+                ErrorCode::INVALID_SUBSCRIPTION,
+            ),
+            (
+                r#"{"type":"subscribe","subscription":{"event_types":["GPU_UPDATE"],"cluster_filter":"c"}}"#,
+                ErrorCode::INVALID_SUBSCRIPTION,
+            ),
+            (
+                r#"{"type":"subscribe","subscription":{"event_types":["GPU_UPDATE"],"namespace_filter":[1]}}"#,
+                ErrorCode::INVALID_SUBSCRIPTION,
+            ),
+            (
+                r#"{"type":"unsubscribe","event_types":"GPU_UPDATE"}"#,
+                ErrorCode::INVALID_SUBSCRIPTION,
+            ),
+        ];
+        for (text, code) in cases {
+            assert_eq!(parse_request(text).unwrap_err().code, code, "{text}");
+        }
+    }
+
+    #[test]
+    fn ping_echoes_any_timestamp() {
+        let Request::Ping { timestamp } =
+            parse_request(r#"{"type":"ping","timestamp":12}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(timestamp.unwrap().get(), "12");
+    }
+}

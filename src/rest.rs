@@ -1,0 +1,255 @@
+//! The REST API of section 6.1 plus `/metrics`, `/healthz`, `/readyz` and the OpenAPI document.
+
+use crate::auth::{bearer, ROLE_ADMIN, ROLE_INTERNAL};
+use crate::broker::BrokerError;
+use crate::event::{parse_event, EventType};
+use crate::hub::Hub;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// The OpenAPI document of these endpoints.
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// Answers one REST request.
+pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match (method, path.as_str()) {
+        (Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        (Method::GET, "/readyz") => readyz(&hub),
+        (Method::GET, "/metrics") => text_response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            hub.metrics.render(),
+        ),
+        (Method::GET, "/api/v1/streaming/status") => json_response(StatusCode::OK, &status(&hub)),
+        (Method::GET, "/api/v1/streaming/subscriptions") => {
+            json_response(StatusCode::OK, &subscriptions(&hub))
+        }
+        (Method::GET, "/api/v1/streaming/clients") => match authorize(&hub, &req, ROLE_ADMIN).await
+        {
+            Err(r) => r,
+            Ok(()) => json_response(StatusCode::OK, &clients(&hub, req.uri().query())),
+        },
+        (Method::POST, "/api/v1/streaming/broadcast") => {
+            match authorize(&hub, &req, ROLE_INTERNAL).await {
+                Err(r) => r,
+                Ok(()) => broadcast(&hub, req).await,
+            }
+        }
+        (Method::GET, "/api/v1/streaming/openapi.json") => {
+            text_response(StatusCode::OK, "application/json", OPENAPI.to_string())
+        }
+        (
+            _,
+            "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/api/v1/streaming/status"
+            | "/api/v1/streaming/subscriptions"
+            | "/api/v1/streaming/clients"
+            | "/api/v1/streaming/broadcast"
+            | "/api/v1/streaming/openapi.json",
+        ) => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &error_body("method not allowed"),
+        ),
+        _ => json_response(StatusCode::NOT_FOUND, &error_body("not found")),
+    }
+}
+
+/// `{"error": message}`.
+pub(crate) fn error_body(message: &str) -> Value {
+    json!({ "error": message })
+}
+
+/// A JSON response.
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    text_response(status, "application/json", body.to_string())
+}
+
+/// A response with a body and content type.
+fn text_response(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Checks the bearer token's role while auth is on.
+async fn authorize(
+    hub: &Hub,
+    req: &Request<Incoming>,
+    role: &str,
+) -> Result<(), Response<Full<Bytes>>> {
+    if !hub.config.auth.enabled {
+        return Ok(());
+    }
+    let header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(token) = bearer(header) else {
+        return Err(json_response(
+            StatusCode::UNAUTHORIZED,
+            &error_body("missing bearer token"),
+        ));
+    };
+    match hub.auth.authenticate(token).await {
+        Err(e) => Err(json_response(
+            StatusCode::UNAUTHORIZED,
+            &error_body(&e.to_string()),
+        )),
+        Ok(p) if !p.has_role(role) => Err(json_response(
+            StatusCode::FORBIDDEN,
+            &error_body(&format!("needs the {role} role")),
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// `/readyz`: 200 while the hub takes connections and its broker delivers.
+fn readyz(hub: &Hub) -> Response<Full<Bytes>> {
+    if hub.is_shutting_down() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "reason": "shutting down"}),
+        );
+    }
+    match hub.broker.health() {
+        Ok(()) => json_response(StatusCode::OK, &json!({"ready": true})),
+        Err(why) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "reason": why}),
+        ),
+    }
+}
+
+/// `GET /api/v1/streaming/status`.
+fn status(hub: &Hub) -> Value {
+    let m = &hub.metrics;
+    let broker = hub.broker.health();
+    let routed: u64 = m.routed_by_type().iter().sum();
+    json!({
+        "status": if hub.is_shutting_down() { "shutting_down" } else { "running" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "mode": hub.broker.mode(),
+        "uptime_seconds": hub.uptime_seconds(),
+        "shards": hub.shard_count(),
+        "ready": !hub.is_shutting_down() && broker.is_ok(),
+        "broker": {
+            "mode": hub.broker.mode(),
+            "healthy": broker.is_ok(),
+            "detail": broker.err(),
+        },
+        "connections": {
+            "active": m.connections_active.load(Relaxed),
+            "total": m.sum(|s| &s.connections_total),
+            "max": hub.config.websocket.max_connections,
+        },
+        "subscriptions": m.subscriptions.load(Relaxed),
+        "events": {
+            "routed": routed,
+            "deliveries": m.sum(|s| &s.deliveries),
+            "dropped": m.sum(|s| &s.events_dropped),
+            "rejected": m.events_rejected.load(Relaxed),
+        },
+        "messages": {
+            "sent": m.sum(|s| &s.messages_sent),
+            "received": m.sum(|s| &s.messages_received),
+        },
+        "heartbeat_timeouts": m.sum(|s| &s.heartbeat_timeouts),
+    })
+}
+
+/// `GET /api/v1/streaming/subscriptions`: counts by event type, cluster and namespace.
+fn subscriptions(hub: &Hub) -> Value {
+    let mut by_type: BTreeMap<&'static str, u64> =
+        EventType::ALL.iter().map(|t| (t.as_str(), 0)).collect();
+    let mut by_cluster: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_namespace: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut total, mut clients) = (0u64, 0u64);
+    for c in hub.clients.iter() {
+        let subs = c.subscriptions.lock();
+        if subs.is_empty() {
+            continue;
+        }
+        clients += 1;
+        for s in subs.iter() {
+            total += 1;
+            for t in &s.event_types {
+                *by_type.entry(t.as_str()).or_default() += 1;
+            }
+            for cl in &s.cluster_filter {
+                *by_cluster.entry(cl.clone()).or_default() += 1;
+            }
+            for ns in &s.namespace_filter {
+                *by_namespace.entry(ns.clone()).or_default() += 1;
+            }
+        }
+    }
+    json!({
+        "total_subscriptions": total,
+        "clients_with_subscriptions": clients,
+        "by_event_type": by_type,
+        "by_cluster": by_cluster,
+        "by_namespace": by_namespace,
+    })
+}
+
+/// `GET /api/v1/streaming/clients[?limit=N]` (at most 1000 rows unless asked for more).
+fn clients(hub: &Hub, query: Option<&str>) -> Value {
+    let limit = query
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1000);
+    let slow = hub.config.backpressure.slow_client_threshold_ms;
+    let list: Vec<_> = hub
+        .clients
+        .iter()
+        .take(limit)
+        .map(|c| c.info(slow))
+        .collect();
+    json!({ "count": hub.clients.len(), "clients": list })
+}
+
+/// `POST /api/v1/streaming/broadcast`: validate, publish, answer 202 with the event id.
+async fn broadcast(hub: &Hub, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let max = hub.config.rest.max_body_bytes;
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &error_body(&format!("body larger than {max} bytes")),
+            )
+        }
+        Err(e) => return json_response(StatusCode::BAD_REQUEST, &error_body(&e.to_string())),
+    };
+    let event = match parse_event(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            hub.metrics.events_rejected.fetch_add(1, Relaxed);
+            return json_response(StatusCode::BAD_REQUEST, &error_body(&e.to_string()));
+        }
+    };
+    let event_id = event.event_id.clone();
+    match hub.broker.publish(event).await {
+        Ok(Some(outcome)) => json_response(
+            StatusCode::ACCEPTED,
+            &json!({"event_id": event_id, "recipients": outcome.recipients}),
+        ),
+        Ok(None) => json_response(StatusCode::ACCEPTED, &json!({"event_id": event_id})),
+        Err(BrokerError::Unavailable(why)) => {
+            json_response(StatusCode::SERVICE_UNAVAILABLE, &error_body(&why))
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Start-up and shutdown: builds the hub from a configuration, starts one single-threaded tokio
+//! runtime per shard, accepts connections on the control thread and hands each to a shard in
+//! turn, and on SIGTERM/SIGINT says goodbye to every client before exiting.
+//!
+//! One acceptor handing off, rather than one SO_REUSEPORT listener per shard: connections are
+//! spread evenly whatever the kernel's hash does with few source addresses (load tests, a load
+//! balancer), a port is never silently shared with another process, and stopping the accept
+//! loop stops all intake at once. Accepting costs one system call per connection, not per event.
+
+use crate::auth;
+use crate::broker::MemoryBroker;
+use crate::config::Config;
+use crate::http;
+use crate::hub::Hub;
+use crate::index::SubscriptionIndex;
+use crate::metrics::{set_thread_shard, Metrics};
+use crate::router::Router;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A connection on its way from the acceptor to a shard.
+type Handoff = (std::net::TcpStream, SocketAddr);
+
+/// Builds the hub for `config`.
+pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
+    let shards = config.shard_count();
+    let metrics = Arc::new(Metrics::new(shards));
+    let index = Arc::new(SubscriptionIndex::start()?);
+    let router = Arc::new(Router::new(index.clone(), metrics.clone()));
+    if config.redis_mode() {
+        tracing::warn!("redis_url is set, but this build runs embedded only; ignoring it");
+    }
+    if config.auth.enabled && config.auth.static_tokens.is_empty() {
+        tracing::warn!(
+            "auth is enabled with no token source configured: any non-empty token is accepted"
+        );
+    }
+    let broker = Box::new(MemoryBroker::new(router.clone()));
+    let authenticator = auth::from_config(&config.auth);
+    Ok(Arc::new(Hub::new(
+        config,
+        shards,
+        index,
+        metrics,
+        router,
+        broker,
+        authenticator,
+    )))
+}
+
+/// Runs the service until SIGTERM or SIGINT, then shuts down gracefully.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let hub = build_hub(config)?;
+    let mut shards = Vec::new();
+    for i in 0..hub.shard_count() {
+        let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
+        let hub = hub.clone();
+        std::thread::Builder::new()
+            .name(format!("streamhub-shard-{i}"))
+            .spawn(move || shard_main(hub, i, rx))?;
+        shards.push(tx);
+    }
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    control.block_on(accept_until_signal(hub.clone(), shards))?;
+    control.block_on(drain(hub));
+    Ok(())
+}
+
+/// One shard: a single-threaded runtime serving the connections handed to it.
+fn shard_main(hub: Arc<Hub>, i: usize, mut rx: mpsc::UnboundedReceiver<Handoff>) {
+    set_thread_shard(i);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(shard = i, error = %e, "cannot start shard runtime");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        while let Some((std_stream, remote)) = rx.recv().await {
+            match tokio::net::TcpStream::from_std(std_stream) {
+                Ok(stream) => {
+                    tokio::spawn(http::serve(hub.clone(), i, stream, remote));
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot register connection"),
+            }
+        }
+        // The acceptor is gone: keep serving open connections until the process exits.
+        std::future::pending::<()>().await;
+    });
+}
+
+/// Binds the listener, prints its address, and accepts until a shutdown signal.
+async fn accept_until_signal(
+    hub: Arc<Hub>,
+    shards: Vec<mpsc::UnboundedSender<Handoff>>,
+) -> anyhow::Result<()> {
+    let cfg = &hub.config;
+    let addr: SocketAddr = tokio::net::lookup_host((cfg.host.as_str(), cfg.port))
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("host {} resolves to no address", cfg.host))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    socket.listen(4096)?;
+    let listener = tokio::net::TcpListener::from_std(socket.into())?;
+    let local = listener.local_addr()?;
+    println!(
+        "streamhub listening on http://{local} (ws://{local}/ws), {} shard(s), mode embedded",
+        shards.len()
+    );
+    tracing::info!(%local, shards = shards.len(), "listening");
+
+    let mut next = 0usize;
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let Ok(std_stream) = stream.into_std() else { continue };
+                    next = (next + 1) % shards.len();
+                    let _ = shards[next].send((std_stream, remote));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut signal => break,
+        }
+    }
+    tracing::info!("shutdown signal received");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// Tells every client to go and waits, up to the deadline, until all are gone.
+async fn drain(hub: Arc<Hub>) {
+    hub.begin_shutdown();
+    let deadline = Instant::now() + Duration::from_secs_f64(hub.config.shutdown.timeout_seconds);
+    while hub.metrics.connections_active.load(Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = hub.metrics.connections_active.load(Relaxed);
+    if left > 0 {
+        tracing::warn!(left, "shutdown deadline passed with connections still open");
+    } else {
+        tracing::info!("all clients disconnected");
+    }
+}

@@ -1,0 +1,201 @@
+//! A client's writer: the only code that writes to its socket.
+//!
+//! It drains protocol replies first, then up to [`MAX_BATCH`] event frames from the client's ring,
+//! and writes them with one vectored system call where the socket takes them (partial writes
+//! resume where they stopped). It also keeps the heartbeat, reports drops with `QUEUE_FULL`
+//! ahead of the next message, and says goodbye on shutdown. A socket that accepts nothing for
+//! `heartbeat_interval + heartbeat_timeout` is treated like a missed heartbeat.
+
+use crate::client::ClientHandle;
+use crate::frame::OutFrame;
+use crate::heartbeat::{Beat, Heartbeat};
+use crate::hub::Hub;
+use crate::protocol::reply;
+use fastwebsockets::OpCode;
+use std::io::{self, IoSlice};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::tcp::OwnedWriteHalf;
+
+/// Most frames taken from the ring per write.
+pub(crate) const MAX_BATCH: usize = 64;
+/// Most buffers passed to one `writev`.
+const MAX_IOV: usize = 64;
+
+/// Why a writer stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WriterExit {
+    /// It sent a close frame.
+    Closed,
+    /// The socket failed (the peer is gone).
+    SocketError,
+    /// The client missed a heartbeat or accepted no bytes for too long.
+    Dead,
+}
+
+/// Runs the writer of one client until the connection ends.
+pub(crate) async fn run(
+    mut half: OwnedWriteHalf,
+    client: Arc<ClientHandle>,
+    hub: Arc<Hub>,
+) -> WriterExit {
+    let ws = &hub.config.websocket;
+    let interval = Duration::from_secs_f64(ws.heartbeat_interval_seconds);
+    let timeout = Duration::from_secs_f64(ws.heartbeat_timeout_seconds);
+    let stall_limit = interval + timeout;
+    let mut heartbeat = Heartbeat::new(Instant::now(), interval, timeout);
+    let mut batch: Vec<Arc<OutFrame>> = Vec::new();
+    loop {
+        let now = Instant::now();
+        if now >= heartbeat.deadline() {
+            match heartbeat.check(now, client.last_heard()) {
+                Beat::Dead => {
+                    hub.metrics.local().heartbeat_timeouts.fetch_add(1, Relaxed);
+                    return WriterExit::Dead;
+                }
+                Beat::Ping => batch.push(OutFrame::control(OpCode::Ping, b"hb")),
+                Beat::Wait => {}
+            }
+        }
+        let closing = fill_batch(&client, &mut batch);
+        if batch.is_empty() {
+            client.mark_progress(now);
+            batch.shrink_to(0);
+            tokio::select! {
+                _ = client.wake.notified() => {}
+                _ = tokio::time::sleep_until(heartbeat.deadline().into()) => {}
+            }
+            continue;
+        }
+        let result = write_all(&half, &batch, &client, stall_limit).await;
+        account(&hub, &client, &batch);
+        batch.clear();
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                hub.metrics.local().heartbeat_timeouts.fetch_add(1, Relaxed);
+                return WriterExit::Dead;
+            }
+            Err(_) => return WriterExit::SocketError,
+        }
+        if closing {
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut half).await;
+            return WriterExit::Closed;
+        }
+    }
+}
+
+/// Fills `batch` with what to write next; true when it ends with a close frame.
+fn fill_batch(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>) -> bool {
+    while let Some(f) = client.pop_control() {
+        let close = f.is_close();
+        batch.push(f);
+        if close {
+            return true;
+        }
+    }
+    if let Some(advice) = client.shutdown_advice() {
+        // Flush everything still queued, then say goodbye.
+        push_events(client, batch, usize::MAX);
+        batch.push(reply::disconnect("server_shutdown", advice));
+        batch.push(OutFrame::close(1012, "server shutdown"));
+        return true;
+    }
+    push_events(client, batch, MAX_BATCH);
+    false
+}
+
+/// Moves up to `limit` event frames from the ring, behind a `QUEUE_FULL` notice if any were lost.
+fn push_events(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>, limit: usize) {
+    let mut taken = 0;
+    let mut notice_at = None;
+    while taken < limit {
+        let Some(f) = client.ring.pop() else { break };
+        if taken == 0 {
+            notice_at = Some(batch.len());
+        }
+        batch.push(f);
+        taken += 1;
+    }
+    // Read the drop count after popping, so drops that raced with the pops are reported too.
+    let dropped = client.ring.take_drops();
+    if dropped > 0 {
+        let at = notice_at.unwrap_or(batch.len());
+        batch.insert(at, reply::queue_full(dropped));
+    }
+}
+
+/// Counts what a write sent.
+fn account(hub: &Hub, client: &ClientHandle, batch: &[Arc<OutFrame>]) {
+    let now = Instant::now();
+    let local = hub.metrics.local();
+    let mut texts = 0;
+    for f in batch.iter().filter(|f| f.is_text()) {
+        texts += 1;
+        local.observe_latency(now.saturating_duration_since(f.routed_at));
+    }
+    local.messages_sent.fetch_add(texts, Relaxed);
+    client.sent.fetch_add(texts, Relaxed);
+}
+
+/// Writes every frame of `batch`, many per system call. Fails with `TimedOut` when the socket
+/// accepts nothing for `stall_limit`.
+async fn write_all(
+    half: &OwnedWriteHalf,
+    batch: &[Arc<OutFrame>],
+    client: &ClientHandle,
+    stall_limit: Duration,
+) -> io::Result<()> {
+    // (frame index, offset in that frame) of the first unwritten byte.
+    let mut pos = (0usize, 0usize);
+    loop {
+        match try_write(half, batch, &mut pos) {
+            Ok(true) => {
+                client.mark_progress(Instant::now());
+                return Ok(());
+            }
+            Ok(false) => client.mark_progress(Instant::now()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(stall_limit, half.writable()).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One non-blocking `writev` from `pos`; true when all is written, false on partial progress.
+fn try_write(
+    half: &OwnedWriteHalf,
+    batch: &[Arc<OutFrame>],
+    pos: &mut (usize, usize),
+) -> io::Result<bool> {
+    let mut iov = [IoSlice::new(&[]); MAX_IOV];
+    let mut n = 0;
+    for (i, f) in batch[pos.0..].iter().take(MAX_IOV).enumerate() {
+        let b = f.bytes();
+        iov[i] = IoSlice::new(if i == 0 { &b[pos.1..] } else { b });
+        n = i + 1;
+    }
+    if n == 0 {
+        return Ok(true);
+    }
+    let mut written = half.try_write_vectored(&iov[..n])?;
+    if written == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    while written > 0 && pos.0 < batch.len() {
+        let left = batch[pos.0].bytes().len() - pos.1;
+        if written >= left {
+            written -= left;
+            *pos = (pos.0 + 1, 0);
+        } else {
+            pos.1 += written;
+            written = 0;
+        }
+    }
+    Ok(pos.0 >= batch.len())
+}
