@@ -302,10 +302,16 @@ impl Config {
         };
         let ws = &self.websocket;
         if !positive(ws.heartbeat_interval_seconds) {
-            return bad("websocket.heartbeat_interval_seconds", "must be a number > 0 (seconds, at most a year)");
+            return bad(
+                "websocket.heartbeat_interval_seconds",
+                "must be a number > 0 (seconds, at most a year)",
+            );
         }
         if !positive(ws.heartbeat_timeout_seconds) {
-            return bad("websocket.heartbeat_timeout_seconds", "must be a number > 0 (seconds, at most a year)");
+            return bad(
+                "websocket.heartbeat_timeout_seconds",
+                "must be a number > 0 (seconds, at most a year)",
+            );
         }
         if ws.max_message_size_bytes < 64 {
             return bad("websocket.max_message_size_bytes", "must be at least 64");
@@ -323,20 +329,32 @@ impl Config {
             return bad("backpressure.max_queue_size", "must be at least 1");
         }
         if !positive(self.auth.timeout_seconds) {
-            return bad("auth.timeout_seconds", "must be a number > 0 (seconds, at most a year)");
+            return bad(
+                "auth.timeout_seconds",
+                "must be a number > 0 (seconds, at most a year)",
+            );
         }
         if !non_negative(self.auth.reauth_grace_seconds) {
-            return bad("auth.reauth_grace_seconds", "must be a number >= 0 (seconds, at most a year)");
+            return bad(
+                "auth.reauth_grace_seconds",
+                "must be a number >= 0 (seconds, at most a year)",
+            );
         }
         if !non_negative(self.shutdown.timeout_seconds) {
-            return bad("shutdown.timeout_seconds", "must be a number >= 0 (seconds, at most a year)");
+            return bad(
+                "shutdown.timeout_seconds",
+                "must be a number >= 0 (seconds, at most a year)",
+            );
         }
         if self.rest.max_body_bytes < 64 {
             return bad("rest.max_body_bytes", "must be at least 64");
         }
         for t in &self.auth.static_tokens {
             if t.expires_in_seconds.is_some_and(|s| !non_negative(s)) {
-                return bad("auth.static_tokens.expires_in_seconds", "must be a number >= 0");
+                return bad(
+                    "auth.static_tokens.expires_in_seconds",
+                    "must be a number >= 0",
+                );
             }
         }
         if self.host.is_empty() {

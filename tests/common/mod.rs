@@ -1,0 +1,239 @@
+//! Test support: start the real `streamhub` binary on a free port and talk to it with real
+//! WebSocket and HTTP clients over loopback.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A WebSocket client.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A running hub process.
+pub struct HubProcess {
+    /// The process.
+    pub child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Holds the config file.
+    _dir: tempfile::TempDir,
+}
+
+impl HubProcess {
+    /// Starts the hub with `extra` YAML lines (indented two spaces, under `realtime_streaming`).
+    pub fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hub.yaml");
+        let yaml = format!("realtime_streaming:\n  host: \"127.0.0.1\"\n  port: 0\n{extra}");
+        std::fs::write(&path, yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamhub"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("STREAMHUB_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn streamhub");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read banner");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no address in banner: {line:?}"));
+        HubProcess {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// `http://addr{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Opens a WebSocket to `/ws`.
+    pub async fn ws(&self) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr))
+            .await
+            .expect("ws connect");
+        ws
+    }
+
+    /// GET a JSON document.
+    pub async fn get_json(&self, path: &str) -> Value {
+        reqwest::get(self.url(path))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// POST an event to the broadcast endpoint; returns the status and body.
+    pub async fn broadcast(&self, body: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(self.url("/api/v1/streaming/broadcast"))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("post");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The hub's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a client saw next.
+#[derive(Debug)]
+pub enum Seen {
+    /// A JSON text message.
+    Json(Value),
+    /// A close frame with its code.
+    Closed(Option<u16>),
+    /// The stream ended without a close frame.
+    Ended,
+    /// Nothing within the wait.
+    Nothing,
+}
+
+/// The next text message or close, skipping pings and pongs, waiting up to `limit`.
+pub async fn next_seen(ws: &mut Ws, limit: Duration) -> Seen {
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(end, ws.next()).await {
+            Err(_) => return Seen::Nothing,
+            Ok(None) => return Seen::Ended,
+            Ok(Some(Err(_))) => return Seen::Ended,
+            Ok(Some(Ok(Message::Text(t)))) => {
+                return Seen::Json(serde_json::from_str(&t).expect("server sent JSON"))
+            }
+            Ok(Some(Ok(Message::Close(c)))) => return Seen::Closed(c.map(|c| u16::from(c.code))),
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// The next JSON message, or panic.
+pub async fn recv(ws: &mut Ws) -> Value {
+    match next_seen(ws, Duration::from_secs(5)).await {
+        Seen::Json(v) => v,
+        other => panic!("expected a message, saw {other:?}"),
+    }
+}
+
+/// Expects the connection to close with `code`, possibly after some messages; returns those.
+pub async fn expect_close(ws: &mut Ws, code: u16) -> Vec<Value> {
+    let mut before = Vec::new();
+    loop {
+        match next_seen(ws, Duration::from_secs(5)).await {
+            Seen::Json(v) => before.push(v),
+            Seen::Closed(c) => {
+                assert_eq!(c, Some(code), "close code (after {before:?})");
+                return before;
+            }
+            other => panic!("expected close {code}, saw {other:?} after {before:?}"),
+        }
+    }
+}
+
+/// Sends a JSON value as a text message.
+pub async fn send(ws: &mut Ws, v: &Value) {
+    ws.send(Message::text(v.to_string())).await.expect("send");
+}
+
+/// Sends a raw text message.
+pub async fn send_text(ws: &mut Ws, t: &str) {
+    ws.send(Message::text(t.to_string())).await.expect("send");
+}
+
+/// Subscribes and waits for `subscribed`.
+pub async fn subscribe(
+    ws: &mut Ws,
+    types: &[&str],
+    clusters: &[&str],
+    namespaces: &[&str],
+) -> Value {
+    send(
+        ws,
+        &serde_json::json!({"type": "subscribe", "subscription": {
+            "event_types": types, "cluster_filter": clusters, "namespace_filter": namespaces}}),
+    )
+    .await;
+    let r = recv(ws).await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    r
+}
+
+/// Asserts nothing arrives within `d`.
+pub async fn expect_silence(ws: &mut Ws, d: Duration) {
+    match next_seen(ws, d).await {
+        Seen::Nothing => {}
+        other => panic!("expected silence, saw {other:?}"),
+    }
+}
+
+/// The close code constant for comparisons.
+pub fn code(c: CloseCode) -> u16 {
+    u16::from(c)
+}
+
+/// Reads a metric's value from Prometheus text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}

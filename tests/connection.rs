@@ -1,0 +1,399 @@
+//! Connection rules: authentication, heartbeat, capacity, origin, shutdown, configuration.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const AUTH: &str = "  auth:
+    enabled: true
+    timeout_seconds: 1
+    reauth_grace_seconds: 1
+    static_tokens:
+      - token: good
+        subject: alice
+        roles: [admin, internal]
+      - token: viewer
+        subject: bob
+        roles: []
+      - token: short
+        subject: carol
+        expires_in_seconds: 2
+";
+
+#[tokio::test]
+async fn auth_required_before_anything_but_auth_and_ping() {
+    let hub = HubProcess::start(AUTH);
+
+    // Ping is allowed before auth; subscribe is not.
+    let mut ws = hub.ws().await;
+    send(&mut ws, &json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong");
+    send(
+        &mut ws,
+        &json!({"type": "subscribe", "subscription": {"event_types": ["GPU_UPDATE"]}}),
+    )
+    .await;
+    let before = expect_close(&mut ws, 1008).await;
+    assert_eq!(before[0]["code"], "AUTH_FAILED", "{before:?}");
+
+    // A bad token: AUTH_FAILED and 1008.
+    let mut ws = hub.ws().await;
+    send(&mut ws, &json!({"type": "auth", "token": "wrong"})).await;
+    let before = expect_close(&mut ws, 1008).await;
+    assert_eq!(before[0]["code"], "AUTH_FAILED");
+
+    // A good token: authenticated, then subscriptions work.
+    let mut ws = hub.ws().await;
+    send(&mut ws, &json!({"type": "auth", "token": "good"})).await;
+    let r = recv(&mut ws).await;
+    assert_eq!(r["status"], "authenticated");
+    subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+
+    // No auth within timeout_seconds: closed.
+    let mut idle = hub.ws().await;
+    let started = Instant::now();
+    let before = expect_close(&mut idle, 1008).await;
+    assert_eq!(before[0]["code"], "AUTH_FAILED");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The authenticated client was not affected.
+    send(&mut ws, &json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn expired_token_gets_auth_expired_and_a_grace_period() {
+    let hub = HubProcess::start(AUTH);
+    // Re-authenticates within the grace period: stays.
+    let mut keeps = hub.ws().await;
+    send(&mut keeps, &json!({"type": "auth", "token": "short"})).await;
+    assert_eq!(recv(&mut keeps).await["status"], "authenticated");
+    // Never re-authenticates: closed after the grace period.
+    let mut lapses = hub.ws().await;
+    send(&mut lapses, &json!({"type": "auth", "token": "short"})).await;
+    assert_eq!(recv(&mut lapses).await["status"], "authenticated");
+
+    let r = recv(&mut keeps).await;
+    assert_eq!(r["code"], "AUTH_EXPIRED", "{r}");
+    send(&mut keeps, &json!({"type": "auth", "token": "good"})).await;
+    assert_eq!(recv(&mut keeps).await["status"], "authenticated");
+
+    assert_eq!(recv(&mut lapses).await["code"], "AUTH_EXPIRED");
+    let before = expect_close(&mut lapses, 1008).await;
+    assert_eq!(before[0]["code"], "AUTH_FAILED");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(&mut keeps, &json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut keeps).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn rest_roles_while_auth_is_on() {
+    let hub = HubProcess::start(AUTH);
+    let http = reqwest::Client::new();
+    let clients = hub.url("/api/v1/streaming/clients");
+    let broadcast = hub.url("/api/v1/streaming/broadcast");
+    let event = r#"{"event_type":"GPU_UPDATE"}"#;
+    assert_eq!(http.get(&clients).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.get(&clients)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.get(&clients)
+            .bearer_auth("viewer")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        http.get(&clients)
+            .bearer_auth("good")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.post(&broadcast)
+            .body(event)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = http
+        .post(&broadcast)
+        .bearer_auth("viewer")
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .post(&broadcast)
+        .bearer_auth("good")
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // Status and subscriptions stay open.
+    assert_eq!(
+        http.get(hub.url("/api/v1/streaming/status"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+/// Opens a WebSocket by hand on a raw socket and returns it after the 101 response.
+async fn raw_ws(hub: &HubProcess) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        hub.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed during handshake");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    s
+}
+
+#[tokio::test]
+async fn silent_client_is_dropped_by_the_heartbeat() {
+    let hub = HubProcess::start(
+        "  websocket:\n    heartbeat_interval_seconds: 0.3\n    heartbeat_timeout_seconds: 0.3\n",
+    );
+    // A well-behaved client (tungstenite answers pings) stays connected.
+    let mut good = hub.ws().await;
+    // A raw client that reads pings but never answers them.
+    let mut mute = raw_ws(&hub).await;
+    let mute_side = async {
+        let started = Instant::now();
+        let mut buf = vec![0u8; 4096];
+        let mut saw_ping = false;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), mute.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return (started.elapsed(), saw_ping),
+                Ok(Ok(n)) => saw_ping |= buf[..n].contains(&0x89),
+                Err(_) => panic!("silent client was never dropped"),
+            }
+        }
+    };
+    // Meanwhile the good client keeps reading (and so answers pings) for two seconds.
+    let good_side = async {
+        let end = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < end {
+            send(&mut good, &json!({"type": "ping"})).await;
+            assert_eq!(recv(&mut good).await["type"], "pong");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let ((closed, saw_ping), ()) = tokio::join!(mute_side, good_side);
+    assert!(saw_ping, "the server sent WebSocket pings");
+    assert!(
+        closed >= Duration::from_millis(500),
+        "dropped too early: {closed:?}"
+    );
+    assert!(
+        closed < Duration::from_secs(3),
+        "dropped too late: {closed:?}"
+    );
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert_eq!(status["heartbeat_timeouts"], 1, "{status}");
+    assert_eq!(status["connections"]["active"], 1, "{status}");
+}
+
+#[tokio::test]
+async fn max_connections_refuses_with_503_and_spares_the_open_ones() {
+    let hub = HubProcess::start("  websocket:\n    max_connections: 3\n");
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(hub.ws().await);
+    }
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/ws", hub.addr))
+        .await
+        .expect_err("fourth connection refused");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 503),
+        other => panic!("expected HTTP 503, got {other}"),
+    }
+    for ws in open.iter_mut() {
+        send(ws, &json!({"type": "ping"})).await;
+        assert_eq!(recv(ws).await["type"], "pong");
+    }
+    // A slot frees when a client leaves.
+    drop(open.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(format!("ws://{}/ws", hub.addr)).await
+        {
+            again = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "slot was given back");
+}
+
+#[tokio::test]
+async fn origin_is_checked_when_configured() {
+    let hub = HubProcess::start("  websocket:\n    allowed_origins: [\"https://dash.example\"]\n");
+    let url = format!("ws://{}/ws", hub.addr);
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        url.as_str(),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("Origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        url.as_str(),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("Origin", "https://dash.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
+}
+
+#[tokio::test]
+async fn sigterm_flushes_then_disconnects_with_jittered_advice_and_1012() {
+    let mut hub = HubProcess::start("  shutdown:\n    reconnect_after_ms: 4000\n");
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let mut ws = hub.ws().await;
+        subscribe(&mut ws, &["ALERT_FIRED"], &[], &[]).await;
+        clients.push(ws);
+    }
+    for i in 0..5 {
+        let (s, _) = hub
+            .broadcast(
+                &json!({"event_type": "ALERT_FIRED", "event_id": format!("e{i}")}).to_string(),
+            )
+            .await;
+        assert_eq!(s, 202);
+    }
+    hub.sigterm();
+    let mut advice = Vec::new();
+    for ws in clients.iter_mut() {
+        let before = expect_close(ws, 1012).await;
+        // Every queued event first, then `disconnect`.
+        let (last, events) = before.split_last().expect("messages before close");
+        let ids: Vec<_> = events
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, (0..5).map(|i| format!("e{i}")).collect::<Vec<_>>());
+        assert_eq!(last["type"], "disconnect");
+        assert_eq!(last["reason"], "server_shutdown");
+        let ms = last["reconnect_after_ms"].as_u64().unwrap();
+        assert!((2000..=6000).contains(&ms), "{ms}");
+        advice.push(ms);
+    }
+    advice.sort();
+    advice.dedup();
+    assert!(advice.len() > 1, "reconnect advice is spread: {advice:?}");
+    let status = hub.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn bad_config_stops_startup_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, key) in [
+        (
+            "realtime_streaming:\n  websocket:\n    max_conections: 5\n",
+            "max_conections",
+        ),
+        (
+            "realtime_streaming:\n  websocket:\n    max_connections: many\n",
+            "websocket.max_connections",
+        ),
+        (
+            "realtime_streaming:\n  backpressure:\n    drop_oldest: 7\n",
+            "backpressure.drop_oldest",
+        ),
+        (
+            "realtime_streaming:\n  websocket:\n    heartbeat_timeout_seconds: -1\n",
+            "heartbeat_timeout_seconds",
+        ),
+        ("other_root: {}\n", "other_root"),
+    ] {
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamhub"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{yaml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{yaml}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn env_and_flags_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "realtime_streaming:\n  host: \"127.0.0.1\"\n  port: 1\n",
+    )
+    .unwrap();
+    // The file says port 1; the environment says 0 (a free port): the environment wins.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamhub"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("STREAMHUB_PORT", "0")
+        .env("STREAMHUB_SHARDS", "3")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.contains("127.0.0.1:") && !line.contains("127.0.0.1:1 "),
+        "{line}"
+    );
+    assert!(line.contains("3 shard(s)"), "{line}");
+}
