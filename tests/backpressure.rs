@@ -1,0 +1,220 @@
+//! Backpressure: a client that does not read never holds anyone else back, never grows the hub's
+//! memory without bound, and learns exactly how much it lost.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A client-to-server text frame (masked with a zero key, so the payload reads as is).
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x81u8];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A raw WebSocket that subscribes to everything, reads the `subscribed` reply, then never reads.
+async fn stalled_client(hub: &HubProcess) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        hub.addr
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let sub =
+        json!({"type": "subscribe", "subscription": {"event_types": ["GPU_UPDATE"]}}).to_string();
+    s.write_all(&masked_text(sub.as_bytes())).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&got).contains("subscribed") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    s
+}
+
+/// A GPU_UPDATE of about `size` bytes.
+fn gpu_event(id: usize, size: usize) -> String {
+    json!({"event_type": "GPU_UPDATE", "event_id": format!("e{id}"), "cluster_id": "c1",
+           "payload": {"node_name": "worker-gpu-01", "pad": "x".repeat(size)}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn stalled_client_does_not_delay_others_or_grow_memory() {
+    let hub = HubProcess::start(
+        "  backpressure:\n    max_queue_size: 100\n    slow_client_threshold_ms: 200\n",
+    );
+    let _stalled = stalled_client(&hub).await;
+    let mut fast = hub.ws().await;
+    subscribe(&mut fast, &["GPU_UPDATE"], &[], &[]).await;
+
+    let http = reqwest::Client::new();
+    let url = hub.url("/api/v1/streaming/broadcast");
+    let rss_before = hub.rss_kib();
+    let (batches, per_batch, size) = (60, 100, 8 * 1024);
+    for b in 0..batches {
+        for i in 0..per_batch {
+            let r = http
+                .post(&url)
+                .body(gpu_event(b * per_batch + i, size))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+        // The fast client gets every event of the batch, in order, promptly.
+        for i in 0..per_batch {
+            let m = recv(&mut fast).await;
+            assert_eq!(
+                m["event_id"],
+                format!("e{}", b * per_batch + i),
+                "{}",
+                m["type"]
+            );
+        }
+    }
+    let rss_after = hub.rss_kib();
+    let sent_mib = (batches * per_batch * size) as u64 / (1 << 20);
+    let grew_mib = rss_after.saturating_sub(rss_before) / 1024;
+    eprintln!(
+        "hub RSS {rss_before} KiB -> {rss_after} KiB while {sent_mib} MiB went to a stalled client"
+    );
+    // ~47 MiB went to the stalled client; its ring holds at most 100 frames (~0.8 MiB).
+    assert!(
+        grew_mib < 16,
+        "hub RSS grew {grew_mib} MiB while {sent_mib} MiB went to a stalled client"
+    );
+
+    let metrics = reqwest::get(hub.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metric(&metrics, "ws_events_dropped_total") > 0.0);
+    let clients = hub.get_json("/api/v1/streaming/clients").await;
+    let list = clients["clients"].as_array().unwrap();
+    let stalled = list
+        .iter()
+        .find(|c| c["events_dropped"].as_u64().unwrap() > 0)
+        .expect("stalled listed");
+    assert!(stalled["queue_length"].as_u64().unwrap() <= 100);
+    assert_eq!(stalled["slow"], true, "{stalled}");
+    let fast_row = list
+        .iter()
+        .find(|c| c["events_dropped"] == 0)
+        .expect("fast listed");
+    assert_eq!(fast_row["slow"], false);
+}
+
+/// Connects with a small receive buffer, so a client that pauses fills up quickly.
+async fn small_buffer_client(hub: &HubProcess) -> Ws {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&hub.addr.into()).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let stream = tokio::net::TcpStream::from_std(sock.into()).unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{}/ws", hub.addr),
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+    )
+    .await
+    .unwrap();
+    ws
+}
+
+/// Publishes `n` large events while the client is not reading, then reads everything back.
+/// Returns the event numbers received in order and the drops reported (with what followed each).
+async fn pause_then_read(hub: &HubProcess, n: usize) -> (Vec<usize>, u64, Vec<Value>) {
+    let mut ws = small_buffer_client(hub).await;
+    subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+    let http = reqwest::Client::new();
+    for i in 0..n {
+        let r = http
+            .post(hub.url("/api/v1/streaming/broadcast"))
+            .body(gpu_event(i, 32 * 1024))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let (mut events, mut dropped, mut notices) = (Vec::new(), 0u64, Vec::new());
+    let mut after_notice = false;
+    while events.len() as u64 + dropped < n as u64 {
+        let m = recv(&mut ws).await;
+        match m["type"].as_str() {
+            Some("event") => {
+                after_notice = false;
+                let id = m["event_id"].as_str().unwrap();
+                events.push(id[1..].parse().unwrap());
+            }
+            Some("error") => {
+                assert_eq!(m["code"], "QUEUE_FULL", "{m}");
+                assert!(!after_notice, "two notices in a row");
+                after_notice = true;
+                dropped += m["dropped"].as_u64().unwrap();
+                notices.push(m);
+            }
+            _ => panic!("{m}"),
+        }
+    }
+    expect_silence(&mut ws, Duration::from_millis(300)).await;
+    (events, dropped, notices)
+}
+
+#[tokio::test]
+async fn drop_oldest_reports_every_drop_and_keeps_the_newest() {
+    let hub = HubProcess::start("  backpressure:\n    max_queue_size: 5\n    drop_oldest: true\n");
+    let n = 400;
+    let (events, dropped, notices) = pause_then_read(&hub, n).await;
+    assert!(
+        dropped > 0 && !notices.is_empty(),
+        "a paused client lost events"
+    );
+    assert_eq!(
+        events.len() as u64 + dropped,
+        n as u64,
+        "every event delivered or reported"
+    );
+    assert!(
+        events.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates"
+    );
+    assert_eq!(
+        *events.last().unwrap(),
+        n - 1,
+        "drop-oldest keeps the newest"
+    );
+    let metrics = reqwest::get(hub.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&metrics, "ws_events_dropped_total") as u64, dropped);
+}
+
+#[tokio::test]
+async fn drop_newest_reports_every_drop_and_keeps_the_oldest() {
+    let hub = HubProcess::start("  backpressure:\n    max_queue_size: 5\n    drop_oldest: false\n");
+    let n = 400;
+    let (events, dropped, _) = pause_then_read(&hub, n).await;
+    assert!(dropped > 0);
+    assert_eq!(events.len() as u64 + dropped, n as u64);
+    assert!(events.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(events[0], 0, "drop-newest keeps the oldest");
+    assert_ne!(*events.last().unwrap(), n - 1, "the newest were dropped");
+}

@@ -1,0 +1,143 @@
+//! The REST API, metrics and probes.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn status_clients_subscriptions_and_probes() {
+    let hub = HubProcess::start("");
+    let mut a = hub.ws().await;
+    let mut b = hub.ws().await;
+    subscribe(
+        &mut a,
+        &["ALERT_FIRED", "GPU_UPDATE"],
+        &["c1", "c2"],
+        &["prod"],
+    )
+    .await;
+    subscribe(&mut a, &["GPU_UPDATE"], &[], &[]).await;
+    subscribe(&mut b, &["GPU_UPDATE"], &["c1"], &[]).await;
+    let (s, _) = hub
+        .broadcast(r#"{"event_type":"GPU_UPDATE","cluster_id":"c1"}"#)
+        .await;
+    assert_eq!(s, 202);
+    recv(&mut a).await;
+    recv(&mut b).await;
+
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert_eq!(status["status"], "running");
+    assert_eq!(status["mode"], "embedded");
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["connections"]["active"], 2);
+    assert_eq!(status["connections"]["total"], 2);
+    assert_eq!(status["subscriptions"], 3);
+    assert_eq!(status["events"]["routed"], 1);
+    assert_eq!(status["events"]["deliveries"], 2);
+
+    let subs = hub.get_json("/api/v1/streaming/subscriptions").await;
+    assert_eq!(subs["total_subscriptions"], 3);
+    assert_eq!(subs["clients_with_subscriptions"], 2);
+    assert_eq!(subs["by_event_type"]["GPU_UPDATE"], 3);
+    assert_eq!(subs["by_event_type"]["ALERT_FIRED"], 1);
+    assert_eq!(subs["by_cluster"]["c1"], 2);
+    assert_eq!(subs["by_namespace"]["prod"], 1);
+
+    let clients = hub.get_json("/api/v1/streaming/clients").await;
+    assert_eq!(clients["count"], 2);
+    let rows = clients["clients"].as_array().unwrap();
+    let row_a = rows
+        .iter()
+        .find(|c| c["subscriptions"].as_array().unwrap().len() == 2)
+        .unwrap();
+    assert_eq!(
+        row_a["subscriptions"][0]["cluster_filter"],
+        json!(["c1", "c2"])
+    );
+    assert!(row_a["messages_sent"].as_u64().unwrap() >= 3, "{row_a}");
+    let limited = hub.get_json("/api/v1/streaming/clients?limit=1").await;
+    assert_eq!(limited["clients"].as_array().unwrap().len(), 1);
+
+    assert_eq!(
+        reqwest::get(hub.url("/healthz")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(hub.url("/readyz")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(reqwest::get(hub.url("/nope")).await.unwrap().status(), 404);
+    let r = reqwest::Client::new()
+        .delete(hub.url("/api/v1/streaming/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    // A plain GET on /ws is not an upgrade.
+    assert_eq!(reqwest::get(hub.url("/ws")).await.unwrap().status(), 426);
+}
+
+#[tokio::test]
+async fn metrics_expose_the_eight_names() {
+    let hub = HubProcess::start("");
+    let mut ws = hub.ws().await;
+    subscribe(&mut ws, &["ALERT_FIRED"], &[], &[]).await;
+    for _ in 0..3 {
+        hub.broadcast(r#"{"event_type":"ALERT_FIRED"}"#).await;
+        recv(&mut ws).await;
+    }
+    let r = reqwest::get(hub.url("/metrics")).await.unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    for (name, kind) in [
+        ("ws_connections_total", "counter"),
+        ("ws_connections_active", "gauge"),
+        ("ws_messages_sent_total", "counter"),
+        ("ws_messages_received_total", "counter"),
+        ("ws_events_routed_total", "counter"),
+        ("ws_events_dropped_total", "counter"),
+        ("ws_subscription_count", "gauge"),
+        ("ws_message_latency_seconds", "histogram"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} {kind}\n{text}"
+        );
+    }
+    assert_eq!(metric(&text, "ws_connections_total"), 1.0);
+    assert_eq!(metric(&text, "ws_connections_active"), 1.0);
+    assert_eq!(metric(&text, "ws_subscription_count"), 1.0);
+    assert_eq!(metric(&text, "ws_messages_received_total"), 1.0);
+    // subscribed + 3 events.
+    assert_eq!(metric(&text, "ws_messages_sent_total"), 4.0);
+    assert!(
+        text.contains("ws_events_routed_total{event_type=\"ALERT_FIRED\"} 3\n"),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "ws_message_latency_seconds_count"), 4.0);
+}
+
+#[tokio::test]
+async fn broadcast_body_limits_and_openapi() {
+    let hub = HubProcess::start("  rest:\n    max_body_bytes: 1024\n");
+    let big = json!({"event_type": "GPU_UPDATE", "payload": {"pad": "x".repeat(2000)}}).to_string();
+    let (status, body) = hub.broadcast(&big).await;
+    assert_eq!(status, 413, "{body}");
+    let doc = hub.get_json("/api/v1/streaming/openapi.json").await;
+    assert_eq!(doc["openapi"], "3.0.3");
+    for p in [
+        "/api/v1/streaming/status",
+        "/api/v1/streaming/clients",
+        "/api/v1/streaming/subscriptions",
+        "/api/v1/streaming/broadcast",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(doc["paths"][p].is_object(), "{p} documented");
+    }
+}
