@@ -123,27 +123,119 @@ struct EventView<'a> {
     cluster_id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     timestamp: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
+    #[serde(default)]
+    payload: Option<PayloadNs>,
     /// A top-level `type` would clash with the message's own `"type":"event"`.
     #[serde(default, rename = "type")]
     type_key: Option<IgnoredAny>,
 }
 
-/// The part of `payload` that names a namespace.
-#[derive(Deserialize)]
-struct PayloadView<'a> {
-    #[serde(borrow, default)]
-    namespace: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    labels: Option<&'a RawValue>,
+/// What routing needs from `payload`: its namespace (`payload.namespace`, else
+/// `payload.labels.namespace`). Read in the same pass as the rest of the event; the rest of the
+/// payload is skipped, not copied. Accepts only a JSON object (or `null`, meaning no payload).
+#[derive(Default)]
+struct PayloadNs {
+    /// `payload.namespace`, if a string.
+    direct: Option<String>,
+    /// `payload.labels.namespace`, if a string.
+    labelled: Option<String>,
 }
 
-/// `payload.labels`, for its namespace.
-#[derive(Deserialize)]
-struct LabelsView<'a> {
-    #[serde(borrow, default)]
-    namespace: Option<&'a RawValue>,
+impl<'de> Deserialize<'de> for PayloadNs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NsVisitor { nested: false })
+    }
+}
+
+/// Visits `payload` (and, nested, `payload.labels`), keeping only namespace strings.
+struct NsVisitor {
+    /// Visiting `labels` rather than `payload`.
+    nested: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for NsVisitor {
+    type Value = PayloadNs;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("payload to be a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PayloadNs, A::Error> {
+        let mut out = PayloadNs::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "namespace" => out.direct = map.next_value::<LenientStr>()?.0,
+                "labels" if !self.nested => {
+                    out.labelled = map.next_value::<LenientLabels>()?.0;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Any JSON value; kept only if it is a string.
+struct LenientStr(Option<String>);
+
+impl<'de> Deserialize<'de> for LenientStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v: serde_json::Value = Deserialize::deserialize(d)?;
+        Ok(LenientStr(match v {
+            serde_json::Value::String(s) => Some(s),
+            _ => None,
+        }))
+    }
+}
+
+/// `payload.labels`: its namespace if it is an object holding a string one; anything else is none.
+struct LenientLabels(Option<String>);
+
+impl<'de> Deserialize<'de> for LenientLabels {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LenientLabels;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<LenientLabels, A::Error> {
+                let ns = NsVisitor { nested: true }.visit_map(map)?;
+                Ok(LenientLabels(ns.direct))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<LenientLabels, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(LenientLabels(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<LenientLabels, E> {
+                Ok(LenientLabels(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<LenientLabels, E> {
+                Ok(LenientLabels(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<LenientLabels, E> {
+                Ok(LenientLabels(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<LenientLabels, E> {
+                Ok(LenientLabels(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<LenientLabels, E> {
+                Ok(LenientLabels(None))
+            }
+            fn visit_unit<E>(self) -> Result<LenientLabels, E> {
+                Ok(LenientLabels(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A JSON string value, or `Err` naming the field.
@@ -155,29 +247,6 @@ fn string_field(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, Ev
             Err(_) => Err(EventError::BadField(format!("{name} must be a string"))),
         },
     }
-}
-
-/// A string if the raw value is one; anything else counts as absent.
-fn lenient_string(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(|r| serde_json::from_str::<Cow<'_, str>>(r.get()).ok())
-        .map(Cow::into_owned)
-}
-
-/// The namespace of an event: `payload.namespace`, else `payload.labels.namespace`.
-fn namespace_of(payload: &RawValue) -> Result<Option<String>, EventError> {
-    if !payload.get().starts_with('{') {
-        return Err(EventError::BadField("payload must be an object".into()));
-    }
-    let view: PayloadView<'_> = serde_json::from_str(payload.get())
-        .map_err(|_| EventError::BadField("payload must be an object".into()))?;
-    if let Some(ns) = lenient_string(view.namespace) {
-        return Ok(Some(ns));
-    }
-    Ok(view
-        .labels
-        .filter(|l| l.get().starts_with('{'))
-        .and_then(|l| serde_json::from_str::<LabelsView<'_>>(l.get()).ok())
-        .and_then(|l| lenient_string(l.namespace)))
 }
 
 /// A new unique event id: `evt_` and a time-ordered UUID.
@@ -213,10 +282,7 @@ pub fn parse_event(input: &[u8]) -> Result<ParsedEvent, EventError> {
     let given_id = string_field(view.event_id, "event_id")?;
     let cluster_id = string_field(view.cluster_id, "cluster_id")?;
     let has_timestamp = string_field(view.timestamp, "timestamp")?.is_some();
-    let namespace = match view.payload {
-        Some(p) => namespace_of(p)?,
-        None => None,
-    };
+    let namespace = view.payload.and_then(|p| p.direct.or(p.labelled));
     let event_id = given_id.clone().unwrap_or_else(new_event_id);
     let message = if view.type_key.is_some() {
         rebuild_without_type(text, given_id.is_none().then_some(&event_id), has_timestamp)?
