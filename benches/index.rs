@@ -8,8 +8,10 @@ mod support;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::hint::black_box;
 use std::sync::Arc;
+use streamhub::client::ClientHandle;
 use streamhub::event::EventType;
 use streamhub::index::{IndexBuilder, IndexOp, SubscriptionIndex};
+use streamhub::subscription::Subscription;
 use support::*;
 
 fn matching(c: &mut Criterion) {
@@ -76,19 +78,17 @@ fn storm(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    // Every client's `subscribe` in flight at once, through a fresh index thread.
+    let through_index_thread = |clients: Vec<(Arc<ClientHandle>, Vec<Subscription>)>| {
+        let index = Arc::new(SubscriptionIndex::start().unwrap());
+        rt.block_on(futures_util::future::join_all(
+            clients
+                .into_iter()
+                .map(|(h, s)| index.update(IndexOp::Set(h, s))),
+        ));
+    };
     g.bench_function("same_key/index_thread", |bench| {
-        bench.iter_batched(
-            same_key,
-            |clients| {
-                let index = Arc::new(SubscriptionIndex::start().unwrap());
-                rt.block_on(futures_util::future::join_all(
-                    clients
-                        .into_iter()
-                        .map(|(h, s)| index.update(IndexOp::Set(h, s))),
-                ));
-            },
-            BatchSize::PerIteration,
-        )
+        bench.iter_batched(same_key, through_index_thread, BatchSize::PerIteration)
     });
     let mut rng = fastrand::Rng::with_seed(3);
     let mut dashboards = || {
@@ -99,14 +99,7 @@ fn storm(c: &mut Criterion) {
     g.bench_function("dashboards/index_thread", |bench| {
         bench.iter_batched(
             &mut dashboards,
-            |clients| {
-                let index = Arc::new(SubscriptionIndex::start().unwrap());
-                rt.block_on(futures_util::future::join_all(
-                    clients
-                        .into_iter()
-                        .map(|(h, s)| index.update(IndexOp::Set(h, s))),
-                ));
-            },
+            through_index_thread,
             BatchSize::PerIteration,
         )
     });
