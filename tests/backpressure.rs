@@ -8,33 +8,14 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A client-to-server text frame (masked with a zero key, so the payload reads as is).
-fn masked_text(payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x81u8];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&[0, 0, 0, 0]);
-    f.extend_from_slice(payload);
-    f
-}
-
 /// A raw WebSocket that subscribes to everything, reads the `subscribed` reply, then never reads.
 async fn stalled_client(hub: &HubProcess) -> tokio::net::TcpStream {
-    let mut s = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        hub.addr
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    let mut s = raw_ws(hub.addr).await;
     let sub =
         json!({"type": "subscribe", "subscription": {"event_types": ["GPU_UPDATE"]}}).to_string();
-    s.write_all(&masked_text(sub.as_bytes())).await.unwrap();
+    s.write_all(&masked_frame(0x81, sub.as_bytes()))
+        .await
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 512];
     while !String::from_utf8_lossy(&got).contains("subscribed") {

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 const AUTH: &str = "  auth:
     enabled: true
@@ -165,30 +165,6 @@ async fn rest_roles_while_auth_is_on() {
     );
 }
 
-/// Opens a WebSocket by hand on a raw socket and returns it after the 101 response.
-async fn raw_ws(hub: &HubProcess) -> tokio::net::TcpStream {
-    let mut s = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        hub.addr
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 1024];
-    let mut got = Vec::new();
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed during handshake");
-        got.extend_from_slice(&buf[..n]);
-    }
-    assert!(
-        got.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
-    s
-}
-
 #[tokio::test]
 async fn silent_client_is_dropped_by_the_heartbeat() {
     let hub = HubProcess::start(
@@ -197,7 +173,7 @@ async fn silent_client_is_dropped_by_the_heartbeat() {
     // A well-behaved client (tungstenite answers pings) stays connected.
     let mut good = hub.ws().await;
     // A raw client that reads pings but never answers them.
-    let mut mute = raw_ws(&hub).await;
+    let mut mute = raw_ws(hub.addr).await;
     let mute_side = async {
         let started = Instant::now();
         let mut buf = vec![0u8; 4096];

@@ -283,3 +283,32 @@ async fn oversize_messages_close_with_1009() {
     let r = recv(&mut ws).await;
     assert_eq!(r["timestamp"], "frag");
 }
+
+#[tokio::test]
+async fn malformed_frames_close_with_the_right_code() {
+    use tokio::io::AsyncWriteExt;
+    let hub = HubProcess::start("");
+    for (name, bytes, want) in [
+        ("reserved bits set", masked_frame(0x81 | 0x40, b"{}"), 1002),
+        (
+            "invalid UTF-8",
+            masked_frame(0x81, &[0xff, 0xfe, 0xfd]),
+            1007,
+        ),
+        (
+            "continuation without a message",
+            masked_frame(0x80, b"x"),
+            1002,
+        ),
+        ("unknown opcode", masked_frame(0x83, b"x"), 1002),
+        ("fragmented ping", masked_frame(0x09, b"x"), 1002),
+    ] {
+        let mut s = raw_ws(hub.addr).await;
+        s.write_all(&bytes).await.unwrap();
+        assert_eq!(raw_close_code(&mut s).await, want, "{name}");
+    }
+    // The hub is still serving.
+    let mut ws = hub.ws().await;
+    send(&mut ws, &json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong");
+}

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -236,4 +237,78 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+/// Opens a WebSocket by hand on a raw socket; returns it after the 101 response.
+pub async fn raw_ws(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("handshake");
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte, so nothing after the response is consumed here.
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).await.expect("read");
+        assert!(n > 0, "closed during handshake");
+        got.push(byte[0]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    s
+}
+
+/// A client-to-server frame with the given first byte (FIN, RSV, opcode), masked with a zero
+/// key so the payload reads as is.
+pub fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![first];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads from a raw socket until the server's close frame; returns its code.
+pub async fn raw_close_code(s: &mut TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Walk the frames received so far.
+        let mut i = 0;
+        while i + 2 <= buf.len() {
+            let (op, len) = (buf[i] & 0x0F, (buf[i + 1] & 0x7F) as usize);
+            let (head, len) = match len {
+                126 if i + 4 <= buf.len() => {
+                    (4, u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize)
+                }
+                126 | 127 => break,
+                n => (2, n),
+            };
+            if i + head + len > buf.len() {
+                break;
+            }
+            if op == 0x8 {
+                assert!(len >= 2, "close frame without a code");
+                return u16::from_be_bytes([buf[i + head], buf[i + head + 1]]);
+            }
+            i += head + len;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("close frame in time")
+            .expect("read");
+        assert!(n > 0, "socket closed without a close frame");
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
