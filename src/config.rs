@@ -42,6 +42,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// REST API settings.
     pub rest: RestConfig,
+    /// Opt-in CPU profiling endpoint.
+    pub profiling: ProfilingConfig,
 }
 
 /// `realtime_streaming.websocket`.
@@ -133,6 +135,14 @@ pub struct RestConfig {
     pub max_body_bytes: usize,
 }
 
+/// `realtime_streaming.profiling`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfilingConfig {
+    /// Serve `GET /debug/pprof/flamegraph?seconds=N` (samples the process while it runs).
+    pub enabled: bool,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -147,6 +157,7 @@ impl Default for Config {
             scaling: ScalingConfig::default(),
             shutdown: ShutdownConfig::default(),
             rest: RestConfig::default(),
+            profiling: ProfilingConfig::default(),
         }
     }
 }

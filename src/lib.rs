@@ -23,7 +23,8 @@
 //! - [`heartbeat`]: when to ping and when a client is dead.
 //! - [`auth`]: the authenticator seam and its implementations.
 //! - [`hub`]: the state all shards share; [`metrics`]: per-shard counters, Prometheus text;
-//!   [`frame`]: frames encoded once; [`config`]: the YAML configuration.
+//!   [`frame`]: frames encoded once; [`config`]: the YAML configuration;
+//!   [`profiling`]: the opt-in flamegraph endpoint.
 
 pub mod auth;
 pub mod backpressure;
@@ -38,6 +39,7 @@ pub mod http;
 pub mod hub;
 pub mod index;
 pub mod metrics;
+pub mod profiling;
 pub mod protocol;
 pub mod rest;
 pub mod router;

@@ -43,6 +43,9 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
                 Ok(()) => broadcast(&hub, req).await,
             }
         }
+        (Method::GET, "/debug/pprof/flamegraph") if hub.config.profiling.enabled => {
+            profile(req.uri().query()).await
+        }
         (Method::GET, "/api/v1/streaming/openapi.json") => {
             text_response(StatusCode::OK, "application/json", OPENAPI.to_string())
         }
@@ -207,8 +210,7 @@ fn subscriptions(hub: &Hub) -> Value {
 
 /// `GET /api/v1/streaming/clients[?limit=N]` (at most 1000 rows unless asked for more).
 fn clients(hub: &Hub, query: Option<&str>) -> Value {
-    let limit = query
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
+    let limit = query_param(query, "limit")
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(1000);
     let slow = hub.config.backpressure.slow_client_threshold_ms;
@@ -219,6 +221,35 @@ fn clients(hub: &Hub, query: Option<&str>) -> Value {
         .map(|c| c.info(slow))
         .collect();
     json!({ "count": hub.clients.len(), "clients": list })
+}
+
+/// The value of query parameter `name`.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// `GET /debug/pprof/flamegraph?seconds=N` (default 10).
+async fn profile(query: Option<&str>) -> Response<Full<Bytes>> {
+    let seconds = query_param(query, "seconds")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite())
+        .unwrap_or(10.0);
+    match crate::profiling::flamegraph(seconds).await {
+        Ok(svg) => text_response(
+            StatusCode::OK,
+            "image/svg+xml",
+            String::from_utf8_lossy(&svg).into_owned(),
+        ),
+        Err(e @ crate::profiling::ProfileError::Busy) => {
+            json_response(StatusCode::CONFLICT, &error_body(&e.to_string()))
+        }
+        Err(e) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &error_body(&e.to_string()),
+        ),
+    }
 }
 
 /// `POST /api/v1/streaming/broadcast`: validate, publish, answer 202 with the event id.

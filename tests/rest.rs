@@ -141,3 +141,32 @@ async fn broadcast_body_limits_and_openapi() {
         assert!(doc["paths"][p].is_object(), "{p} documented");
     }
 }
+
+#[tokio::test]
+async fn flamegraph_endpoint_is_opt_in() {
+    let off = HubProcess::start("");
+    let r = reqwest::get(off.url("/debug/pprof/flamegraph?seconds=0.2"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let on = HubProcess::start("  profiling:\n    enabled: true\n");
+    let mut ws = on.ws().await;
+    subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+    // Keep the hub busy while it samples itself.
+    let profile = tokio::spawn(reqwest::get(on.url("/debug/pprof/flamegraph?seconds=1")));
+    let started = std::time::Instant::now();
+    while !profile.is_finished() && started.elapsed() < std::time::Duration::from_secs(10) {
+        on.broadcast(r#"{"event_type":"GPU_UPDATE"}"#).await;
+        recv(&mut ws).await;
+    }
+    let r = profile.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/svg+xml");
+    let svg = r.text().await.unwrap();
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("<svg"),
+        "{}",
+        &svg[..svg.len().min(300)]
+    );
+}
