@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 /// How long to wait for the peer's side of a closing handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -59,6 +60,8 @@ struct Session {
     client: Arc<ClientHandle>,
     /// Authentication state (this connection's own lock).
     auth: Mutex<AuthPhase>,
+    /// Wakes the watchdog when `auth` changes.
+    auth_changed: Notify,
 }
 
 /// How the reader ended.
@@ -102,13 +105,15 @@ pub(crate) async fn run(
         hub: hub.clone(),
         client: client.clone(),
         auth: Mutex::new(phase),
+        auth_changed: Notify::new(),
     };
 
     let (read_half, write_half) = stream.into_split();
+    // The writer is a task of its own, so waking it for an event never polls the reader.
+    let mut writer = tokio::spawn(writer::run(write_half, client.clone(), hub.clone()));
     let reader = read_loop(&session, std::io::Cursor::new(leftover).chain(read_half));
-    let writer = writer::run(write_half, client.clone(), hub.clone());
     let watchdog = auth_watchdog(&session);
-    tokio::pin!(reader, writer, watchdog);
+    tokio::pin!(reader, watchdog);
 
     tokio::select! {
         r = &mut reader => {
@@ -117,7 +122,7 @@ pub(crate) async fn run(
             }
         }
         w = &mut writer => {
-            if w == WriterExit::Closed {
+            if matches!(w, Ok(WriterExit::Closed)) {
                 // Give the peer a moment to answer the close frame.
                 let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
             }
@@ -126,6 +131,7 @@ pub(crate) async fn run(
             let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
         }
     }
+    writer.abort();
     hub.unregister(&client);
 }
 
@@ -139,15 +145,22 @@ fn refuse_and_close(client: &ClientHandle, code: ErrorCode, message: &str, close
 async fn auth_watchdog(s: &Session) {
     loop {
         let phase = *s.auth.lock();
-        let Some(deadline) = phase.deadline() else {
-            // Nothing to watch now; look again later (a successful auth may set an expiry).
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        };
-        tokio::time::sleep_until(deadline.into()).await;
+        match phase.deadline() {
+            None if matches!(phase, AuthPhase::Off) => return std::future::pending().await,
+            None => {
+                s.auth_changed.notified().await;
+                continue;
+            }
+            Some(deadline) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline.into()) => {}
+                    _ = s.auth_changed.notified() => continue,
+                }
+            }
+        }
         let mut guard = s.auth.lock();
-        if Instant::now() < guard.deadline().unwrap_or(deadline) {
-            continue; // the phase changed while sleeping
+        if guard.deadline().is_none_or(|d| Instant::now() < d) {
+            continue; // the phase changed while the timer ran
         }
         match *guard {
             AuthPhase::Pending(_) => {
@@ -364,6 +377,7 @@ async fn authenticate(s: &Session, token: &str) -> bool {
     match s.hub.auth.authenticate(token).await {
         Ok(p) => {
             *s.auth.lock() = AuthPhase::Authed(p.expires_at);
+            s.auth_changed.notify_one();
             *client.subject.lock() = Some(p.subject);
             client.authenticated.store(true, Relaxed);
             client.send_control(reply::auth_response(&client.id.to_string()));

@@ -45,9 +45,14 @@ pub(crate) async fn run(
     let timeout = Duration::from_secs_f64(ws.heartbeat_timeout_seconds);
     let stall_limit = interval + timeout;
     let mut heartbeat = Heartbeat::new(Instant::now(), interval, timeout);
+    // One timer for the connection's life, moved only when the heartbeat deadline moves: a
+    // timer armed and cancelled on every wake-up costs more than the write itself.
+    let mut timer_at = heartbeat.deadline();
+    let timer = tokio::time::sleep_until(timer_at.into());
+    tokio::pin!(timer);
     let mut batch: Vec<Arc<OutFrame>> = Vec::new();
+    let mut now = Instant::now();
     loop {
-        let now = Instant::now();
         if now >= heartbeat.deadline() {
             match heartbeat.check(now, client.last_heard()) {
                 Beat::Dead => {
@@ -61,15 +66,22 @@ pub(crate) async fn run(
         let closing = fill_batch(&client, &mut batch);
         if batch.is_empty() {
             client.mark_progress(now);
-            batch.shrink_to(0);
-            tokio::select! {
-                _ = client.wake.notified() => {}
-                _ = tokio::time::sleep_until(heartbeat.deadline().into()) => {}
+            if heartbeat.deadline() != timer_at {
+                timer_at = heartbeat.deadline();
+                timer.as_mut().reset(timer_at.into());
             }
+            tokio::select! {
+                biased;
+                _ = client.wake.notified() => {}
+                _ = &mut timer => {}
+            }
+            now = Instant::now();
             continue;
         }
         let result = write_all(&half, &batch, &client, stall_limit).await;
-        account(&hub, &client, &batch);
+        now = Instant::now();
+        client.mark_progress(now);
+        account(&hub, &client, &batch, now);
         batch.clear();
         match result {
             Ok(()) => {}
@@ -126,9 +138,8 @@ fn push_events(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>, limit: usi
     }
 }
 
-/// Counts what a write sent.
-fn account(hub: &Hub, client: &ClientHandle, batch: &[Arc<OutFrame>]) {
-    let now = Instant::now();
+/// Counts what a write sent, which was complete at `now`.
+fn account(hub: &Hub, client: &ClientHandle, batch: &[Arc<OutFrame>], now: Instant) {
     let local = hub.metrics.local();
     let mut texts = 0;
     for f in batch.iter().filter(|f| f.is_text()) {
@@ -151,10 +162,8 @@ async fn write_all(
     let mut pos = (0usize, 0usize);
     loop {
         match try_write(half, batch, &mut pos) {
-            Ok(true) => {
-                client.mark_progress(Instant::now());
-                return Ok(());
-            }
+            Ok(true) => return Ok(()),
+            // Partial progress on a full socket: the client is reading, if slowly.
             Ok(false) => client.mark_progress(Instant::now()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 match tokio::time::timeout(stall_limit, half.writable()).await {

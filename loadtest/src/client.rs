@@ -1,0 +1,261 @@
+//! One load-test client: connect from a chosen source address, send its opening messages, wait for
+//! the answers, then read events and record publish-to-receipt latency.
+//!
+//! Latencies go to the collector in batches (one channel send per batch, never a lock per
+//! message). Duplicates are found per publisher: a publisher's events reach a client in the
+//! order they were published, so a sequence number not above the last one seen is a duplicate.
+
+use crate::stats::{Sample, Tally};
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
+use http_body_util::Empty;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Samples per batch sent to the collector.
+const BATCH: usize = 256;
+/// Longest a partial batch waits before it is sent.
+const BATCH_AGE: Duration = Duration::from_millis(200);
+
+/// What a client needs to run.
+#[derive(Clone)]
+pub struct ClientSpec {
+    /// Server address.
+    pub server: SocketAddr,
+    /// Host header / path of the WebSocket URL.
+    pub host: String,
+    /// Path of the WebSocket URL.
+    pub path: String,
+    /// Texts to send after connecting, each answered by one message before the next is sent
+    /// (when `await_replies`).
+    pub opening: Vec<String>,
+    /// Whether each opening message gets one reply to wait for (streamhub's protocol).
+    pub await_replies: bool,
+    /// Key of the send time in received messages.
+    pub time_key: Vec<u8>,
+    /// Key of the sequence number.
+    pub seq_key: Vec<u8>,
+    /// Key of the publisher id (absent = publisher 0).
+    pub publisher_key: Vec<u8>,
+    /// Number of publishers.
+    pub publishers: usize,
+}
+
+/// When a client became ready, and what it saw.
+#[derive(Debug, Default, Clone)]
+pub struct ClientOutcome {
+    /// Time from the run's start to the TCP+WebSocket connection.
+    pub connected_after: Option<Duration>,
+    /// Time from the run's start to the last opening reply (subscribed).
+    pub ready_after: Option<Duration>,
+    /// The server-assigned client id, if the reply to `auth` named one.
+    pub client_id: Option<String>,
+    /// Events received and duplicates.
+    pub tally: Tally,
+    /// Why it ended early, if it did.
+    pub error: Option<String>,
+}
+
+/// Source address number `i` of `n`: 127.0.0.1, 127.0.0.2, ...
+pub fn source_ip(i: usize, n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % n as usize) as u8))
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// The unsigned number after `"key":` in `text`.
+pub fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
+    let mut i = memchr::memmem::find(text, key)? + key.len();
+    while i < text.len() && (text[i] == b'"' || text[i] == b':' || text[i] == b' ') {
+        i += 1;
+    }
+    let start = i;
+    let mut v: u64 = 0;
+    while i < text.len() && text[i].is_ascii_digit() {
+        v = v.checked_mul(10)?.checked_add(u64::from(text[i] - b'0'))?;
+        i += 1;
+    }
+    (i > start).then_some(v)
+}
+
+/// Spawns hyper's connection tasks.
+struct SpawnExecutor;
+
+impl<F> hyper::rt::Executor<F> for SpawnExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(fut);
+    }
+}
+
+/// Opens a WebSocket from `source`.
+pub async fn connect(
+    spec: &ClientSpec,
+    source: IpAddr,
+) -> anyhow::Result<WebSocket<TokioIo<Upgraded>>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(spec.server).await?;
+    stream.set_nodelay(true)?;
+    let req = hyper::Request::builder()
+        .method("GET")
+        .uri(&spec.path)
+        .header("Host", &spec.host)
+        .header(hyper::header::UPGRADE, "websocket")
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
+        .header("Sec-WebSocket-Version", "13")
+        .body(Empty::<Bytes>::new())?;
+    let (ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream).await?;
+    Ok(ws)
+}
+
+/// Runs one client until the connection ends or `stop` fires.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    spec: Arc<ClientSpec>,
+    source: IpAddr,
+    started: Instant,
+    stalled: bool,
+    samples: UnboundedSender<Vec<Sample>>,
+    ready: tokio::sync::mpsc::UnboundedSender<()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> ClientOutcome {
+    let mut out = ClientOutcome::default();
+    let mut ws = match connect(&spec, source).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            out.error = Some(format!("connect: {e}"));
+            let _ = ready.send(());
+            return out;
+        }
+    };
+    out.connected_after = Some(started.elapsed());
+    for text in &spec.opening {
+        let sent = ws
+            .write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
+            .await;
+        if let Err(e) = sent {
+            out.error = Some(format!("send: {e}"));
+            let _ = ready.send(());
+            return out;
+        }
+        if spec.await_replies {
+            match ws.read_frame().await {
+                Ok(f) if f.opcode == OpCode::Text => {
+                    if out.client_id.is_none() {
+                        out.client_id = serde_json::from_slice::<serde_json::Value>(&f.payload)
+                            .ok()
+                            .and_then(|v| v["client_id"].as_str().map(str::to_string));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    out.error = Some(format!("opening reply: {e}"));
+                    let _ = ready.send(());
+                    return out;
+                }
+            }
+        }
+    }
+    out.ready_after = Some(started.elapsed());
+    let _ = ready.send(());
+    if stalled {
+        // Hold the connection without ever reading again.
+        let _ = stop.wait_for(|s| *s).await;
+        return out;
+    }
+    let mut last_seq = vec![0u64; spec.publishers.max(1)];
+    let mut seen_any = vec![false; spec.publishers.max(1)];
+    let mut batch: Vec<Sample> = Vec::with_capacity(BATCH);
+    let mut batch_started = Instant::now();
+    loop {
+        let frame = tokio::select! {
+            f = ws.read_frame() => f,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                out.error = Some(format!("read: {e}"));
+                break;
+            }
+        };
+        match frame.opcode {
+            OpCode::Text | OpCode::Binary => {}
+            OpCode::Close => break,
+            _ => continue,
+        }
+        let text: &[u8] = &frame.payload;
+        let (Some(seq), Some(sent)) = (
+            number_after(text, &spec.seq_key),
+            number_after(text, &spec.time_key),
+        ) else {
+            continue; // not a load-test event (a QUEUE_FULL notice, for example)
+        };
+        let p = number_after(text, &spec.publisher_key).unwrap_or(0) as usize % last_seq.len();
+        if seen_any[p] && seq <= last_seq[p] {
+            out.tally.duplicates += 1;
+            continue;
+        }
+        seen_any[p] = true;
+        last_seq[p] = seq;
+        out.tally.received += 1;
+        let now = now_ns();
+        let latency_us =
+            (now.saturating_sub(u128::from(sent)) / 1000).min(u128::from(u32::MAX)) as u32;
+        let second = started.elapsed().as_secs() as u32;
+        batch.push(Sample { second, latency_us });
+        if batch.len() >= BATCH || batch_started.elapsed() >= BATCH_AGE {
+            let _ = samples.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+            batch_started = Instant::now();
+        }
+    }
+    if !batch.is_empty() {
+        let _ = samples.send(batch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_found_after_keys() {
+        let t = br#"{"type":"event","payload":{"seq":42,"sent_ns":1700000000123456789,"pad":"x"}}"#;
+        assert_eq!(number_after(t, b"\"seq\""), Some(42));
+        assert_eq!(
+            number_after(t, b"\"sent_ns\""),
+            Some(1_700_000_000_123_456_789)
+        );
+        assert_eq!(number_after(t, b"\"missing\""), None);
+        assert_eq!(number_after(br#"{"seq":"x"}"#, b"\"seq\""), None);
+        assert_eq!(
+            number_after(br#"{"seq":99999999999999999999999}"#, b"\"seq\""),
+            None
+        );
+    }
+
+    #[test]
+    fn source_addresses_cycle() {
+        assert_eq!(source_ip(0, 3).to_string(), "127.0.0.1");
+        assert_eq!(source_ip(4, 3).to_string(), "127.0.0.2");
+    }
+}

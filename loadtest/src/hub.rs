@@ -1,0 +1,238 @@
+//! The server under test: start a streamhub binary (or attach to a running server), sample its
+//! memory and CPU from /proc, and read its metrics, client list and flamegraph over HTTP.
+
+use anyhow::Context;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// Clock ticks per second in /proc/<pid>/stat (USER_HZ, 100 on Linux).
+const CLK_TCK: f64 = 100.0;
+
+/// A hub the harness started or attached to.
+pub struct Hub {
+    /// The process, when the harness started it (killed on drop).
+    child: Option<Child>,
+    /// The PID to sample, if known.
+    pub pid: Option<u32>,
+    /// Where its port is.
+    pub addr: SocketAddr,
+    /// `http://addr`.
+    pub http: String,
+    /// Holds the generated configuration file.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Memory and CPU of a process at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcSample {
+    /// Resident set size, KiB.
+    pub rss_kib: u64,
+    /// User + system CPU time, seconds.
+    pub cpu_seconds: f64,
+}
+
+impl Hub {
+    /// Starts `bin` on a free loopback port with `extra` settings under `realtime_streaming`.
+    pub fn start(
+        bin: &Path,
+        extra: Option<&serde_norway::Value>,
+        profiling: bool,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut root = serde_norway::Mapping::new();
+        root.insert("host".into(), "127.0.0.1".into());
+        root.insert("port".into(), 0.into());
+        if let Some(serde_norway::Value::Mapping(m)) = extra {
+            for (k, v) in m {
+                root.insert(k.clone(), v.clone());
+            }
+        }
+        if profiling {
+            let mut p = serde_norway::Mapping::new();
+            p.insert("enabled".into(), true.into());
+            root.insert("profiling".into(), serde_norway::Value::Mapping(p));
+        }
+        let mut doc = serde_norway::Mapping::new();
+        doc.insert(
+            "realtime_streaming".into(),
+            serde_norway::Value::Mapping(root),
+        );
+        let path = dir.path().join("hub.yaml");
+        std::fs::write(&path, serde_norway::to_string(&doc)?)?;
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("STREAMHUB_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot start {} (build it with `cargo build --release`)",
+                    bin.display()
+                )
+            })?;
+        let stdout = child.stdout.take().context("hub stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr: SocketAddr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("hub did not print its address: {line:?}"))?;
+        Ok(Self {
+            pid: Some(child.id()),
+            child: Some(child),
+            addr,
+            http: format!("http://{addr}"),
+            _dir: Some(dir),
+        })
+    }
+
+    /// Attaches to a running server.
+    pub fn attach(addr: SocketAddr, http: String, pid: Option<u32>) -> Self {
+        Self {
+            child: None,
+            pid,
+            addr,
+            http,
+            _dir: None,
+        }
+    }
+
+    /// Samples the process from /proc.
+    pub fn sample(&self) -> Option<ProcSample> {
+        proc_sample(self.pid?)
+    }
+
+    /// One metric's value (summed over label sets) from `/metrics`.
+    pub async fn metric(&self, http: &reqwest::Client, name: &str) -> Option<f64> {
+        let text = http
+            .get(format!("{}/metrics", self.http))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metric_sum(&text, name)
+    }
+
+    /// Events dropped per client id, from `/api/v1/streaming/clients`.
+    pub async fn drops_by_client(&self, http: &reqwest::Client) -> HashMap<String, u64> {
+        let url = format!("{}/api/v1/streaming/clients?limit=10000000", self.http);
+        let Ok(r) = http.get(url).send().await else {
+            return HashMap::new();
+        };
+        let Ok(v) = r.json::<serde_json::Value>().await else {
+            return HashMap::new();
+        };
+        v["clients"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|c| {
+                        Some((
+                            c["client_id"].as_str()?.to_string(),
+                            c["events_dropped"].as_u64()?,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A flamegraph of `seconds` from the hub's opt-in profiling endpoint.
+    pub async fn flamegraph(
+        &self,
+        http: &reqwest::Client,
+        seconds: f64,
+    ) -> anyhow::Result<Vec<u8>> {
+        let r = http
+            .get(format!(
+                "{}/debug/pprof/flamegraph?seconds={seconds}",
+                self.http
+            ))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            r.status().is_success(),
+            "profiling endpoint answered {}",
+            r.status()
+        );
+        Ok(r.bytes().await?.to_vec())
+    }
+}
+
+/// Reads RSS and CPU time of `pid`.
+pub fn proc_sample(pid: u32) -> Option<ProcSample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ProcSample {
+        rss_kib,
+        cpu_seconds: ticks / CLK_TCK,
+    })
+}
+
+/// The sum of a metric's samples (all label sets) in Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let mut found = false;
+    let mut sum = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            sum += v;
+            found = true;
+        }
+    }
+    found.then_some(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_label_sets() {
+        let t = "# HELP x\nws_events_routed_total{event_type=\"A\"} 3\nws_events_routed_total{event_type=\"B\"} 4\nws_events_routed_total_other 9\nws_events_dropped_total 2\n";
+        assert_eq!(metric_sum(t, "ws_events_routed_total"), Some(7.0));
+        assert_eq!(metric_sum(t, "ws_events_dropped_total"), Some(2.0));
+        assert_eq!(metric_sum(t, "nope"), None);
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let s = proc_sample(std::process::id()).unwrap();
+        assert!(s.rss_kib > 0);
+        assert!(s.cpu_seconds >= 0.0);
+    }
+}

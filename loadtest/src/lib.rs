@@ -1,0 +1,20 @@
+//! The streamhub load-test harness.
+//!
+//! # Layout
+//!
+//! - [`scenario`]: scenario files (who connects, what they subscribe to, how events are published).
+//! - [`workload`]: subscriptions, events, and which clients each event must reach.
+//! - [`client`]: one WebSocket client: connect, subscribe, read, record latency.
+//! - [`stats`]: HdrHistogram merging, percentiles, `.hgrm`, loss and duplicate accounting.
+//! - [`hub`]: the server under test: start or attach, /proc sampling, metrics, flamegraphs.
+//! - [`runner`]: one run, from connecting to settling.
+//! - [`report`], [`chart`]: the JSON, Markdown, `.hgrm` and SVG files of a run.
+
+pub mod chart;
+pub mod client;
+pub mod hub;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod stats;
+pub mod workload;

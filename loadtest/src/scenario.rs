@@ -1,0 +1,328 @@
+//! Scenario files (`loadtest/scenarios/*.yaml`): who connects, what they subscribe to, how events
+//! are published, and which goals the run is judged against.
+
+use serde::Deserialize;
+use std::path::Path;
+
+/// One scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name; reports go to `loadtest/reports/<name>/`.
+    pub name: String,
+    /// What the scenario shows.
+    #[serde(default)]
+    pub description: String,
+    /// The server under test.
+    #[serde(default)]
+    pub target: Target,
+    /// Number of WebSocket clients.
+    pub clients: usize,
+    /// Clients bind to 127.0.0.1 .. 127.0.0.N, so runs can pass 64k connections.
+    #[serde(default = "default_sources")]
+    pub source_addresses: u8,
+    /// Clients connecting at once; 0 = all at once (a storm).
+    #[serde(default = "default_connect_concurrency")]
+    pub connect_concurrency: usize,
+    /// What each client subscribes to.
+    #[serde(default)]
+    pub subscriptions: SubscriptionPlan,
+    /// Fraction of clients that stop reading after subscribing.
+    #[serde(default)]
+    pub stalled_fraction: f64,
+    /// How events are published.
+    #[serde(default)]
+    pub publish: Publish,
+    /// Goals the report checks (not assertions).
+    #[serde(default)]
+    pub goals: Goals,
+    /// For `protocol: generic`: how to talk to an arbitrary WebSocket server.
+    #[serde(default)]
+    pub generic: Option<Generic>,
+}
+
+/// The server under test.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Start a streamhub binary (true) or attach to a running server (false).
+    #[serde(default = "yes")]
+    pub start: bool,
+    /// Extra hub configuration (YAML under `realtime_streaming`) when starting one.
+    #[serde(default)]
+    pub hub_config: Option<serde_norway::Value>,
+    /// WebSocket URL when attaching (`ws://127.0.0.1:8080/ws`).
+    #[serde(default)]
+    pub ws_url: Option<String>,
+    /// Base HTTP URL when attaching (`http://127.0.0.1:8080`).
+    #[serde(default)]
+    pub http_url: Option<String>,
+    /// PID to sample RSS and CPU from when attaching.
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Self {
+            start: true,
+            hub_config: None,
+            ws_url: None,
+            http_url: None,
+            pid: None,
+        }
+    }
+}
+
+/// What clients subscribe to.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionPlan {
+    /// The shape of each client's subscription.
+    pub kind: PlanKind,
+    /// Distinct clusters (dashboards).
+    #[serde(default = "fifty")]
+    pub clusters: usize,
+    /// Distinct namespaces (dashboards).
+    #[serde(default = "ten")]
+    pub namespaces: usize,
+}
+
+impl Default for SubscriptionPlan {
+    fn default() -> Self {
+        Self {
+            kind: PlanKind::Everything,
+            clusters: 50,
+            namespaces: 10,
+        }
+    }
+}
+
+/// The shape of each client's subscription.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKind {
+    /// Every event type, no filters.
+    Everything,
+    /// Like a dashboard's: 1–3 types, 1–5 of `clusters`, 0–2 of `namespaces`.
+    Dashboards,
+    /// One event type (`GPU_UPDATE`) on one cluster: an idle, authenticated subscriber.
+    Single,
+}
+
+/// How events are published.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// `http` (the broadcast endpoint) or `none`.
+    #[serde(default = "http")]
+    pub via: String,
+    /// Events per second, one step per entry; each step lasts `step_seconds`.
+    #[serde(default)]
+    pub rates: Vec<f64>,
+    /// Seconds per step.
+    #[serde(default = "ten_f")]
+    pub step_seconds: f64,
+    /// Concurrent publishing connections.
+    #[serde(default = "one")]
+    pub publishers: usize,
+    /// Bytes of padding in each event's payload.
+    #[serde(default)]
+    pub payload_bytes: usize,
+    /// Stop stepping up once a step's p99 passes this many milliseconds.
+    #[serde(default)]
+    pub stop_when_p99_ms: Option<f64>,
+    /// Stop stepping up once the hub reports drops.
+    #[serde(default)]
+    pub stop_on_drops: bool,
+    /// Seconds to hold connections open before and after publishing (for `idle`).
+    #[serde(default)]
+    pub hold_seconds: f64,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Self {
+            via: "http".into(),
+            rates: Vec::new(),
+            step_seconds: 10.0,
+            publishers: 1,
+            payload_bytes: 0,
+            stop_when_p99_ms: None,
+            stop_on_drops: false,
+            hold_seconds: 0.0,
+        }
+    }
+}
+
+/// Goals a report checks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Goals {
+    /// Highest sustained deliveries per second at least this.
+    pub min_deliveries_per_second: Option<f64>,
+    /// p99 latency below this (ms).
+    pub p99_ms: Option<f64>,
+    /// p99.9 latency below this (ms).
+    pub p999_ms: Option<f64>,
+    /// No event lost or duplicated for reading clients.
+    #[serde(default)]
+    pub zero_loss: bool,
+    /// Hub RSS per connection below this (KiB).
+    pub max_rss_kib_per_connection: Option<f64>,
+    /// Every client subscribed within this many seconds of the start.
+    pub all_subscribed_within_seconds: Option<f64>,
+}
+
+/// Talking to an arbitrary WebSocket server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generic {
+    /// WebSocket URL.
+    pub url: String,
+    /// Texts to send after connecting.
+    #[serde(default)]
+    pub on_connect: Vec<String>,
+    /// HTTP URL to POST events to.
+    pub publish_url: String,
+    /// Body template: `{seq}`, `{sent_ns}`, `{publisher}` and `{pad}` are replaced.
+    pub body_template: String,
+    /// Key whose number is the send time in nanoseconds (`"sent_ns":123`).
+    #[serde(default = "sent_ns")]
+    pub time_key: String,
+    /// Key whose number is the sequence number.
+    #[serde(default = "seq")]
+    pub seq_key: String,
+}
+
+fn default_sources() -> u8 {
+    4
+}
+fn default_connect_concurrency() -> usize {
+    256
+}
+fn yes() -> bool {
+    true
+}
+fn fifty() -> usize {
+    50
+}
+fn ten() -> usize {
+    10
+}
+fn ten_f() -> f64 {
+    10.0
+}
+fn one() -> usize {
+    1
+}
+fn http() -> String {
+    "http".into()
+}
+fn sent_ns() -> String {
+    "sent_ns".into()
+}
+fn seq() -> String {
+    "seq".into()
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses and checks scenario YAML.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let s: Scenario = serde_norway::from_str(text)?;
+        anyhow::ensure!(s.clients > 0, "clients must be at least 1");
+        anyhow::ensure!(
+            s.subscriptions.clusters > 0 && s.subscriptions.namespaces > 0,
+            "subscriptions.clusters and subscriptions.namespaces must be at least 1"
+        );
+        anyhow::ensure!(
+            s.source_addresses >= 1,
+            "source_addresses must be at least 1"
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&s.stalled_fraction),
+            "stalled_fraction must be in [0, 1)"
+        );
+        anyhow::ensure!(
+            s.publish.via == "http" || s.publish.via == "none",
+            "publish.via must be http or none (redis comes with Redis support)"
+        );
+        anyhow::ensure!(
+            s.publish.publishers >= 1,
+            "publish.publishers must be at least 1"
+        );
+        anyhow::ensure!(
+            s.publish.rates.iter().all(|r| *r > 0.0 && r.is_finite()),
+            "publish.rates must be positive"
+        );
+        anyhow::ensure!(
+            s.publish.step_seconds > 0.0,
+            "publish.step_seconds must be > 0"
+        );
+        anyhow::ensure!(
+            s.target.start || s.target.ws_url.is_some() || s.generic.is_some(),
+            "target.ws_url is needed when target.start is false"
+        );
+        Ok(s)
+    }
+
+    /// The number of clients that stop reading.
+    pub fn stalled_clients(&self) -> usize {
+        (self.clients as f64 * self.stalled_fraction).round() as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_shipped_scenario() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            Scenario::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+        assert!(n >= 6, "{n} scenarios");
+    }
+
+    #[test]
+    fn defaults_and_plans() {
+        let s = Scenario::parse(
+            "name: t\nclients: 10\nsubscriptions: {kind: dashboards, clusters: 5}\nstalled_fraction: 0.2\npublish: {rates: [100, 200]}\n",
+        )
+        .unwrap();
+        assert_eq!(s.subscriptions.kind, PlanKind::Dashboards);
+        assert_eq!(
+            (s.subscriptions.clusters, s.subscriptions.namespaces),
+            (5, 10)
+        );
+        assert_eq!(s.stalled_clients(), 2);
+        assert_eq!(s.publish.publishers, 1);
+        assert!(s.target.start);
+    }
+
+    #[test]
+    fn refuses_nonsense() {
+        for bad in [
+            "name: t\nclients: 0\n",
+            "name: t\nclients: 1\nstalled_fraction: 1.5\n",
+            "name: t\nclients: 1\npublish: {via: carrier_pigeon}\n",
+            "name: t\nclients: 1\npublish: {rates: [-1]}\n",
+            "name: t\nclients: 1\nunknown_key: 1\n",
+            "name: t\nclients: 1\nsubscriptions: {kind: everything, clusters: 0}\n",
+            "name: t\nclients: 1\ntarget: {start: false}\n",
+        ] {
+            assert!(Scenario::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
