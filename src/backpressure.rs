@@ -4,16 +4,20 @@
 //! client's writer pops from it. When the ring is full, the oldest queued frame is dropped
 //! (`drop_oldest: true`, via `force_push`) or the new one is. Every drop is counted here until the
 //! writer takes the count and tells the client with a `QUEUE_FULL` error ahead of its next message.
+//! The ring's slots are allocated on the first push, so a client that never receives an event
+//! costs no ring memory.
 
 use crate::frame::OutFrame;
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A client's event queue.
 pub struct EventRing {
-    /// The frames waiting to be written.
-    queue: ArrayQueue<Arc<OutFrame>>,
+    /// The frames waiting to be written (allocated on first use).
+    queue: OnceLock<Box<ArrayQueue<Arc<OutFrame>>>>,
+    /// The ring's capacity.
+    capacity: usize,
     /// Drop the oldest (true) or the newest (false) frame when full.
     drop_oldest: bool,
     /// Frames dropped since the writer last reported them to the client.
@@ -33,7 +37,8 @@ impl EventRing {
     /// A ring holding up to `capacity` frames.
     pub fn new(capacity: usize, drop_oldest: bool) -> Self {
         Self {
-            queue: ArrayQueue::new(capacity.max(1)),
+            queue: OnceLock::new(),
+            capacity: capacity.max(1),
             drop_oldest,
             unreported_drops: AtomicU64::new(0),
         }
@@ -41,10 +46,13 @@ impl EventRing {
 
     /// Queues a frame, applying the drop policy when full. Never waits.
     pub fn push(&self, frame: Arc<OutFrame>) -> Push {
+        let queue = self
+            .queue
+            .get_or_init(|| Box::new(ArrayQueue::new(self.capacity)));
         let lost = if self.drop_oldest {
-            self.queue.force_push(frame).is_some()
+            queue.force_push(frame).is_some()
         } else {
-            self.queue.push(frame).is_err()
+            queue.push(frame).is_err()
         };
         if lost {
             self.unreported_drops.fetch_add(1, Ordering::Relaxed);
@@ -56,17 +64,17 @@ impl EventRing {
 
     /// Takes the next frame.
     pub fn pop(&self) -> Option<Arc<OutFrame>> {
-        self.queue.pop()
+        self.queue.get()?.pop()
     }
 
     /// Frames queued now.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.queue.get().map_or(0, |q| q.len())
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.get().is_none_or(|q| q.is_empty())
     }
 
     /// Takes the count of drops not yet reported to the client.

@@ -6,7 +6,7 @@
 //! so every instance delivers every event once.
 
 use crate::event::ParsedEvent;
-use crate::router::{RouteOutcome, Router};
+use crate::router::Router;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,9 +19,8 @@ pub enum BrokerError {
     Unavailable(String),
 }
 
-/// The result of a publish: in embedded mode, what routing did.
-pub type PublishFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<RouteOutcome>, BrokerError>> + Send + 'a>>;
+/// The result of a publish.
+pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send + 'a>>;
 
 /// Carries published events to routers.
 pub trait Broker: Send + Sync {
@@ -48,8 +47,8 @@ impl MemoryBroker {
 
 impl Broker for MemoryBroker {
     fn publish(&self, event: ParsedEvent) -> PublishFuture<'_> {
-        let outcome = self.router.route(event);
-        Box::pin(std::future::ready(Ok(Some(outcome))))
+        self.router.route(event);
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn mode(&self) -> &'static str {

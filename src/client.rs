@@ -1,15 +1,16 @@
 //! The shared half of one connected client: what the router, the REST API and the client's own
 //! reader and writer tasks see of it.
 //!
-//! Everything here is either lock-free (the event ring, the control queue, counters) or guarded by
-//! a lock of this client alone (its subscription list, read only by REST listings and its reader).
+//! Everything here is either lock-free (the event ring, counters) or guarded by a lock of this
+//! client alone (its control queue, its subscription list): no lock is shared with another
+//! client. The struct is kept small, since an idle connection is mostly this.
 
 use crate::backpressure::EventRing;
 use crate::frame::OutFrame;
 use crate::subscription::Subscription;
-use crossbeam_queue::SegQueue;
 use parking_lot::Mutex;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -39,8 +40,8 @@ pub struct ClientHandle {
     /// Event frames waiting for the writer (lossy, bounded).
     pub ring: EventRing,
     /// Protocol replies and control frames waiting for the writer (lossless, limited).
-    control: SegQueue<Arc<OutFrame>>,
-    /// Length of `control`.
+    control: Mutex<VecDeque<Arc<OutFrame>>>,
+    /// Length of `control`, read without the lock.
     control_len: AtomicUsize,
     /// Wakes the writer when anything was queued or a shutdown was asked for.
     pub(crate) wake: Notify,
@@ -77,7 +78,7 @@ impl ClientHandle {
             connected_at: SystemTime::now(),
             epoch: Instant::now(),
             ring: EventRing::new(queue_size, drop_oldest),
-            control: SegQueue::new(),
+            control: Mutex::new(VecDeque::new()),
             control_len: AtomicUsize::new(0),
             wake: Notify::new(),
             last_event_seq: AtomicU64::new(0),
@@ -105,7 +106,7 @@ impl ClientHandle {
             self.control_len.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
-        self.control.push(frame);
+        self.control.lock().push_back(frame);
         self.wake.notify_one();
         true
     }
@@ -117,7 +118,10 @@ impl ClientHandle {
 
     /// Takes the next control frame.
     pub(crate) fn pop_control(&self) -> Option<Arc<OutFrame>> {
-        let f = self.control.pop()?;
+        if self.control_len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let f = self.control.lock().pop_front()?;
         self.control_len.fetch_sub(1, Ordering::Relaxed);
         Some(f)
     }

@@ -1,23 +1,24 @@
 //! One WebSocket connection after the upgrade: its reader, its session (authentication state),
 //! and the task that runs the reader and the writer side by side on the connection's shard.
 //!
-//! The reader parses frames with fastwebsockets and covers what that crate leaves to the
-//! application: it assembles fragmented messages itself and caps the whole message (not only
-//! each frame) at `max_message_size_bytes`, answering an oversize message with close code 1009
-//! rather than dropping the socket; it routes pongs and close replies to the writer, which owns
-//! the socket's write half.
+//! The reader takes frames from [`crate::frame_reader`] (which holds no buffer while idle),
+//! assembles fragmented messages and caps the whole message (not only each frame) at
+//! `max_message_size_bytes`, answering an oversize message with close code 1009 rather than
+//! dropping the socket; it answers pings and closes through the writer, which owns the socket's
+//! write half. Handling a message runs in a boxed future, so an idle connection's task keeps
+//! only the small state of waiting for the next frame.
 
 use crate::auth::AuthError;
 use crate::client::ClientHandle;
 use crate::frame::OutFrame;
+use crate::frame_reader::{opcode, read_frame, FrameError};
 use crate::hub::{ConnectionSlot, Hub};
 use crate::protocol::{parse_request, reply, ErrorCode, Request};
 use crate::subscription::{all_types, remove_types};
 use crate::writer::{self, WriterExit};
 use bytes::Bytes;
-use fastwebsockets::{after_handshake_split, OpCode, Role, WebSocketError};
+use fastwebsockets::OpCode;
 use parking_lot::Mutex;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -62,6 +63,14 @@ struct Session {
     auth: Mutex<AuthPhase>,
     /// Wakes the watchdog when `auth` changes.
     auth_changed: Notify,
+}
+
+/// The side of a connection left to finish its part of the closing handshake.
+enum Finish {
+    /// The writer: it has a close frame queued.
+    Writer,
+    /// The reader: the peer may still answer our close frame.
+    Reader,
 }
 
 /// How the reader ended.
@@ -115,21 +124,22 @@ pub(crate) async fn run(
     let watchdog = auth_watchdog(&session);
     tokio::pin!(reader, watchdog);
 
-    tokio::select! {
-        r = &mut reader => {
-            if r == ReaderExit::CloseQueued {
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
-            }
-        }
-        w = &mut writer => {
-            if matches!(w, Ok(WriterExit::Closed)) {
-                // Give the peer a moment to answer the close frame.
-                let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
-            }
-        }
-        () = &mut watchdog => {
+    // Which side still has something to finish once the other has ended.
+    let finish = tokio::select! {
+        r = &mut reader => (r == ReaderExit::CloseQueued).then_some(Finish::Writer),
+        w = &mut writer => matches!(w, Ok(WriterExit::Closed)).then_some(Finish::Reader),
+        () = &mut watchdog => Some(Finish::Writer),
+    };
+    match finish {
+        // The writer still has a close frame to send.
+        Some(Finish::Writer) => {
             let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
         }
+        // The close frame is sent: give the peer a moment to answer it.
+        Some(Finish::Reader) => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+        }
+        None => {}
     }
     writer.abort();
     hub.unregister(&client);
@@ -206,36 +216,37 @@ where
     R: tokio::io::AsyncRead + Unpin,
 {
     let max = s.hub.config.websocket.max_message_size_bytes;
-    let (mut ws, _) = after_handshake_split(read, tokio::io::sink(), Role::Server);
-    // fastwebsockets refuses frames of `max_message_size` bytes or more.
-    ws.set_max_message_size(max + 1);
+    let mut read = read;
     let client = &s.client;
-    let mut obligated = |frame: fastwebsockets::Frame<'_>| {
-        client.send_control(OutFrame::control(frame.opcode, &frame.payload));
-        std::future::ready(Ok::<(), Infallible>(()))
-    };
     let mut partial: Option<Partial> = None;
     loop {
-        let frame = match ws.read_frame(&mut obligated).await {
+        let frame = match read_frame(&mut read, max).await {
             Ok(f) => f,
-            Err(e) => return on_read_error(client, e),
+            Err(FrameError::Gone) => return ReaderExit::Gone,
+            Err(FrameError::TooBig) => return protocol_close(client, 1009, "message too big"),
+            Err(FrameError::Protocol(why)) => return protocol_close(client, 1002, why),
         };
         client.mark_heard(Instant::now());
         let (text, data) = match frame.opcode {
-            OpCode::Close => return ReaderExit::CloseQueued, // the echo was queued by `obligated`
-            OpCode::Ping | OpCode::Pong => continue,
-            OpCode::Text | OpCode::Binary if partial.is_some() => {
+            opcode::CLOSE => return echo_close(client, &frame.payload),
+            opcode::PING => {
+                client.send_control(OutFrame::control(OpCode::Pong, &frame.payload));
+                continue;
+            }
+            opcode::PONG => continue,
+            opcode::TEXT | opcode::BINARY if partial.is_some() => {
                 return protocol_close(client, 1002, "new message inside a fragmented message");
             }
-            OpCode::Text | OpCode::Binary if !frame.fin => {
+            opcode::TEXT | opcode::BINARY if !frame.fin => {
                 partial = Some(Partial {
-                    text: frame.opcode == OpCode::Text,
-                    data: frame.payload.to_vec(),
+                    text: frame.opcode == opcode::TEXT,
+                    data: frame.payload,
                 });
                 continue;
             }
-            OpCode::Text | OpCode::Binary => (frame.opcode == OpCode::Text, frame.payload.to_vec()),
-            OpCode::Continuation => {
+            opcode::TEXT | opcode::BINARY => (frame.opcode == opcode::TEXT, frame.payload),
+            _ => {
+                // Continuation (the reader refuses every other opcode).
                 let Some(p) = partial.as_mut() else {
                     return protocol_close(client, 1002, "continuation without a message");
                 };
@@ -266,7 +277,7 @@ where
         let Ok(text) = std::str::from_utf8(&data) else {
             return protocol_close(client, 1007, "invalid UTF-8");
         };
-        if !handle_message(s, text).await {
+        if !Box::pin(handle_message(s, text)).await {
             return ReaderExit::CloseQueued;
         }
         if !client_keeps_up(client) {
@@ -286,15 +297,22 @@ fn protocol_close(client: &ClientHandle, code: u16, reason: &str) -> ReaderExit 
     ReaderExit::CloseQueued
 }
 
-/// Maps a read error to a close code, or to a vanished peer.
-fn on_read_error(client: &ClientHandle, e: WebSocketError) -> ReaderExit {
-    match e {
-        WebSocketError::FrameTooLarge => protocol_close(client, 1009, "message too big"),
-        WebSocketError::InvalidUTF8 => protocol_close(client, 1007, "invalid UTF-8"),
-        WebSocketError::IoError(_)
-        | WebSocketError::UnexpectedEOF
-        | WebSocketError::SendError(_) => ReaderExit::Gone,
-        other => protocol_close(client, 1002, &other.to_string()),
+/// Answers the client's close frame with the same code (RFC 6455 5.5.1) and ends reading.
+fn echo_close(client: &ClientHandle, payload: &[u8]) -> ReaderExit {
+    match payload.len() {
+        0 => protocol_close(client, 1000, ""),
+        1 => protocol_close(client, 1002, "close frame with a one-byte body"),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            let allowed = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            if !allowed {
+                return protocol_close(client, 1002, "invalid close code");
+            }
+            if std::str::from_utf8(&payload[2..]).is_err() {
+                return protocol_close(client, 1007, "invalid UTF-8 in close reason");
+            }
+            protocol_close(client, code, "")
+        }
     }
 }
 

@@ -1,11 +1,12 @@
 //! The subscription index: an inverted index keyed by (event_type, cluster, namespace),
 //! published copy-on-write through `arc-swap`.
 //!
-//! Readers (the router) load the current [`Snapshot`] and walk at most a handful of buckets,
-//! taking no lock. Writers never touch a published snapshot: one index thread owns the mutable
-//! [`IndexBuilder`], drains every pending change, applies the batch, and publishes a new snapshot
-//! that shares every untouched bucket with the old one (`Arc` at the type, cluster and bucket
-//! levels). Only the buckets a batch touched are rebuilt. The thread then waits as long as the
+//! There is one index per shard, holding that shard's clients, so a shard fans an event out to
+//! its own clients only. Readers (a shard's fan-out task) load the current [`Snapshot`] and walk
+//! at most a handful of buckets, taking no lock. Writers never touch a published snapshot: one
+//! index thread owns the mutable [`IndexBuilder`]s, drains every pending change, applies the
+//! batch, and publishes new snapshots that share every untouched bucket with the old ones (`Arc`
+//! at the type, cluster and bucket levels). Only the buckets a batch touched are rebuilt. The thread then waits as long as the
 //! rebuild took before taking the next batch, so under a subscribe storm batches grow and the
 //! rebuild work stays below about half of one core, instead of costing one full copy per change.
 
@@ -224,18 +225,21 @@ impl IndexBuilder {
 /// A change on its way to the index thread, with whom to tell once it is published.
 type Pending = (IndexOp, Option<tokio::sync::oneshot::Sender<()>>);
 
-/// The index as the rest of the hub sees it: a snapshot to read, and a queue of changes.
+/// The indexes as the rest of the hub sees them: a snapshot per shard to read, and a queue of
+/// changes.
 pub struct SubscriptionIndex {
-    /// The snapshot routing reads.
-    current: Arc<ArcSwap<Snapshot>>,
+    /// The snapshot each shard's fan-out reads.
+    current: Arc<[ArcSwap<Snapshot>]>,
     /// Changes for the index thread.
     tx: crossbeam_channel::Sender<Pending>,
 }
 
 impl SubscriptionIndex {
-    /// Starts the index thread.
-    pub fn start() -> std::io::Result<Self> {
-        let current = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    /// Starts the index thread for `shards` shards.
+    pub fn start(shards: usize) -> std::io::Result<Self> {
+        let current: Arc<[ArcSwap<Snapshot>]> = (0..shards.max(1))
+            .map(|_| ArcSwap::from_pointee(Snapshot::default()))
+            .collect();
         let (tx, rx) = crossbeam_channel::unbounded::<Pending>();
         let published = current.clone();
         std::thread::Builder::new()
@@ -244,10 +248,10 @@ impl SubscriptionIndex {
         Ok(Self { current, tx })
     }
 
-    /// The current snapshot (lock-free).
+    /// The current snapshot of `shard`'s clients (lock-free).
     #[inline]
-    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
-        self.current.load()
+    pub fn load(&self, shard: usize) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current[shard.min(self.current.len() - 1)].load()
     }
 
     /// Queues a change and waits until a snapshot containing it is published.
@@ -264,19 +268,40 @@ impl SubscriptionIndex {
     }
 }
 
-/// The index thread: batch, apply, publish, acknowledge, pause as long as the work took.
-fn index_thread(rx: crossbeam_channel::Receiver<Pending>, current: Arc<ArcSwap<Snapshot>>) {
-    let mut builder = IndexBuilder::default();
+/// The index thread: batch, apply per shard, publish, acknowledge, pause as long as it took.
+fn index_thread(rx: crossbeam_channel::Receiver<Pending>, current: Arc<[ArcSwap<Snapshot>]>) {
+    let mut builders: Vec<IndexBuilder> = (0..current.len())
+        .map(|_| IndexBuilder::default())
+        .collect();
+    // Which shard each indexed client lives on, so a removal finds its builder.
+    let mut shard_of: HashMap<Uuid, usize> = HashMap::new();
     let mut acks = Vec::new();
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
-        let mut ops = Vec::with_capacity(rx.len() + 1);
+        let mut ops: Vec<Vec<IndexOp>> = (0..current.len()).map(|_| Vec::new()).collect();
         for (op, ack) in std::iter::once(first).chain(rx.try_iter()) {
-            ops.push(op);
+            let shard = match &op {
+                IndexOp::Set(h, subs) => {
+                    let s = h.shard.min(current.len() - 1);
+                    if subs.is_empty() {
+                        shard_of.remove(&h.id);
+                    } else {
+                        shard_of.insert(h.id, s);
+                    }
+                    Some(s)
+                }
+                IndexOp::Remove(id) => shard_of.remove(id),
+            };
+            if let Some(s) = shard {
+                ops[s].push(op);
+            }
             acks.extend(ack);
         }
-        let snapshot = builder.apply(ops);
-        current.store(Arc::new(snapshot));
+        for (s, batch) in ops.into_iter().enumerate() {
+            if !batch.is_empty() {
+                current[s].store(Arc::new(builders[s].apply(batch)));
+            }
+        }
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }

@@ -16,7 +16,8 @@
 //!
 //! - [`server`]: start-up, the acceptor, the per-core shard runtimes, graceful shutdown.
 //! - [`http`]: the service port: `/ws` upgrades (origin, capacity) or REST.
-//! - [`connection`]: one WebSocket's reader, session and authentication state.
+//! - [`connection`]: one WebSocket's reader, session and authentication state;
+//!   [`frame_reader`]: client frames read with no buffer held while idle.
 //! - [`protocol`]: client requests and server replies, error codes.
 //! - [`subscription`]: what a subscription is and the matching rule.
 //! - [`client`]: the per-client state shared by router, reader, writer and REST.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod connection;
 pub mod event;
 pub mod frame;
+pub mod frame_reader;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;

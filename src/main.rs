@@ -1,6 +1,11 @@
 //! The `streamhub` command.
 
 use clap::{Parser, Subcommand};
+
+/// jemalloc: with it an idle connection costs 7.4 KiB of hub RSS against 9.6 KiB with the system
+/// allocator and 26 KiB with mimalloc (the `idle` load-test scenario, 19,000 connections).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use streamhub::config::{Config, Overrides};

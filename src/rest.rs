@@ -274,11 +274,7 @@ async fn broadcast(hub: &Hub, req: Request<Incoming>) -> Response<Full<Bytes>> {
     };
     let event_id = event.event_id.clone();
     match hub.broker.publish(event).await {
-        Ok(Some(outcome)) => json_response(
-            StatusCode::ACCEPTED,
-            &json!({"event_id": event_id, "recipients": outcome.recipients}),
-        ),
-        Ok(None) => json_response(StatusCode::ACCEPTED, &json!({"event_id": event_id})),
+        Ok(()) => json_response(StatusCode::ACCEPTED, &json!({"event_id": event_id})),
         Err(BrokerError::Unavailable(why)) => {
             json_response(StatusCode::SERVICE_UNAVAILABLE, &error_body(&why))
         }

@@ -1,17 +1,46 @@
 //! The router: one validated event in, the same encoded frame in every matching client's ring.
 //!
-//! Per event: the message was serialized once by [`crate::event::parse_event`]; here the frame
-//! header is written in place once, the current index snapshot is read without a lock, and one
-//! `Arc` of the frame is pushed to each matching client's ring, whose writer is then woken.
+//! Per event, on whatever thread published it: the message was serialized once by
+//! [`crate::event::parse_event`]; here the frame header is written in place once, and one shared
+//! [`Routed`] event is handed to each shard's inbox (a lock-free queue and one wake-up per shard).
+//! Each shard's fan-out task then reads its own index snapshot without a lock and pushes one `Arc`
+//! of the frame into each matching client's ring, on the same thread that runs those clients'
+//! writers: the rings stay in that core's cache and waking a writer is a local operation.
 //! Nothing here waits on any client.
 
 use crate::backpressure::Push;
-use crate::event::ParsedEvent;
+use crate::event::{EventType, ParsedEvent};
 use crate::frame::OutFrame;
 use crate::index::SubscriptionIndex;
 use crate::metrics::Metrics;
+use crossbeam_queue::SegQueue;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// An event ready for fan-out, shared by every shard.
+#[derive(Debug)]
+pub struct Routed {
+    /// The encoded frame.
+    frame: Arc<OutFrame>,
+    /// Its type.
+    event_type: EventType,
+    /// Its cluster.
+    cluster_id: Option<String>,
+    /// Its namespace.
+    namespace: Option<String>,
+    /// Sequence number, for once-per-client delivery.
+    seq: u64,
+}
+
+/// A shard's queue of events to fan out.
+#[derive(Default)]
+struct Inbox {
+    /// Events waiting.
+    queue: SegQueue<Arc<Routed>>,
+    /// Wakes the shard's fan-out task.
+    wake: Notify,
+}
 
 /// Routes events to clients.
 pub struct Router {
@@ -19,60 +48,88 @@ pub struct Router {
     index: Arc<SubscriptionIndex>,
     /// Counters.
     metrics: Arc<Metrics>,
-    /// Event sequence numbers, for once-per-client delivery.
+    /// Event sequence numbers.
     seq: AtomicU64,
+    /// One inbox per shard.
+    inboxes: Box<[Inbox]>,
 }
 
-/// What routing one event did.
+/// What fanning out did on one shard.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RouteOutcome {
-    /// Clients the event was queued for.
-    pub recipients: u64,
-    /// Of those, how many rings were full (a frame was dropped).
+pub struct FanOut {
+    /// Frames queued for clients.
+    pub deliveries: u64,
+    /// Of those, how many found a full ring (a frame was dropped).
     pub dropped: u64,
 }
 
 impl Router {
-    /// A router over `index`.
-    pub fn new(index: Arc<SubscriptionIndex>, metrics: Arc<Metrics>) -> Self {
+    /// A router over `index`, for `shards` shards.
+    pub fn new(index: Arc<SubscriptionIndex>, metrics: Arc<Metrics>, shards: usize) -> Self {
         Self {
             index,
             metrics,
             seq: AtomicU64::new(1),
+            inboxes: (0..shards.max(1)).map(|_| Inbox::default()).collect(),
         }
     }
 
-    /// Delivers one event to every matching client.
-    pub fn route(&self, event: ParsedEvent) -> RouteOutcome {
-        let frame = Arc::new(OutFrame::from_headroom(
-            event.message,
-            fastwebsockets::OpCode::Text,
-        ));
-        let seq = self.seq.fetch_add(1, Relaxed);
-        let mut out = RouteOutcome::default();
-        let snapshot = self.index.load();
-        snapshot.for_each_match(
-            event.event_type,
-            event.cluster_id.as_deref(),
-            event.namespace.as_deref(),
-            |client| {
-                if !client.first_delivery(seq) {
-                    return;
-                }
-                out.recipients += 1;
-                if client.ring.push(frame.clone()) == Push::Dropped {
-                    out.dropped += 1;
-                    client.dropped.fetch_add(1, Relaxed);
-                }
-                client.wake.notify_one();
-            },
-        );
+    /// Hands one event to every shard for fan-out. Never waits.
+    pub fn route(&self, event: ParsedEvent) {
+        let routed = Arc::new(Routed {
+            frame: Arc::new(OutFrame::from_headroom(
+                event.message,
+                fastwebsockets::OpCode::Text,
+            )),
+            event_type: event.event_type,
+            cluster_id: event.cluster_id,
+            namespace: event.namespace,
+            seq: self.seq.fetch_add(1, Relaxed),
+        });
+        self.metrics.local().events_routed[event.event_type.index()].fetch_add(1, Relaxed);
+        for inbox in self.inboxes.iter() {
+            inbox.queue.push(routed.clone());
+            inbox.wake.notify_one();
+        }
+    }
+
+    /// Fans out every event waiting for `shard` to that shard's matching clients.
+    pub fn drain(&self, shard: usize) -> FanOut {
+        let mut out = FanOut::default();
+        let inbox = &self.inboxes[shard.min(self.inboxes.len() - 1)];
+        while let Some(ev) = inbox.queue.pop() {
+            let snapshot = self.index.load(shard);
+            snapshot.for_each_match(
+                ev.event_type,
+                ev.cluster_id.as_deref(),
+                ev.namespace.as_deref(),
+                |client| {
+                    if !client.first_delivery(ev.seq) {
+                        return;
+                    }
+                    out.deliveries += 1;
+                    if client.ring.push(ev.frame.clone()) == Push::Dropped {
+                        out.dropped += 1;
+                        client.dropped.fetch_add(1, Relaxed);
+                    }
+                    client.wake.notify_one();
+                },
+            );
+        }
         let local = self.metrics.local();
-        local.events_routed[event.event_type.index()].fetch_add(1, Relaxed);
-        local.deliveries.fetch_add(out.recipients, Relaxed);
+        local.deliveries.fetch_add(out.deliveries, Relaxed);
         if out.dropped > 0 {
             local.events_dropped.fetch_add(out.dropped, Relaxed);
         }
         out
+    }
+
+    /// A shard's fan-out task: waits for events and fans them out, for the shard's life.
+    pub async fn run_shard(self: Arc<Self>, shard: usize) {
+        let inbox = &self.inboxes[shard.min(self.inboxes.len() - 1)];
+        loop {
+            inbox.wake.notified().await;
+            self.drain(shard);
+        }
     }
 }

@@ -28,8 +28,8 @@ type Handoff = (std::net::TcpStream, SocketAddr);
 pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
     let shards = config.shard_count();
     let metrics = Arc::new(Metrics::new(shards));
-    let index = Arc::new(SubscriptionIndex::start()?);
-    let router = Arc::new(Router::new(index.clone(), metrics.clone()));
+    let index = Arc::new(SubscriptionIndex::start(shards)?);
+    let router = Arc::new(Router::new(index.clone(), metrics.clone(), shards));
     if config.redis_mode() {
         tracing::warn!("redis_url is set, but this build runs embedded only; ignoring it");
     }
@@ -85,6 +85,7 @@ fn shard_main(hub: Arc<Hub>, i: usize, mut rx: mpsc::UnboundedReceiver<Handoff>)
         }
     };
     rt.block_on(async move {
+        tokio::spawn(hub.router.clone().run_shard(i));
         while let Some((std_stream, remote)) = rx.recv().await {
             match tokio::net::TcpStream::from_std(std_stream) {
                 Ok(stream) => {
