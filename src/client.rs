@@ -141,7 +141,8 @@ impl ClientHandle {
 
     /// Records write progress (or having nothing to write) now.
     pub(crate) fn mark_progress(&self, now: Instant) {
-        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        let d = now.saturating_duration_since(self.epoch);
+        let ms = d.as_secs() * 1000 + u64::from(d.subsec_millis());
         self.last_progress_ms.store(ms, Ordering::Relaxed);
     }
 

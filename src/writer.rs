@@ -65,7 +65,6 @@ pub(crate) async fn run(
         }
         let closing = fill_batch(&client, &mut batch);
         if batch.is_empty() {
-            client.mark_progress(now);
             if heartbeat.deadline() != timer_at {
                 timer_at = heartbeat.deadline();
                 timer.as_mut().reset(timer_at.into());

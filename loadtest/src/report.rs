@@ -108,6 +108,10 @@ pub struct HubFigures {
     pub cpu_percent_mean: Option<f64>,
     /// Highest one-second CPU.
     pub cpu_percent_peak: Option<f64>,
+    /// Hub CPU time per delivery while publishing, in microseconds (all of the hub's work,
+    /// including publishing requests, divided by deliveries).
+    #[serde(default)]
+    pub cpu_us_per_delivery: Option<f64>,
     /// `ws_events_dropped_total` at the end.
     pub drops_total: Option<u64>,
     /// Drops on clients that kept reading.
@@ -257,7 +261,7 @@ pub fn markdown(s: &Summary) -> String {
     let h = &s.hub;
     let _ = writeln!(
         o,
-        "## Hub\n\n| RSS before | RSS connected | RSS peak | RSS end | RSS per connection | CPU mean | CPU peak | drops (reading / stalled) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n| {} KiB | {} KiB | {} KiB | {} KiB | {} KiB | {}% | {}% | {} / {} |\n",
+        "## Hub\n\n| RSS before | RSS connected | RSS peak | RSS end | RSS per connection | CPU mean | CPU peak | CPU per delivery | drops (reading / stalled) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n| {} KiB | {} KiB | {} KiB | {} KiB | {} KiB | {}% | {}% | {} µs | {} / {} |\n",
         opt(h.rss_baseline_kib),
         opt(h.rss_connected_kib),
         opt(h.rss_peak_kib),
@@ -265,6 +269,7 @@ pub fn markdown(s: &Summary) -> String {
         opt_f(h.rss_per_connection_kib, 2),
         opt_f(h.cpu_percent_mean, 0),
         opt_f(h.cpu_percent_peak, 0),
+        opt_f(h.cpu_us_per_delivery, 2),
         h.drops_on_reading_clients,
         h.drops_on_stalled_clients
     );

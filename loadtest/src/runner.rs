@@ -195,6 +195,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Summa
         .metric(&http, "ws_events_dropped_total")
         .await
         .unwrap_or(0.0);
+    let (cpu_before, delivered_before) = (hub.sample(), delivered.load(Relaxed));
     let seqs: Arc<Vec<AtomicU64>> = Arc::new(
         (0..s.publish.publishers)
             .map(|_| AtomicU64::new(0))
@@ -242,6 +243,13 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Summa
         }
     }
 
+    let (cpu_after, delivered_after) = (hub.sample(), delivered.load(Relaxed));
+    let cpu_us_per_delivery = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) if delivered_after > delivered_before => Some(
+            1e6 * (b.cpu_seconds - a.cpu_seconds) / (delivered_after - delivered_before) as f64,
+        ),
+        _ => None,
+    };
     // Settle: wait until every expected delivery arrived, or nothing moves for a while.
     progress.set_message("settling");
     let expected_total: u64 = expectation.lock().expected.iter().sum();
@@ -376,6 +384,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Summa
         rss_per_connection_kib: rss_per_connection,
         cpu_percent_mean: cpu.0,
         cpu_percent_peak: cpu.1,
+        cpu_us_per_delivery,
         drops_total: drops_total.map(|d| d as u64),
         drops_on_reading_clients: on_reading,
         drops_on_stalled_clients: on_stalled,
