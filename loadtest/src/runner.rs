@@ -353,11 +353,16 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Summa
         .iter()
         .filter(|st| {
             s.publish
-                .stop_when_p99_ms
+                .sustained_p99_ms
+                .or(s.publish.stop_when_p99_ms)
                 .is_none_or(|l| st.latency.p99_ms <= l)
                 && st.hub_drops == 0
                 && st.achieved_events_per_second >= 0.9 * st.target_events_per_second
         })
+        .map(|st| st.deliveries_per_second)
+        .fold(0.0, f64::max);
+    let peak = steps
+        .iter()
         .map(|st| st.deliveries_per_second)
         .fold(0.0, f64::max);
     let latency = stats::percentiles(&collector.overall);
@@ -405,6 +410,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Summa
         connect,
         steps,
         best_sustained_deliveries_per_second: best,
+        peak_deliveries_per_second: peak,
         latency,
         accounting,
         hub: hub_fig,

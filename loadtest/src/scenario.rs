@@ -132,6 +132,9 @@ pub struct Publish {
     /// Stop stepping up once a step's p99 passes this many milliseconds.
     #[serde(default)]
     pub stop_when_p99_ms: Option<f64>,
+    /// A step counts as sustained while its p99 stays at or below this (default: the stop limit).
+    #[serde(default)]
+    pub sustained_p99_ms: Option<f64>,
     /// Stop stepping up once the hub reports drops.
     #[serde(default)]
     pub stop_on_drops: bool,
@@ -149,6 +152,7 @@ impl Default for Publish {
             publishers: 1,
             payload_bytes: 0,
             stop_when_p99_ms: None,
+            sustained_p99_ms: None,
             stop_on_drops: false,
             hold_seconds: 0.0,
         }
