@@ -101,13 +101,21 @@ where
     }
 }
 
+/// Receive buffer of a client that will stop reading: small, so that backpressure reaches the
+/// server within a run instead of being absorbed by megabytes of kernel buffers.
+const STALLED_RCVBUF: u32 = 4096;
+
 /// Opens a WebSocket from `source`.
 pub async fn connect(
     spec: &ClientSpec,
     source: IpAddr,
+    stalled: bool,
 ) -> anyhow::Result<WebSocket<TokioIo<Upgraded>>> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
+    if stalled {
+        socket.set_recv_buffer_size(STALLED_RCVBUF)?;
+    }
     let stream = socket.connect(spec.server).await?;
     stream.set_nodelay(true)?;
     let req = hyper::Request::builder()
@@ -138,7 +146,7 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> ClientOutcome {
     let mut out = ClientOutcome::default();
-    let mut ws = match connect(&spec, source).await {
+    let mut ws = match connect(&spec, source, stalled).await {
         Ok(ws) => ws,
         Err(e) => {
             out.error = Some(format!("connect: {e}"));
