@@ -62,6 +62,10 @@ pub struct WebSocketConfig {
     pub max_subscriptions_per_client: usize,
     /// Browser origins allowed to connect; empty allows any (and requests without `Origin`).
     pub allowed_origins: Vec<String>,
+    /// Kernel send buffer per connection (`SO_SNDBUF`), bounding what a client that stops reading
+    /// can hold in kernel memory beyond its ring; 0 leaves the kernel's autotuning (up to
+    /// `net.ipv4.tcp_wmem`'s maximum, often 4 MiB per socket).
+    pub socket_send_buffer_bytes: usize,
 }
 
 /// `realtime_streaming.backpressure`.
@@ -171,6 +175,7 @@ impl Default for WebSocketConfig {
             max_connections: 1000,
             max_subscriptions_per_client: 64,
             allowed_origins: Vec::new(),
+            socket_send_buffer_bytes: 256 * 1024,
         }
     }
 }

@@ -22,6 +22,10 @@ use tokio::net::TcpStream;
 /// Serves one accepted TCP connection on the current shard.
 pub(crate) async fn serve(hub: Arc<Hub>, shard: usize, stream: TcpStream, remote: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    let sndbuf = hub.config.websocket.socket_send_buffer_bytes;
+    if sndbuf > 0 {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(sndbuf);
+    }
     let svc_hub = hub.clone();
     let service = hyper::service::service_fn(move |req| {
         let hub = svc_hub.clone();
