@@ -22,8 +22,45 @@ use uuid::Uuid;
 /// lossless, so a client that sends requests but never reads the answers is cut off instead.
 pub(crate) const CONTROL_QUEUE_LIMIT: usize = 256;
 
-/// Sentinel for "no shutdown requested" in [`ClientHandle::shutdown_advice_ms`].
-const NO_SHUTDOWN: u64 = u64::MAX;
+/// Why the server ends a connection, and what it tells the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Goodbye {
+    /// `reason` of the `disconnect` message.
+    pub(crate) reason: &'static str,
+    /// `reconnect_after_ms` of the `disconnect` message.
+    pub(crate) reconnect_after_ms: u64,
+    /// The close code that follows.
+    pub(crate) close_code: u16,
+}
+
+impl Goodbye {
+    /// The server is shutting down (close 1012, service restart).
+    pub(crate) fn shutdown(reconnect_after_ms: u64) -> Self {
+        Self {
+            reason: "server_shutdown",
+            reconnect_after_ms,
+            close_code: 1012,
+        }
+    }
+
+    /// The instance is being drained for a rolling restart (close 1012).
+    pub(crate) fn drain(reconnect_after_ms: u64) -> Self {
+        Self {
+            reason: "server_drain",
+            reconnect_after_ms,
+            close_code: 1012,
+        }
+    }
+
+    /// An operator disconnected this client (close 1000).
+    pub(crate) fn operator(reconnect_after_ms: u64) -> Self {
+        Self {
+            reason: "disconnected_by_operator",
+            reconnect_after_ms,
+            close_code: 1000,
+        }
+    }
+}
 
 /// One connected client, shared by reference count.
 pub struct ClientHandle {
@@ -54,8 +91,10 @@ pub struct ClientHandle {
     pub(crate) subject: Mutex<Option<String>>,
     /// Whether the client has authenticated (always true-equivalent while auth is off).
     pub(crate) authenticated: AtomicBool,
-    /// `reconnect_after_ms` to advise when the server shuts down; `NO_SHUTDOWN` until then.
-    shutdown_advice_ms: AtomicU64,
+    /// Set once the server has decided to end this connection (checked on every writer pass).
+    leaving: AtomicBool,
+    /// What to say when ending it.
+    goodbye: Mutex<Option<Goodbye>>,
     /// Messages written to the client.
     pub(crate) sent: AtomicU64,
     /// Messages received from the client.
@@ -85,7 +124,8 @@ impl ClientHandle {
             subscriptions: Mutex::new(Vec::new()),
             subject: Mutex::new(None),
             authenticated: AtomicBool::new(false),
-            shutdown_advice_ms: AtomicU64::new(NO_SHUTDOWN),
+            leaving: AtomicBool::new(false),
+            goodbye: Mutex::new(None),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -126,17 +166,25 @@ impl ClientHandle {
         Some(f)
     }
 
-    /// Asks the writer to say goodbye with this reconnect advice.
-    pub(crate) fn request_shutdown(&self, reconnect_after_ms: u64) {
-        self.shutdown_advice_ms
-            .store(reconnect_after_ms.min(NO_SHUTDOWN - 1), Ordering::Release);
+    /// Asks the writer to flush what is queued, say goodbye and close. The first request wins.
+    pub(crate) fn request_goodbye(&self, goodbye: Goodbye) {
+        {
+            let mut g = self.goodbye.lock();
+            if g.is_some() {
+                return;
+            }
+            *g = Some(goodbye);
+        }
+        self.leaving.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
-    /// The reconnect advice, once a shutdown was asked for.
-    pub(crate) fn shutdown_advice(&self) -> Option<u64> {
-        let v = self.shutdown_advice_ms.load(Ordering::Acquire);
-        (v != NO_SHUTDOWN).then_some(v)
+    /// The goodbye, once one was asked for.
+    pub(crate) fn goodbye(&self) -> Option<Goodbye> {
+        if !self.leaving.load(Ordering::Acquire) {
+            return None;
+        }
+        *self.goodbye.lock()
     }
 
     /// Records write progress (or having nothing to write) now.

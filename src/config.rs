@@ -117,8 +117,11 @@ pub struct StaticToken {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScalingConfig {
-    /// Name of the sticky-session cookie (used from the Redis issue on).
+    /// Name of the sticky-session cookie set on every WebSocket upgrade response.
     pub sticky_session_cookie: String,
+    /// This instance's name, the cookie's value (a load balancer's server cookie, like `s1`).
+    /// Default: a random id chosen at start-up.
+    pub instance_id: String,
 }
 
 /// `realtime_streaming.shutdown`.
@@ -206,6 +209,7 @@ impl Default for ScalingConfig {
     fn default() -> Self {
         Self {
             sticky_session_cookie: "AIOPS_WS_SESSION".into(),
+            instance_id: String::new(),
         }
     }
 }
@@ -305,6 +309,10 @@ impl Config {
         if let Some(r) = &o.redis_url {
             self.redis_url = Some(r.clone());
         }
+        if self.scaling.instance_id.is_empty() {
+            self.scaling.instance_id =
+                format!("i-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        }
         self.validate()?;
         Ok(self)
     }
@@ -373,6 +381,24 @@ impl Config {
                 );
             }
         }
+        let cookie_ok = |v: &str| {
+            v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        if self.scaling.sticky_session_cookie.is_empty()
+            || !cookie_ok(&self.scaling.sticky_session_cookie)
+        {
+            return bad(
+                "scaling.sticky_session_cookie",
+                "must be a non-empty token of letters, digits, '-', '_' or '.'",
+            );
+        }
+        if !cookie_ok(&self.scaling.instance_id) {
+            return bad(
+                "scaling.instance_id",
+                "may hold only letters, digits, '-', '_' or '.'",
+            );
+        }
         if self.host.is_empty() {
             return bad("host", "must not be empty");
         }
@@ -388,6 +414,11 @@ impl Config {
                 .map(|n| n.get())
                 .unwrap_or(1)
         }
+    }
+
+    /// This instance's id: the configured one, or a random one fixed at first use.
+    pub fn instance_id(&self) -> &str {
+        &self.scaling.instance_id
     }
 
     /// Whether Redis mode was asked for.

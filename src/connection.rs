@@ -108,7 +108,8 @@ pub(crate) async fn run(
     };
     hub.register(client.clone());
     if hub.is_shutting_down() {
-        client.request_shutdown(crate::hub::jitter(cfg.shutdown.reconnect_after_ms));
+        let advice = crate::hub::jitter(cfg.shutdown.reconnect_after_ms);
+        client.request_goodbye(crate::client::Goodbye::shutdown(advice));
     }
     let session = Session {
         hub: hub.clone(),

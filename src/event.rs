@@ -112,6 +112,22 @@ pub struct ParsedEvent {
     pub message: Vec<u8>,
 }
 
+/// The start of every delivery message, before the event's own fields.
+const MESSAGE_PREFIX: &[u8] = br#"{"type":"event","#;
+
+impl ParsedEvent {
+    /// The event as published to other instances: the delivery message without its
+    /// `"type":"event"`, with any generated `event_id` and `timestamp` kept (so every instance
+    /// delivers the same id).
+    pub fn to_published(&self) -> Vec<u8> {
+        let body = &self.message[FRAME_HEADROOM + MESSAGE_PREFIX.len()..];
+        let mut out = Vec::with_capacity(body.len() + 1);
+        out.push(b'{');
+        out.extend_from_slice(body);
+        out
+    }
+}
+
 /// The fields routing needs, borrowed from the input where possible.
 #[derive(Deserialize)]
 struct EventView<'a> {
@@ -305,7 +321,7 @@ fn splice(text: &str, generated_id: Option<&String>, has_timestamp: bool) -> Vec
     let rest = &body[1..];
     let mut out = Vec::with_capacity(FRAME_HEADROOM + body.len() + 96);
     out.resize(FRAME_HEADROOM, 0);
-    out.extend_from_slice(br#"{"type":"event","#);
+    out.extend_from_slice(MESSAGE_PREFIX);
     push_generated(&mut out, generated_id, has_timestamp);
     out.extend_from_slice(rest.trim_start().as_bytes());
     out
@@ -360,6 +376,14 @@ mod tests {
         assert_eq!(m["type"], "event");
         assert_eq!(m["event_id"], "e1");
         assert_eq!(m["x"], serde_json::json!([1, 2]));
+    }
+
+    #[test]
+    fn published_form_parses_back_to_the_same_message() {
+        let e = parse_event(br#"{"event_type":"GPU_UPDATE","x":{"y":[1,2]}}"#).unwrap();
+        let again = parse_event(&e.to_published()).unwrap();
+        assert_eq!(again.event_id, e.event_id);
+        assert_eq!(again.message, e.message);
     }
 
     #[test]

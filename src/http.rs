@@ -104,6 +104,7 @@ fn upgrade(
             )
         }
     };
+    let hub_cookie = hub.clone();
     tokio::spawn(async move {
         let ws = match upgrade.await {
             Ok(ws) => ws,
@@ -132,5 +133,15 @@ fn upgrade(
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }
     });
-    response.map(|_| Full::new(Bytes::new()))
+    let mut response = response.map(|_| Full::new(Bytes::new()));
+    // Sticky sessions: name this instance, so a load balancer can send the client back here.
+    let scaling = &hub_cookie.config.scaling;
+    let cookie = format!(
+        "{}={}; Path=/; HttpOnly",
+        scaling.sticky_session_cookie, scaling.instance_id
+    );
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(hyper::header::SET_COOKIE, v);
+    }
+    response
 }

@@ -3,7 +3,7 @@
 
 use crate::auth::Authenticator;
 use crate::broker::Broker;
-use crate::client::ClientHandle;
+use crate::client::{ClientHandle, Goodbye};
 use crate::config::Config;
 use crate::index::{IndexOp, SubscriptionIndex};
 use crate::metrics::Metrics;
@@ -141,8 +141,28 @@ impl Hub {
         self.shutting_down.store(true, Relaxed);
         let centre = self.config.shutdown.reconnect_after_ms;
         for c in self.clients.iter() {
-            c.request_shutdown(jitter(centre));
+            c.request_goodbye(Goodbye::shutdown(jitter(centre)));
         }
+    }
+
+    /// Drains the instance for a rolling restart: no new connections, and every client is told
+    /// to reconnect (elsewhere) after a jittered delay around `reconnect_after_ms`.
+    pub fn drain(&self, reconnect_after_ms: u64) {
+        self.shutting_down.store(true, Relaxed);
+        for c in self.clients.iter() {
+            c.request_goodbye(Goodbye::drain(jitter(reconnect_after_ms)));
+        }
+    }
+
+    /// Disconnects one client if it is connected here; true if it was.
+    pub fn disconnect_client(&self, id: &Uuid) -> bool {
+        let Some(c) = self.clients.get(id).map(|c| c.clone()) else {
+            return false;
+        };
+        c.request_goodbye(Goodbye::operator(jitter(
+            self.config.shutdown.reconnect_after_ms,
+        )));
+        true
     }
 
     /// Seconds since start.

@@ -6,7 +6,8 @@
 //!
 //! - [`rest`]: the REST API; `POST /api/v1/streaming/broadcast` is where an event enters.
 //! - [`event`]: validates an event and serializes its `event` message once.
-//! - [`broker`]: carries events to routers (in process now; Redis behind the same trait later).
+//! - [`broker`]: carries events to routers: in process (embedded) or through Redis Pub/Sub;
+//!   [`control`]: the control messages of the Redis control channel (drain, disconnect a client).
 //! - [`router`]: writes the frame header once and pushes one shared frame to each matching ring.
 //! - [`index`]: the copy-on-write inverted index of subscriptions the router reads lock-free.
 //! - [`backpressure`]: each client's bounded ring and its drop policy.
@@ -33,6 +34,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod event;
 pub mod frame;
 pub mod frame_reader;

@@ -43,7 +43,7 @@ struct ServeArgs {
     /// Number of shard runtimes (default: number of cores).
     #[arg(long, env = "STREAMHUB_SHARDS")]
     shards: Option<usize>,
-    /// Redis URL (Redis mode is not in this build yet).
+    /// Redis URL: run in Redis mode (events from `{prefix}:all`, publishes to Redis).
     #[arg(long, env = "STREAMHUB_REDIS_URL")]
     redis_url: Option<String>,
 }

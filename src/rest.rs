@@ -23,11 +23,20 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
     match (method, path.as_str()) {
         (Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (Method::GET, "/readyz") => readyz(&hub),
-        (Method::GET, "/metrics") => text_response(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            hub.metrics.render(),
-        ),
+        (Method::GET, "/metrics") => {
+            let mut text = hub.metrics.render();
+            if let Some(up) = hub.broker.connected() {
+                text.push_str(&format!(
+                    "# HELP redis_connected Whether the Redis subscription is live.\n# TYPE redis_connected gauge\nredis_connected {}\n",
+                    u8::from(up)
+                ));
+            }
+            text_response(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            )
+        }
         (Method::GET, "/api/v1/streaming/status") => json_response(StatusCode::OK, &status(&hub)),
         (Method::GET, "/api/v1/streaming/subscriptions") => {
             json_response(StatusCode::OK, &subscriptions(&hub))
@@ -143,6 +152,7 @@ fn status(hub: &Hub) -> Value {
     let routed: u64 = m.routed_by_type().iter().sum();
     json!({
         "status": if hub.is_shutting_down() { "shutting_down" } else { "running" },
+        "instance_id": hub.config.scaling.instance_id,
         "version": env!("CARGO_PKG_VERSION"),
         "mode": hub.broker.mode(),
         "uptime_seconds": hub.uptime_seconds(),
@@ -152,6 +162,7 @@ fn status(hub: &Hub) -> Value {
             "mode": hub.broker.mode(),
             "healthy": broker.is_ok(),
             "detail": broker.err(),
+            "stats": hub.broker.details(),
         },
         "connections": {
             "active": m.connections_active.load(Relaxed),

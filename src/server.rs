@@ -8,7 +8,7 @@
 //! loop stops all intake at once. Accepting costs one system call per connection, not per event.
 
 use crate::auth;
-use crate::broker::MemoryBroker;
+use crate::broker::{spawn_subscriber, Broker, MemoryBroker, RedisBroker, RedisShared};
 use crate::config::Config;
 use crate::http;
 use crate::hub::Hub;
@@ -30,17 +30,29 @@ pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
     let metrics = Arc::new(Metrics::new(shards));
     let index = Arc::new(SubscriptionIndex::start(shards)?);
     let router = Arc::new(Router::new(index.clone(), metrics.clone(), shards));
-    if config.redis_mode() {
-        tracing::warn!("redis_url is set, but this build runs embedded only; ignoring it");
-    }
+
     if config.auth.enabled && config.auth.static_tokens.is_empty() {
         tracing::warn!(
             "auth is enabled with no token source configured: any non-empty token is accepted"
         );
     }
-    let broker = Box::new(MemoryBroker::new(router.clone()));
+    let redis = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => Some(
+            RedisShared::new(
+                url,
+                &config.redis_channel_prefix,
+                config.rest.max_body_bytes,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+        ),
+        None => None,
+    };
+    let broker: Box<dyn Broker> = match &redis {
+        Some(shared) => Box::new(RedisBroker::new(shared.clone())),
+        None => Box::new(MemoryBroker::new(router.clone())),
+    };
     let authenticator = auth::from_config(&config.auth);
-    Ok(Arc::new(Hub::new(
+    let hub = Arc::new(Hub::new(
         config,
         shards,
         index,
@@ -48,7 +60,11 @@ pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
         router,
         broker,
         authenticator,
-    )))
+    ));
+    if let Some(shared) = redis {
+        spawn_subscriber(hub.clone(), shared)?;
+    }
+    Ok(hub)
 }
 
 /// Runs the service until SIGTERM or SIGINT, then shuts down gracefully.

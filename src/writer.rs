@@ -106,11 +106,11 @@ fn fill_batch(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>) -> bool {
             return true;
         }
     }
-    if let Some(advice) = client.shutdown_advice() {
+    if let Some(bye) = client.goodbye() {
         // Flush everything still queued, then say goodbye.
         push_events(client, batch, usize::MAX);
-        batch.push(reply::disconnect("server_shutdown", advice));
-        batch.push(OutFrame::close(1012, "server shutdown"));
+        batch.push(reply::disconnect(bye.reason, bye.reconnect_after_ms));
+        batch.push(OutFrame::close(bye.close_code, bye.reason));
         return true;
     }
     push_events(client, batch, MAX_BATCH);

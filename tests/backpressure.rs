@@ -79,12 +79,7 @@ async fn stalled_client_does_not_delay_others_or_grow_memory() {
         "hub RSS grew {grew_mib} MiB while {sent_mib} MiB went to a stalled client"
     );
 
-    let metrics = reqwest::get(hub.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics_text().await;
     assert!(metric(&metrics, "ws_events_dropped_total") > 0.0);
     let clients = hub.get_json("/api/v1/streaming/clients").await;
     let list = clients["clients"].as_array().unwrap();
@@ -179,12 +174,7 @@ async fn drop_oldest_reports_every_drop_and_keeps_the_newest() {
         n - 1,
         "drop-oldest keeps the newest"
     );
-    let metrics = reqwest::get(hub.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics_text().await;
     assert_eq!(metric(&metrics, "ws_events_dropped_total") as u64, dropped);
 }
 

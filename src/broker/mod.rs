@@ -2,14 +2,12 @@
 //!
 //! [`Broker`] is the seam between "an event was published" and "this instance routes it". The
 //! [`MemoryBroker`] (embedded mode, the default) hands the event straight to the router in
-//! process. A Redis broker publishes to Redis instead and feeds the router from its subscription,
-//! so every instance delivers every event once.
+//! process. The [`RedisBroker`] publishes to Redis instead, and its subscriber feeds every
+//! instance's router from `{prefix}:all`, so every instance delivers every event once.
 
 use crate::event::ParsedEvent;
-use crate::router::Router;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 /// Why a publish did not happen.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -30,32 +28,19 @@ pub trait Broker: Send + Sync {
     fn mode(&self) -> &'static str;
     /// `Ok` when events flow; otherwise why not (drives `/readyz`).
     fn health(&self) -> Result<(), String>;
-}
-
-/// The in-process bus of embedded mode.
-pub struct MemoryBroker {
-    /// The router events go to.
-    router: Arc<Router>,
-}
-
-impl MemoryBroker {
-    /// A bus feeding `router`.
-    pub fn new(router: Arc<Router>) -> Self {
-        Self { router }
+    /// Whether the broker's connection is up, for a `redis_connected`-style gauge (`None`: no
+    /// connection to speak of).
+    fn connected(&self) -> Option<bool> {
+        None
+    }
+    /// Broker-specific figures for `status`.
+    fn details(&self) -> serde_json::Value {
+        serde_json::Value::Null
     }
 }
 
-impl Broker for MemoryBroker {
-    fn publish(&self, event: ParsedEvent) -> PublishFuture<'_> {
-        self.router.route(event);
-        Box::pin(std::future::ready(Ok(())))
-    }
+mod memory;
+mod redis;
 
-    fn mode(&self) -> &'static str {
-        "embedded"
-    }
-
-    fn health(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
+pub use memory::MemoryBroker;
+pub use redis::{spawn_subscriber, RedisBroker, RedisShared};

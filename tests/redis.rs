@@ -1,0 +1,251 @@
+//! Redis mode: several hub processes on one real `redis-server`.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+fn redis_hub(redis: &RedisServer, instance: &str) -> HubProcess {
+    HubProcess::start(&format!(
+        "  redis_url: \"{}\"\n  scaling:\n    instance_id: {instance}\n",
+        redis.url()
+    ))
+}
+
+#[tokio::test]
+async fn every_instance_delivers_each_event_once() {
+    let redis = RedisServer::start();
+    let hubs = [
+        redis_hub(&redis, "s1"),
+        redis_hub(&redis, "s2"),
+        redis_hub(&redis, "s3"),
+    ];
+    for h in &hubs {
+        assert!(
+            h.wait_ready(200, Duration::from_secs(10)).await,
+            "hub ready"
+        );
+    }
+    let mut clients = Vec::new();
+    for h in &hubs {
+        let mut ws = h.ws().await;
+        subscribe(&mut ws, &["ALERT_FIRED"], &["c1"], &[]).await;
+        clients.push(ws);
+    }
+    // Through one hub's broadcast endpoint: every instance's client gets it once.
+    let (status, body) = hubs[0]
+        .broadcast(r#"{"event_type":"ALERT_FIRED","cluster_id":"c1","event_id":"via-http"}"#)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // Straight into Redis, also posted to the per-cluster, alerts and gpu channels.
+    let event = br#"{"event_type":"ALERT_FIRED","cluster_id":"c1","event_id":"via-redis"}"#;
+    for ch in [
+        "aiops:events:all",
+        "aiops:events:cluster:c1",
+        "aiops:events:alerts",
+        "aiops:events:gpu",
+    ] {
+        redis.publish(ch, event).await;
+    }
+    // An event without an id gets one id, the same on every instance.
+    hubs[1]
+        .broadcast(r#"{"event_type":"ALERT_FIRED","cluster_id":"c1"}"#)
+        .await;
+    let mut generated = Vec::new();
+    for ws in clients.iter_mut() {
+        assert_eq!(recv(ws).await["event_id"], "via-http");
+        assert_eq!(recv(ws).await["event_id"], "via-redis");
+        generated.push(recv(ws).await["event_id"].as_str().unwrap().to_string());
+        expect_silence(ws, Duration::from_millis(400)).await;
+    }
+    assert!(
+        generated
+            .iter()
+            .all(|g| g == &generated[0] && g.starts_with("evt_")),
+        "{generated:?}"
+    );
+
+    let status = hubs[2].get_json("/api/v1/streaming/status").await;
+    assert_eq!(status["mode"], "redis");
+    assert_eq!(status["instance_id"], "s3");
+    let metrics = reqwest::get(hubs[0].url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&metrics, "redis_connected"), 1.0);
+}
+
+#[tokio::test]
+async fn upgrade_sets_the_sticky_cookie() {
+    let redis = RedisServer::start();
+    let hub = redis_hub(&redis, "s2");
+    let (_, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", hub.addr))
+        .await
+        .unwrap();
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("AIOPS_WS_SESSION=s2;"), "{cookie}");
+}
+
+#[tokio::test]
+async fn redis_outage_keeps_clients_and_recovers() {
+    let mut redis = RedisServer::start();
+    let hub = redis_hub(&redis, "s1");
+    assert!(hub.wait_ready(200, Duration::from_secs(10)).await);
+    let mut ws = hub.ws().await;
+    subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+    hub.broadcast(r#"{"event_type":"GPU_UPDATE","event_id":"before"}"#)
+        .await;
+    assert_eq!(recv(&mut ws).await["event_id"], "before");
+
+    redis.kill();
+    assert!(
+        hub.wait_ready(503, Duration::from_secs(10)).await,
+        "readiness follows Redis"
+    );
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert_eq!(status["broker"]["healthy"], false, "{status}");
+    assert!(
+        status["broker"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("redis"),
+        "{status}"
+    );
+    let metrics = hub.metrics_text().await;
+    assert_eq!(metric(&metrics, "redis_connected"), 0.0);
+    // Never a false 202.
+    let (code, _) = hub
+        .broadcast(r#"{"event_type":"GPU_UPDATE","event_id":"during"}"#)
+        .await;
+    assert_eq!(code, 503);
+    // The client is still connected and served.
+    send(&mut ws, &json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong");
+
+    redis.restart();
+    assert!(
+        hub.wait_ready(200, Duration::from_secs(15)).await,
+        "reconnects by itself"
+    );
+    let (code, _) = hub
+        .broadcast(r#"{"event_type":"GPU_UPDATE","event_id":"after"}"#)
+        .await;
+    assert_eq!(code, 202);
+    assert_eq!(
+        recv(&mut ws).await["event_id"],
+        "after",
+        "delivery resumes on the same connection"
+    );
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert!(
+        status["broker"]["stats"]["disconnects"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert_eq!(
+        status["connections"]["total"], 1,
+        "the client never reconnected"
+    );
+}
+
+#[tokio::test]
+async fn junk_on_the_channel_is_counted_and_skipped() {
+    let redis = RedisServer::start();
+    let hub = redis_hub(&redis, "s1");
+    assert!(hub.wait_ready(200, Duration::from_secs(10)).await);
+    let mut ws = hub.ws().await;
+    subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+    let huge = format!(
+        r#"{{"event_type":"GPU_UPDATE","pad":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    for junk in [
+        &b"not json"[..],
+        b"[1,2]",
+        br#"{"event_type":"NOPE"}"#,
+        br#"{"event_type":"GPU_UPDATE","payload":7}"#,
+        huge.as_bytes(),
+    ] {
+        redis.publish("aiops:events:all", junk).await;
+    }
+    redis
+        .publish("aiops:control:streaming", b"{\"type\":\"reboot\"}")
+        .await;
+    redis
+        .publish(
+            "aiops:events:all",
+            br#"{"event_type":"GPU_UPDATE","event_id":"good"}"#,
+        )
+        .await;
+    assert_eq!(recv(&mut ws).await["event_id"], "good");
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    let junk = &status["broker"]["stats"]["junk"];
+    for (kind, n) in [
+        ("not_json", 1),
+        ("not_object", 1),
+        ("unknown_type", 1),
+        ("bad_field", 1),
+        ("too_large", 1),
+        ("control", 1),
+    ] {
+        assert_eq!(junk[kind], n, "{kind}: {junk}");
+    }
+    assert_eq!(status["ready"], true);
+}
+
+#[tokio::test]
+async fn control_messages_reach_every_instance() {
+    let redis = RedisServer::start();
+    let (a, b) = (redis_hub(&redis, "s1"), redis_hub(&redis, "s2"));
+    for h in [&a, &b] {
+        assert!(h.wait_ready(200, Duration::from_secs(10)).await);
+    }
+    let mut on_a = a.ws().await;
+    let mut on_b = b.ws().await;
+    let mut target = b.ws().await;
+    send(&mut target, &json!({"type": "auth", "token": "t"})).await;
+    let id = recv(&mut target).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // disconnect_client: whichever instance holds the client closes it; nobody else is touched.
+    redis
+        .publish(
+            "aiops:control:streaming",
+            json!({"type": "disconnect_client", "client_id": id})
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    let before = expect_close(&mut target, 1000).await;
+    assert_eq!(before.last().unwrap()["reason"], "disconnected_by_operator");
+    for ws in [&mut on_a, &mut on_b] {
+        send(ws, &json!({"type": "ping"})).await;
+        assert_eq!(recv(ws).await["type"], "pong");
+    }
+
+    // drain: every instance tells its clients to go, with spread advice, and takes no new ones.
+    redis
+        .publish(
+            "aiops:control:streaming",
+            br#"{"type":"drain","reconnect_after_ms":2000}"#,
+        )
+        .await;
+    for ws in [&mut on_a, &mut on_b] {
+        let before = expect_close(ws, 1012).await;
+        let bye = before.last().unwrap();
+        assert_eq!(bye["reason"], "server_drain");
+        let ms = bye["reconnect_after_ms"].as_u64().unwrap();
+        assert!((1000..=3000).contains(&ms), "{ms}");
+    }
+    for h in [&a, &b] {
+        assert_eq!(h.readyz().await, 503);
+        let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", h.addr)).await;
+        assert!(
+            matches!(refused, Err(tokio_tungstenite::tungstenite::Error::Http(ref r)) if r.status() == 503)
+        );
+    }
+}
