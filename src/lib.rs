@@ -26,11 +26,13 @@
 //! - [`auth`]: the authenticator seam and its implementations.
 //! - [`hub`]: the state all shards share; [`metrics`]: per-shard counters, Prometheus text;
 //!   [`frame`]: frames encoded once; [`config`]: the YAML configuration;
-//!   [`profiling`]: the opt-in flamegraph endpoint.
+//!   [`profiling`]: the opt-in flamegraph endpoint; [`cli`]: `streamhub publish` and
+//!   `streamhub tail`.
 
 pub mod auth;
 pub mod backpressure;
 pub mod broker;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use streamhub::cli;
 use streamhub::config::{Config, Overrides};
 
 /// streamhub: real-time WebSocket event fan-out.
@@ -26,6 +27,26 @@ struct Cli {
 enum Command {
     /// Run the hub.
     Serve(ServeArgs),
+    /// Publish one event (JSON from --event, or standard input) to Redis or a hub.
+    Publish {
+        /// The event, as JSON; read from standard input when absent.
+        #[arg(long)]
+        event: Option<String>,
+        /// Publish to this Redis (`{prefix}:all`) instead of a hub's broadcast endpoint.
+        #[arg(long, env = "STREAMHUB_REDIS_URL")]
+        redis_url: Option<String>,
+        /// Channel prefix in Redis.
+        #[arg(long, default_value = "aiops:events")]
+        channel_prefix: String,
+        /// The hub to post to.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Bearer token (internal role) when the hub has auth on.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Connect as a client, subscribe, and print every message as a JSON line.
+    Tail(cli::TailOptions),
 }
 
 /// Options of `serve`.
@@ -53,6 +74,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
         None => cli.serve,
+        Some(tool) => return run_tool(tool),
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -69,6 +91,59 @@ fn main() -> ExitCode {
         }
     };
     match streamhub::server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streamhub: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `publish` or `tail`.
+fn run_tool(tool: Command) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("streamhub: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match tool {
+            Command::Publish {
+                event,
+                redis_url,
+                channel_prefix,
+                url,
+                token,
+            } => {
+                let event = match event {
+                    Some(e) => e.into_bytes(),
+                    None => {
+                        let mut buf = Vec::new();
+                        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+                        buf
+                    }
+                };
+                let target = match redis_url {
+                    Some(url) => cli::Target::Redis {
+                        url,
+                        prefix: channel_prefix,
+                    },
+                    None => cli::Target::Http { base: url, token },
+                };
+                let id = cli::publish(&event, target).await?;
+                println!("{id}");
+                Ok(())
+            }
+            Command::Tail(options) => cli::tail(options).await,
+            Command::Serve(_) => Ok(()),
+        }
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("streamhub: {e:#}");

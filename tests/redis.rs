@@ -249,3 +249,104 @@ async fn control_messages_reach_every_instance() {
         );
     }
 }
+
+#[tokio::test]
+async fn publish_and_tail_tools() {
+    let redis = RedisServer::start();
+    let (a, b) = (redis_hub(&redis, "s1"), redis_hub(&redis, "s2"));
+    for h in [&a, &b] {
+        assert!(h.wait_ready(200, Duration::from_secs(10)).await);
+    }
+    let bin = env!("CARGO_BIN_EXE_streamhub");
+    // `tail` on instance b, filtered to GPU updates of cluster c1, stops after two events.
+    let tail = std::process::Command::new(bin)
+        .args([
+            "tail",
+            "--url",
+            &format!("ws://{}/ws", b.addr),
+            "--types",
+            "GPU_UPDATE",
+            "--cluster",
+            "c1",
+            "--count",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it has subscribed (the hub lists the subscription).
+    let mut subscribed = false;
+    for _ in 0..100 {
+        if b.get_json("/api/v1/streaming/subscriptions").await["total_subscriptions"] == 1 {
+            subscribed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(subscribed, "tail subscribed");
+    let publish = |args: Vec<String>| {
+        let out = std::process::Command::new(bin)
+            .arg("publish")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Through instance a's broadcast endpoint, then straight into Redis; one that tail filters out.
+    let e = |id: &str, c: &str| {
+        format!(r#"{{"event_type":"GPU_UPDATE","cluster_id":"{c}","event_id":"{id}"}}"#)
+    };
+    assert_eq!(
+        publish(vec![
+            "--url".into(),
+            format!("http://{}", a.addr),
+            "--event".into(),
+            e("one", "c1")
+        ]),
+        "one"
+    );
+    assert_eq!(
+        publish(vec![
+            "--url".into(),
+            format!("http://{}", a.addr),
+            "--event".into(),
+            e("other", "c2")
+        ]),
+        "other"
+    );
+    assert_eq!(
+        publish(vec![
+            "--redis-url".into(),
+            redis.url(),
+            "--event".into(),
+            e("two", "c1")
+        ]),
+        "two"
+    );
+    // A malformed event is refused before it is sent.
+    let bad = std::process::Command::new(bin)
+        .args(["publish", "--redis-url", &redis.url(), "--event", "{}"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+
+    let out = tokio::task::spawn_blocking(move || tail.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "event")
+        .map(|l| l["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, vec!["one", "two"], "{lines:?}");
+}

@@ -88,19 +88,6 @@ pub fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
     (i > start).then_some(v)
 }
 
-/// Spawns hyper's connection tasks.
-struct SpawnExecutor;
-
-impl<F> hyper::rt::Executor<F> for SpawnExecutor
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::spawn(fut);
-    }
-}
-
 /// Receive buffer of a client that will stop reading: small, so that backpressure reaches the
 /// server within a run instead of being absorbed by megabytes of kernel buffers.
 const STALLED_RCVBUF: u32 = 4096;
@@ -130,7 +117,9 @@ pub async fn connect(
         )
         .header("Sec-WebSocket-Version", "13")
         .body(Empty::<Bytes>::new())?;
-    let (ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream).await?;
+    let (ws, _) =
+        fastwebsockets::handshake::client(&hyper_util::rt::TokioExecutor::new(), req, stream)
+            .await?;
     Ok(ws)
 }
 

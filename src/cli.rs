@@ -1,0 +1,165 @@
+//! Operator tools: `streamhub publish` sends one event (to Redis or to a hub's broadcast
+//! endpoint); `streamhub tail` connects as a client, subscribes, and prints what arrives.
+
+use crate::event::parse_event;
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::TokioIo;
+use std::time::Duration;
+
+/// Where `publish` sends the event.
+pub enum Target {
+    /// `PUBLISH {prefix}:all` on this Redis.
+    Redis {
+        /// Redis URL.
+        url: String,
+        /// Channel prefix.
+        prefix: String,
+    },
+    /// `POST {base}/api/v1/streaming/broadcast`.
+    Http {
+        /// `http://host:port`.
+        base: String,
+        /// Bearer token, if auth is on.
+        token: Option<String>,
+    },
+}
+
+/// Validates `event` and publishes it; returns the event id.
+pub async fn publish(event: &[u8], target: Target) -> anyhow::Result<String> {
+    let parsed = parse_event(event).map_err(|e| anyhow::anyhow!("not a valid event: {e}"))?;
+    let id = parsed.event_id.clone();
+    match target {
+        Target::Redis { url, prefix } => {
+            let client = redis::Client::open(url.as_str())?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            let receivers: i64 = redis::cmd("PUBLISH")
+                .arg(format!("{prefix}:all"))
+                .arg(parsed.to_published())
+                .query_async(&mut conn)
+                .await?;
+            eprintln!("published {id} to {prefix}:all ({receivers} subscriber(s))");
+            Ok(id)
+        }
+        Target::Http { base, token } => {
+            let (host, stream) = connect(&base, "http://").await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut req = hyper::Request::post("/api/v1/streaming/broadcast")
+                .header(hyper::header::HOST, host)
+                .header(hyper::header::CONTENT_TYPE, "application/json");
+            if let Some(t) = token {
+                req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            let resp = sender
+                .send_request(req.body(Full::new(Bytes::copy_from_slice(event)))?)
+                .await?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::ensure!(
+                status.is_success(),
+                "hub answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            Ok(v["event_id"].as_str().unwrap_or(&id).to_string())
+        }
+    }
+}
+
+/// What `tail` subscribes to (the flags of `streamhub tail`).
+#[derive(clap::Args, Debug)]
+pub struct TailOptions {
+    /// The hub's WebSocket URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Event types, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Clusters, comma-separated (default: any).
+    #[arg(long = "cluster", value_delimiter = ',')]
+    pub clusters: Vec<String>,
+    /// Namespaces, comma-separated (default: any).
+    #[arg(long = "namespace", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Token for the `auth` message.
+    #[arg(long, default_value = "tail")]
+    pub token: String,
+    /// Exit after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+/// Connects, subscribes, and prints each message as one JSON line on stdout.
+pub async fn tail(o: TailOptions) -> anyhow::Result<()> {
+    let (host, stream) = connect(&o.url, "ws://").await?;
+    let path = o
+        .url
+        .trim_start_matches("ws://")
+        .split_once('/')
+        .map_or("/ws".to_string(), |(_, p)| format!("/{p}"));
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::UPGRADE, "websocket")
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
+        .header("Sec-WebSocket-Version", "13")
+        .body(Empty::<Bytes>::new())?;
+    let (mut ws, _) =
+        fastwebsockets::handshake::client(&hyper_util::rt::TokioExecutor::new(), req, stream)
+            .await?;
+    let types: Vec<String> = if o.types.is_empty() {
+        crate::event::EventType::ALL
+            .iter()
+            .map(|t| t.as_str().to_string())
+            .collect()
+    } else {
+        o.types
+    };
+    let opening = [
+        serde_json::json!({"type": "auth", "token": o.token}),
+        serde_json::json!({"type": "subscribe", "subscription": {
+            "event_types": types, "cluster_filter": o.clusters, "namespace_filter": o.namespaces}}),
+    ];
+    for m in opening {
+        let text = m.to_string();
+        ws.write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
+            .await?;
+    }
+    let mut events = 0u64;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(3600), ws.read_frame()).await??;
+        match frame.opcode {
+            OpCode::Text => {
+                let text = String::from_utf8_lossy(&frame.payload);
+                println!("{text}");
+                if text.contains(r#""type":"event""#) {
+                    events += 1;
+                    if o.count.is_some_and(|n| events >= n) {
+                        return Ok(());
+                    }
+                }
+                if text.contains(r#""type":"error""#) && text.contains("INVALID_SUBSCRIPTION") {
+                    anyhow::bail!("subscription refused: {text}");
+                }
+            }
+            OpCode::Close => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+/// Opens a TCP connection to the host of `url` (after `scheme`); returns the host and stream.
+async fn connect(url: &str, scheme: &str) -> anyhow::Result<(String, tokio::net::TcpStream)> {
+    let rest = url
+        .strip_prefix(scheme)
+        .ok_or_else(|| anyhow::anyhow!("{url}: expected a {scheme} URL"))?;
+    let host = rest.split('/').next().unwrap_or(rest).to_string();
+    let stream = tokio::net::TcpStream::connect(&host).await?;
+    Ok((host, stream))
+}
