@@ -23,15 +23,57 @@ pub struct Hub {
     pub http: String,
     /// Holds the generated configuration file.
     _dir: Option<tempfile::TempDir>,
+    /// The `redis-server` the harness started for the hub, if any.
+    redis: Option<(Child, String)>,
 }
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
+        for c in self
+            .child
+            .iter_mut()
+            .chain(self.redis.iter_mut().map(|(c, _)| c))
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+}
+
+/// Starts a `redis-server` on a free loopback port; returns it and its URL once it answers.
+fn start_redis() -> anyhow::Result<(Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok((start_redis_on(port)?, format!("redis://127.0.0.1:{port}/")))
+}
+
+/// Starts a `redis-server` (keeping nothing on disk) on loopback `port`, once it takes connections.
+pub fn start_redis_on(port: u16) -> anyhow::Result<Child> {
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start redis-server (is it installed?)")?;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() >= end {
+            let _ = child.kill();
+            anyhow::bail!("redis-server did not start on port {port}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(child)
 }
 
 /// Memory and CPU of a process at one moment.
@@ -49,8 +91,14 @@ impl Hub {
         bin: &Path,
         extra: Option<&serde_norway::Value>,
         profiling: bool,
+        with_redis: bool,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        let redis = if with_redis {
+            Some(start_redis()?)
+        } else {
+            None
+        };
         let mut root = serde_norway::Mapping::new();
         root.insert("host".into(), "127.0.0.1".into());
         root.insert("port".into(), 0.into());
@@ -58,6 +106,9 @@ impl Hub {
             for (k, v) in m {
                 root.insert(k.clone(), v.clone());
             }
+        }
+        if let Some((_, url)) = &redis {
+            root.insert("redis_url".into(), url.clone().into());
         }
         if profiling {
             let mut p = serde_norway::Mapping::new();
@@ -100,6 +151,7 @@ impl Hub {
             addr,
             http: format!("http://{addr}"),
             _dir: Some(dir),
+            redis,
         })
     }
 
@@ -111,7 +163,13 @@ impl Hub {
             addr,
             http,
             _dir: None,
+            redis: None,
         }
+    }
+
+    /// The URL of the `redis-server` the harness started, if any.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis.as_ref().map(|(_, u)| u.as_str())
     }
 
     /// Samples the process from /proc.

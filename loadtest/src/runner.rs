@@ -436,6 +436,7 @@ fn open_target(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Hub> {
             &opts.hub_bin,
             s.target.hub_config.as_ref(),
             opts.flamegraph.is_some(),
+            s.target.redis,
         )
     } else {
         let url = s
@@ -529,6 +530,22 @@ async fn publish_step(
         Some(g) => g.publish_url.clone(),
         None => format!("{}/api/v1/streaming/broadcast", hub.http),
     };
+    let redis = match s.publish.via.as_str() {
+        "redis" => {
+            let redis_url = s
+                .publish
+                .redis_url
+                .clone()
+                .or_else(|| hub.redis_url().map(str::to_string))
+                .ok_or_else(|| anyhow::anyhow!("no redis to publish to"))?;
+            let client = redis::Client::open(redis_url)?;
+            Some((
+                client.get_multiplexed_async_connection().await?,
+                s.publish.channel.clone(),
+            ))
+        }
+        _ => None,
+    };
     let mut handles = Vec::new();
     for p in 0..n {
         let (http, url, pad, plan) = (
@@ -538,6 +555,7 @@ async fn publish_step(
             s.subscriptions.clone(),
         );
         let template = s.generic.as_ref().map(|g| g.body_template.clone());
+        let mut redis = redis.clone();
         let expectation = expectation.clone();
         let seqs = seqs.clone();
         handles.push(tokio::spawn(async move {
@@ -564,13 +582,21 @@ async fn publish_step(
                         .replace("{pad}", &pad),
                     None => workload::event_body(&attrs, p, seq, sent_ns, &pad),
                 };
-                let ok = http
-                    .post(&url)
-                    .body(body)
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success())
-                    .unwrap_or(false);
+                let ok = match redis.as_mut() {
+                    Some((conn, channel)) => redis::cmd("PUBLISH")
+                        .arg(channel.as_str())
+                        .arg(body)
+                        .query_async::<i64>(conn)
+                        .await
+                        .is_ok(),
+                    None => http
+                        .post(&url)
+                        .body(body)
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false),
+                };
                 if ok {
                     sent += 1;
                     if template.is_some() {

@@ -60,6 +60,9 @@ pub struct Target {
     /// PID to sample RSS and CPU from when attaching.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// Start a `redis-server` on a free port and run the hub in Redis mode against it.
+    #[serde(default)]
+    pub redis: bool,
 }
 
 impl Default for Target {
@@ -70,6 +73,7 @@ impl Default for Target {
             ws_url: None,
             http_url: None,
             pid: None,
+            redis: false,
         }
     }
 }
@@ -114,9 +118,15 @@ pub enum PlanKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Publish {
-    /// `http` (the broadcast endpoint) or `none`.
+    /// `http` (the broadcast endpoint), `redis` (`PUBLISH` on `channel`) or `none`.
     #[serde(default = "http")]
     pub via: String,
+    /// Redis to publish to with `via: redis` (default: the one the harness started).
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Channel to publish to with `via: redis`.
+    #[serde(default = "events_channel")]
+    pub channel: String,
     /// Events per second, one step per entry; each step lasts `step_seconds`.
     #[serde(default)]
     pub rates: Vec<f64>,
@@ -147,6 +157,8 @@ impl Default for Publish {
     fn default() -> Self {
         Self {
             via: "http".into(),
+            redis_url: None,
+            channel: events_channel(),
             rates: Vec::new(),
             step_seconds: 10.0,
             publishers: 1,
@@ -223,6 +235,9 @@ fn one() -> usize {
 fn http() -> String {
     "http".into()
 }
+fn events_channel() -> String {
+    "aiops:events:all".into()
+}
 fn sent_ns() -> String {
     "sent_ns".into()
 }
@@ -255,8 +270,12 @@ impl Scenario {
             "stalled_fraction must be in [0, 1)"
         );
         anyhow::ensure!(
-            s.publish.via == "http" || s.publish.via == "none",
-            "publish.via must be http or none (redis comes with Redis support)"
+            matches!(s.publish.via.as_str(), "http" | "redis" | "none"),
+            "publish.via must be http, redis or none"
+        );
+        anyhow::ensure!(
+            s.publish.via != "redis" || s.publish.redis_url.is_some() || s.target.redis,
+            "publish.via: redis needs publish.redis_url or target.redis: true"
         );
         anyhow::ensure!(
             s.publish.publishers >= 1,
@@ -321,6 +340,7 @@ mod tests {
             "name: t\nclients: 0\n",
             "name: t\nclients: 1\nstalled_fraction: 1.5\n",
             "name: t\nclients: 1\npublish: {via: carrier_pigeon}\n",
+            "name: t\nclients: 1\npublish: {via: redis}\n",
             "name: t\nclients: 1\npublish: {rates: [-1]}\n",
             "name: t\nclients: 1\nunknown_key: 1\n",
             "name: t\nclients: 1\nsubscriptions: {kind: everything, clusters: 0}\n",
