@@ -32,6 +32,7 @@ async fn small_run_writes_reports_that_add_up() {
         progress: false,
         clients: None,
         step_seconds: None,
+        rate: None,
     };
     let summary = runner::run(&scenario, &opts).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

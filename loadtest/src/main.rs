@@ -35,6 +35,9 @@ enum Command {
         /// Override each step's duration in seconds.
         #[arg(long)]
         step_seconds: Option<f64>,
+        /// Replace the scenario's steps with one step at this many events/s.
+        #[arg(long)]
+        rate: Option<f64>,
         /// Report directory name (default: the scenario's name).
         #[arg(long)]
         label: Option<String>,
@@ -62,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
             flamegraph,
             clients,
             step_seconds,
+            rate,
             label,
             quiet,
         } => {
@@ -74,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
                 progress: !quiet,
                 clients,
                 step_seconds,
+                rate,
             };
             let summary = runner::run(&s, &opts).await?;
             let dir = out.join(&name);

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub clients: Option<usize>,
     /// Override every step's duration.
     pub step_seconds: Option<f64>,
+    /// Override the steps with one rate (events/s).
+    pub rate: Option<f64>,
 }
 
 /// Longest wait for deliveries to settle after publishing stops.
@@ -42,6 +44,10 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Summa
     }
     if let Some(t) = opts.step_seconds {
         s.publish.step_seconds = t;
+    }
+    if let Some(r) = opts.rate {
+        anyhow::ensure!(r > 0.0 && r.is_finite(), "--rate must be positive");
+        s.publish.rates = vec![r];
     }
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
