@@ -381,6 +381,11 @@ impl Config {
                 );
             }
         }
+        if let Some(url) = self.redis_url.as_deref().filter(|u| !u.is_empty()) {
+            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url) {
+                return bad("redis_url", &format!("not a Redis URL ({e})"));
+            }
+        }
         let cookie_ok = |v: &str| {
             v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
@@ -414,11 +419,6 @@ impl Config {
                 .map(|n| n.get())
                 .unwrap_or(1)
         }
-    }
-
-    /// This instance's id: the configured one, or a random one fixed at first use.
-    pub fn instance_id(&self) -> &str {
-        &self.scaling.instance_id
     }
 
     /// Whether Redis mode was asked for.
@@ -473,6 +473,14 @@ mod tests {
             let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             Config::from_file(&p).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
+    }
+
+    #[test]
+    fn bad_redis_url_is_named() {
+        let err = Config::from_yaml("realtime_streaming:\n  redis_url: \"http://nope\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis_url"), "{err}");
     }
 
     #[test]
