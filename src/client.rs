@@ -151,7 +151,8 @@ impl ClientHandle {
         true
     }
 
-    /// Whether the control queue still has room (the client reads its replies).
+    /// Whether the control queue still has room (the client reads its replies); a reader
+    /// closes the connection when it has none.
     pub(crate) fn send_control_room(&self) -> bool {
         self.control_len.load(Ordering::Relaxed) < CONTROL_QUEUE_LIMIT
     }

@@ -281,15 +281,10 @@ where
         if !Box::pin(handle_message(s, text)).await {
             return ReaderExit::CloseQueued;
         }
-        if !client_keeps_up(client) {
+        if !client.send_control_room() {
             return protocol_close(client, 1008, "too many unread replies");
         }
     }
-}
-
-/// Whether the client still reads its replies (its control queue has room).
-fn client_keeps_up(client: &ClientHandle) -> bool {
-    client.send_control_room()
 }
 
 /// Queues a close frame with `code` and ends reading.

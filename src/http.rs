@@ -89,7 +89,7 @@ fn upgrade(
             }
         }
     }
-    let Some(slot) = hub.reserve_connection(shard) else {
+    let Some(slot) = hub.reserve_connection() else {
         return json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &rest::error_body("max_connections reached; retry later"),

@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::subscription::Subscription;
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
@@ -31,8 +31,8 @@ pub struct Hub {
     pub auth: Box<dyn Authenticator>,
     /// Connected clients by id (connect, disconnect and REST listings only; never per event).
     pub(crate) clients: DashMap<Uuid, Arc<ClientHandle>>,
-    /// Open WebSockets per shard, for placing new connections.
-    pub(crate) shard_load: Box<[AtomicUsize]>,
+    /// Number of shard runtimes.
+    shards: usize,
     /// Set once shutdown has begun.
     pub(crate) shutting_down: AtomicBool,
     /// When the hub started.
@@ -43,14 +43,11 @@ pub struct Hub {
 pub(crate) struct ConnectionSlot {
     /// The hub the slot belongs to.
     hub: Arc<Hub>,
-    /// The shard the connection lives on.
-    shard: usize,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.hub.metrics.connections_active.fetch_sub(1, Relaxed);
-        self.hub.shard_load[self.shard].fetch_sub(1, Relaxed);
     }
 }
 
@@ -73,7 +70,7 @@ impl Hub {
             broker,
             auth,
             clients: DashMap::new(),
-            shard_load: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            shards,
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
         }
@@ -81,22 +78,18 @@ impl Hub {
 
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
-        self.shard_load.len()
+        self.shards
     }
 
-    /// Takes a WebSocket slot on `shard`, or `None` past `max_connections`.
-    pub(crate) fn reserve_connection(self: &Arc<Self>, shard: usize) -> Option<ConnectionSlot> {
+    /// Takes a WebSocket slot, or `None` past `max_connections`.
+    pub(crate) fn reserve_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
         let max = self.config.websocket.max_connections as i64;
         let prev = self.metrics.connections_active.fetch_add(1, Relaxed);
         if prev >= max {
             self.metrics.connections_active.fetch_sub(1, Relaxed);
             return None;
         }
-        self.shard_load[shard].fetch_add(1, Relaxed);
-        Some(ConnectionSlot {
-            hub: self.clone(),
-            shard,
-        })
+        Some(ConnectionSlot { hub: self.clone() })
     }
 
     /// Whether shutdown has begun.

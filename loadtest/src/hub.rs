@@ -139,11 +139,7 @@ impl Hub {
         let stdout = child.stdout.take().context("hub stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let addr: SocketAddr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
+        let addr = banner_addr(&line)
             .with_context(|| format!("hub did not print its address: {line:?}"))?;
         Ok(Self {
             pid: Some(child.id()),
@@ -213,27 +209,32 @@ impl Hub {
             })
             .unwrap_or_default()
     }
+}
 
-    /// A flamegraph of `seconds` from the hub's opt-in profiling endpoint.
-    pub async fn flamegraph(
-        &self,
-        http: &reqwest::Client,
-        seconds: f64,
-    ) -> anyhow::Result<Vec<u8>> {
-        let r = http
-            .get(format!(
-                "{}/debug/pprof/flamegraph?seconds={seconds}",
-                self.http
-            ))
-            .send()
-            .await?;
-        anyhow::ensure!(
-            r.status().is_success(),
-            "profiling endpoint answered {}",
-            r.status()
-        );
-        Ok(r.bytes().await?.to_vec())
-    }
+/// A flamegraph of `seconds` from the opt-in profiling endpoint of the hub at `base`.
+pub async fn fetch_flamegraph(
+    http: reqwest::Client,
+    base: String,
+    seconds: f64,
+) -> anyhow::Result<Vec<u8>> {
+    let r = http
+        .get(format!("{base}/debug/pprof/flamegraph?seconds={seconds}"))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status().is_success(),
+        "profiling endpoint answered {}",
+        r.status()
+    );
+    Ok(r.bytes().await?.to_vec())
+}
+
+/// The address in the hub's start-up line (`streamhub listening on http://ADDR ...`).
+pub fn banner_addr(line: &str) -> Option<SocketAddr> {
+    line.split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
 }
 
 /// Reads RSS and CPU time of `pid`.
@@ -285,6 +286,13 @@ mod tests {
         assert_eq!(metric_sum(t, "ws_events_routed_total"), Some(7.0));
         assert_eq!(metric_sum(t, "ws_events_dropped_total"), Some(2.0));
         assert_eq!(metric_sum(t, "nope"), None);
+    }
+
+    #[test]
+    fn banner() {
+        let l = "streamhub listening on http://127.0.0.1:4321 (ws://127.0.0.1:4321/ws), 2 shard(s)";
+        assert_eq!(banner_addr(l), Some("127.0.0.1:4321".parse().unwrap()));
+        assert_eq!(banner_addr("nothing"), None);
     }
 
     #[test]

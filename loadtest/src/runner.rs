@@ -174,20 +174,11 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Summa
     let profile = match (&opts.flamegraph, publish_seconds > 0.0) {
         (Some(_), true) => {
             let (http, base) = (http.clone(), hub.http.clone());
-            Some(tokio::spawn(async move {
-                let r = http
-                    .get(format!(
-                        "{base}/debug/pprof/flamegraph?seconds={publish_seconds}"
-                    ))
-                    .send()
-                    .await?;
-                anyhow::ensure!(
-                    r.status().is_success(),
-                    "profiling endpoint answered {}",
-                    r.status()
-                );
-                Ok::<_, anyhow::Error>(r.bytes().await?.to_vec())
-            }))
+            Some(tokio::spawn(crate::hub::fetch_flamegraph(
+                http,
+                base,
+                publish_seconds,
+            )))
         }
         _ => None,
     };

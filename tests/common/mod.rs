@@ -48,11 +48,7 @@ impl HubProcess {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read banner");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
+        let addr = loadtest::hub::banner_addr(&line)
             .unwrap_or_else(|| panic!("no address in banner: {line:?}"));
         HubProcess {
             child,
