@@ -17,6 +17,14 @@ pub enum Target {
         /// Channel prefix.
         prefix: String,
     },
+    /// `SPUBLISH {prefix}:all` (and `{prefix}:cluster:{id}` when the event has a cluster) on
+    /// this Redis Cluster: what a hub in Redis Cluster mode listens to.
+    RedisCluster {
+        /// Seed nodes.
+        nodes: Vec<String>,
+        /// Channel prefix.
+        prefix: String,
+    },
     /// `POST {base}/api/v1/streaming/broadcast`.
     Http {
         /// `http://host:port`.
@@ -40,6 +48,24 @@ pub async fn publish(event: &[u8], target: Target) -> anyhow::Result<String> {
                 .query_async(&mut conn)
                 .await?;
             eprintln!("published {id} to {prefix}:all ({receivers} subscriber(s))");
+            Ok(id)
+        }
+        Target::RedisCluster { nodes, prefix } => {
+            let client = redis::cluster::ClusterClient::new(nodes)?;
+            let mut conn = client.get_async_connection().await?;
+            let message = parsed.to_published();
+            let mut channels = vec![format!("{prefix}:all")];
+            if let Some(c) = &parsed.cluster_id {
+                channels.push(format!("{prefix}:cluster:{c}"));
+            }
+            for channel in channels {
+                let receivers: i64 = redis::cmd("SPUBLISH")
+                    .arg(&channel)
+                    .arg(&message[..])
+                    .query_async(&mut conn)
+                    .await?;
+                eprintln!("published {id} to {channel} ({receivers} subscriber(s))");
+            }
             Ok(id)
         }
         Target::Http { base, token } => {

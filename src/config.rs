@@ -26,7 +26,11 @@ pub struct Config {
     pub port: u16,
     /// Redis URL; absent or empty means embedded mode (in-process bus).
     pub redis_url: Option<String>,
-    /// Prefix of the Redis Pub/Sub channels (`{prefix}:all`).
+    /// Seed nodes of a Redis Cluster; non-empty means Redis Cluster mode with sharded Pub/Sub
+    /// (`{prefix}:cluster:{id}` held only while a client wants that cluster). Exclusive with
+    /// `redis_url`.
+    pub redis_cluster_nodes: Vec<String>,
+    /// Prefix of the Redis Pub/Sub channels (`{prefix}:all`, `{prefix}:cluster:{id}`).
     pub redis_channel_prefix: String,
     /// Number of per-core runtimes connections are spread over; 0 = number of cores.
     pub shards: usize,
@@ -156,6 +160,7 @@ impl Default for Config {
             host: "127.0.0.1".into(),
             port: 8080,
             redis_url: None,
+            redis_cluster_nodes: Vec::new(),
             redis_channel_prefix: "aiops:events".into(),
             shards: 0,
             websocket: WebSocketConfig::default(),
@@ -242,6 +247,8 @@ pub struct Overrides {
     pub shards: Option<usize>,
     /// `--redis-url` / `STREAMHUB_REDIS_URL`.
     pub redis_url: Option<String>,
+    /// `--redis-cluster-nodes` / `STREAMHUB_REDIS_CLUSTER_NODES` (comma-separated).
+    pub redis_cluster_nodes: Option<Vec<String>>,
 }
 
 /// Why a configuration could not be used.
@@ -308,6 +315,9 @@ impl Config {
         }
         if let Some(r) = &o.redis_url {
             self.redis_url = Some(r.clone());
+        }
+        if let Some(n) = &o.redis_cluster_nodes {
+            self.redis_cluster_nodes = n.iter().filter(|u| !u.is_empty()).cloned().collect();
         }
         if self.scaling.instance_id.is_empty() {
             self.scaling.instance_id =
@@ -385,6 +395,20 @@ impl Config {
             if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url) {
                 return bad("redis_url", &format!("not a Redis URL ({e})"));
             }
+            if !self.redis_cluster_nodes.is_empty() {
+                return bad(
+                    "redis_cluster_nodes",
+                    "set either redis_url (one Redis) or redis_cluster_nodes (a Redis Cluster), not both",
+                );
+            }
+        }
+        for url in &self.redis_cluster_nodes {
+            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+                return bad(
+                    "redis_cluster_nodes",
+                    &format!("{url:?} is not a Redis URL ({e})"),
+                );
+            }
         }
         let cookie_ok = |v: &str| {
             v.bytes()
@@ -421,9 +445,10 @@ impl Config {
         }
     }
 
-    /// Whether Redis mode was asked for.
+    /// Whether Redis mode (one Redis or a Redis Cluster) was asked for.
     pub fn redis_mode(&self) -> bool {
         self.redis_url.as_deref().is_some_and(|u| !u.is_empty())
+            || !self.redis_cluster_nodes.is_empty()
     }
 }
 
@@ -473,6 +498,18 @@ mod tests {
             let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             Config::from_file(&p).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
+    }
+
+    #[test]
+    fn redis_url_and_cluster_nodes_exclude_each_other() {
+        let both = "realtime_streaming:\n  redis_url: \"redis://127.0.0.1:1/\"\n  redis_cluster_nodes: [\"redis://127.0.0.1:2/\"]\n";
+        let err = Config::from_yaml(both, "t").unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        let bad_node = "realtime_streaming:\n  redis_cluster_nodes: [\"http://x\"]\n";
+        let err = Config::from_yaml(bad_node, "t").unwrap_err().to_string();
+        assert!(err.contains("redis_cluster_nodes"), "{err}");
+        let ok = "realtime_streaming:\n  redis_cluster_nodes: [\"redis://127.0.0.1:7000/\"]\n";
+        assert!(Config::from_yaml(ok, "t").unwrap().redis_mode());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::client::ClientHandle;
 use crate::event::{EventType, EVENT_TYPE_COUNT};
 use crate::subscription::Subscription;
 use arc_swap::ArcSwap;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -58,12 +58,92 @@ impl Snapshot {
         namespace: Option<&str>,
         mut f: impl FnMut(&Arc<ClientHandle>),
     ) {
-        let t = &self.types[ty.index()];
-        visit_cluster(&t.any_cluster, namespace, &mut f);
-        if let Some(ci) = cluster.and_then(|c| t.by_cluster.get(c)) {
+        self.for_each_unfiltered(ty, namespace, &mut f);
+        self.for_each_filtered(ty, cluster, namespace, f);
+    }
+
+    /// Calls `f` once for every client that arrival `seq` of an event with `scope` serves and
+    /// that has not had arrival `seq` yet (each client remembers the last arrival it got).
+    #[inline]
+    pub fn for_each_in_scope(
+        &self,
+        scope: Scope,
+        ty: EventType,
+        cluster: Option<&str>,
+        namespace: Option<&str>,
+        seq: u64,
+        mut f: impl FnMut(&Arc<ClientHandle>),
+    ) {
+        let once = |client: &Arc<ClientHandle>| {
+            if client.first_delivery(seq) {
+                f(client)
+            }
+        };
+        match scope {
+            Scope::Every => self.for_each_match(ty, cluster, namespace, once),
+            Scope::Unfiltered => self.for_each_unfiltered(ty, namespace, once),
+            Scope::Filtered => {
+                // Clients an unfiltered subscription serves get this event from its arrival on
+                // `{prefix}:all`: mark them as served, so the filtered half skips them.
+                self.for_each_unfiltered(ty, namespace, |client| {
+                    client.first_delivery(seq);
+                });
+                self.for_each_filtered(ty, cluster, namespace, once);
+            }
+        }
+    }
+
+    /// The half of [`Self::for_each_match`] served by subscriptions with no cluster filter.
+    #[inline]
+    pub fn for_each_unfiltered(
+        &self,
+        ty: EventType,
+        namespace: Option<&str>,
+        mut f: impl FnMut(&Arc<ClientHandle>),
+    ) {
+        visit_cluster(&self.types[ty.index()].any_cluster, namespace, &mut f);
+    }
+
+    /// The half of [`Self::for_each_match`] served by subscriptions that list `cluster`.
+    #[inline]
+    pub fn for_each_filtered(
+        &self,
+        ty: EventType,
+        cluster: Option<&str>,
+        namespace: Option<&str>,
+        mut f: impl FnMut(&Arc<ClientHandle>),
+    ) {
+        if let Some(ci) = cluster.and_then(|c| self.types[ty.index()].by_cluster.get(c)) {
             visit_cluster(ci, namespace, &mut f);
         }
     }
+}
+
+/// Which subscriptions one arrival of an event serves.
+///
+/// With one stream of events (embedded mode, classic Redis Pub/Sub) every arrival serves every
+/// matching subscription. With sharded Pub/Sub an event can arrive twice, on `{prefix}:all` and
+/// on its cluster's channel, and each arrival serves its own half of the index, so that every
+/// client still gets it once: see [`crate::broker::RedisClusterBroker`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every matching subscription.
+    Every,
+    /// Only subscriptions without a cluster filter (the arrival on `{prefix}:all`).
+    Unfiltered,
+    /// Only subscriptions listing the event's cluster, skipping clients that an unfiltered
+    /// subscription already serves (the arrival on `{prefix}:cluster:{id}`).
+    Filtered,
+}
+
+/// Which clusters one instance's subscriptions ask for: what a broker that subscribes per
+/// cluster (Redis Cluster sharded Pub/Sub) must listen to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Demand {
+    /// Some subscription has no cluster filter, so it needs every cluster's events.
+    pub any_cluster: bool,
+    /// The clusters named in some subscription's cluster filter.
+    pub clusters: BTreeSet<Arc<str>>,
 }
 
 /// Visits the buckets of one cluster that an event with `namespace` matches.
@@ -104,6 +184,10 @@ pub struct IndexBuilder {
     buckets: HashMap<Key, HashMap<Uuid, Arc<ClientHandle>>>,
     /// The structure last published (its `Arc`s are shared with readers).
     working: Snapshot,
+    /// How many keys name each cluster (`None`: no cluster filter), for [`Demand`].
+    cluster_keys: HashMap<Option<Arc<str>>, usize>,
+    /// Whether a cluster gained its first key or lost its last since the flag was taken.
+    demand_changed: bool,
 }
 
 /// The keys a set of subscriptions expands to.
@@ -152,10 +236,13 @@ impl IndexBuilder {
                         touched.insert(k.clone());
                     }
                     for k in new_keys.difference(&old_keys) {
-                        self.buckets
-                            .entry(k.clone())
-                            .or_default()
-                            .insert(id, handle.clone());
+                        let bucket = self.buckets.entry(k.clone()).or_insert_with(|| {
+                            let n = self.cluster_keys.entry(k.1.clone()).or_default();
+                            *n += 1;
+                            self.demand_changed |= *n == 1;
+                            HashMap::new()
+                        });
+                        bucket.insert(id, handle.clone());
                         touched.insert(k.clone());
                     }
                     if !new_keys.is_empty() {
@@ -184,6 +271,37 @@ impl IndexBuilder {
             b.remove(id);
             if b.is_empty() {
                 self.buckets.remove(key);
+                if let Some(n) = self.cluster_keys.get_mut(&key.1) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.cluster_keys.remove(&key.1);
+                        self.demand_changed = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the "demand changed" flag.
+    fn take_demand_changed(&mut self) -> bool {
+        std::mem::take(&mut self.demand_changed)
+    }
+
+    /// The clusters this builder's subscriptions ask for.
+    pub fn demand(&self) -> Demand {
+        let mut d = Demand::default();
+        self.add_demand(&mut d);
+        d
+    }
+
+    /// Adds this builder's clusters to `demand`.
+    fn add_demand(&self, demand: &mut Demand) {
+        for c in self.cluster_keys.keys() {
+            match c {
+                None => demand.any_cluster = true,
+                Some(c) => {
+                    demand.clusters.insert(c.clone());
+                }
             }
         }
     }
@@ -232,6 +350,8 @@ pub struct SubscriptionIndex {
     current: Arc<[ArcSwap<Snapshot>]>,
     /// Changes for the index thread.
     tx: crossbeam_channel::Sender<Pending>,
+    /// The clusters asked for across all shards, republished when that set changes.
+    demand: tokio::sync::watch::Sender<Demand>,
 }
 
 impl SubscriptionIndex {
@@ -242,10 +362,21 @@ impl SubscriptionIndex {
             .collect();
         let (tx, rx) = crossbeam_channel::unbounded::<Pending>();
         let published = current.clone();
+        let demand = tokio::sync::watch::Sender::new(Demand::default());
+        let demand_out = demand.clone();
         std::thread::Builder::new()
             .name("streamhub-index".into())
-            .spawn(move || index_thread(rx, published))?;
-        Ok(Self { current, tx })
+            .spawn(move || index_thread(rx, published, demand_out))?;
+        Ok(Self {
+            current,
+            tx,
+            demand,
+        })
+    }
+
+    /// Follows the clusters this instance's subscriptions ask for.
+    pub fn demand(&self) -> tokio::sync::watch::Receiver<Demand> {
+        self.demand.subscribe()
     }
 
     /// The current snapshot of `shard`'s clients (lock-free).
@@ -269,7 +400,11 @@ impl SubscriptionIndex {
 }
 
 /// The index thread: batch, apply per shard, publish, acknowledge, pause as long as it took.
-fn index_thread(rx: crossbeam_channel::Receiver<Pending>, current: Arc<[ArcSwap<Snapshot>]>) {
+fn index_thread(
+    rx: crossbeam_channel::Receiver<Pending>,
+    current: Arc<[ArcSwap<Snapshot>]>,
+    demand: tokio::sync::watch::Sender<Demand>,
+) {
     let mut builders: Vec<IndexBuilder> = (0..current.len())
         .map(|_| IndexBuilder::default())
         .collect();
@@ -297,10 +432,21 @@ fn index_thread(rx: crossbeam_channel::Receiver<Pending>, current: Arc<[ArcSwap<
             }
             acks.extend(ack);
         }
+        let mut demand_changed = false;
         for (s, batch) in ops.into_iter().enumerate() {
             if !batch.is_empty() {
                 current[s].store(Arc::new(builders[s].apply(batch)));
+                demand_changed |= builders[s].take_demand_changed();
             }
+        }
+        if demand_changed {
+            let mut now = Demand::default();
+            builders.iter().for_each(|b| b.add_demand(&mut now));
+            demand.send_if_modified(|d| {
+                let changed = *d != now;
+                *d = now;
+                changed
+            });
         }
         for ack in acks.drain(..) {
             let _ = ack.send(());

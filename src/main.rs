@@ -36,6 +36,15 @@ enum Command {
         /// Publish to this Redis (`{prefix}:all`) instead of a hub's broadcast endpoint.
         #[arg(long, env = "STREAMHUB_REDIS_URL")]
         redis_url: Option<String>,
+        /// Publish to this Redis Cluster (sharded: `{prefix}:all` and `{prefix}:cluster:{id}`),
+        /// given as comma-separated seed node URLs.
+        #[arg(
+            long,
+            env = "STREAMHUB_REDIS_CLUSTER_NODES",
+            value_delimiter = ',',
+            conflicts_with = "redis_url"
+        )]
+        redis_cluster_nodes: Option<Vec<String>>,
         /// Channel prefix in Redis.
         #[arg(long, default_value = "aiops:events")]
         channel_prefix: String,
@@ -68,6 +77,9 @@ struct ServeArgs {
     /// Redis URL: run in Redis mode (events from `{prefix}:all`, publishes to Redis).
     #[arg(long, env = "STREAMHUB_REDIS_URL")]
     redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated: run in Redis Cluster mode (sharded Pub/Sub).
+    #[arg(long, env = "STREAMHUB_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    redis_cluster_nodes: Option<Vec<String>>,
 }
 
 fn main() -> ExitCode {
@@ -117,6 +129,7 @@ fn run_tool(tool: Command) -> ExitCode {
             Command::Publish {
                 event,
                 redis_url,
+                redis_cluster_nodes,
                 channel_prefix,
                 url,
                 token,
@@ -129,12 +142,16 @@ fn run_tool(tool: Command) -> ExitCode {
                         buf
                     }
                 };
-                let target = match redis_url {
-                    Some(url) => cli::Target::Redis {
+                let target = match (redis_url, redis_cluster_nodes) {
+                    (Some(url), _) => cli::Target::Redis {
                         url,
                         prefix: channel_prefix,
                     },
-                    None => cli::Target::Http { base: url, token },
+                    (None, Some(nodes)) => cli::Target::RedisCluster {
+                        nodes,
+                        prefix: channel_prefix,
+                    },
+                    (None, None) => cli::Target::Http { base: url, token },
                 };
                 let id = cli::publish(&event, target).await?;
                 println!("{id}");
@@ -166,5 +183,6 @@ fn load(args: &ServeArgs) -> Result<Config, streamhub::config::ConfigError> {
         port: args.port,
         shards: args.shards,
         redis_url: args.redis_url.clone(),
+        redis_cluster_nodes: args.redis_cluster_nodes.clone(),
     })
 }

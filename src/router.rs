@@ -11,7 +11,7 @@
 use crate::backpressure::Push;
 use crate::event::{EventType, ParsedEvent};
 use crate::frame::OutFrame;
-use crate::index::SubscriptionIndex;
+use crate::index::{Scope, SubscriptionIndex};
 use crate::metrics::Metrics;
 use crossbeam_queue::SegQueue;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -31,6 +31,8 @@ pub struct Routed {
     namespace: Option<String>,
     /// Sequence number, for once-per-client delivery.
     seq: u64,
+    /// Which subscriptions this arrival serves.
+    scope: Scope,
 }
 
 /// A shard's queue of events to fan out.
@@ -74,8 +76,13 @@ impl Router {
         }
     }
 
-    /// Hands one event to every shard for fan-out. Never waits.
+    /// Hands one event to every shard for fan-out to every matching client. Never waits.
     pub fn route(&self, event: ParsedEvent) {
+        self.route_scoped(event, Scope::Every);
+    }
+
+    /// Hands one arrival of an event to every shard, for the subscriptions `scope` names.
+    pub fn route_scoped(&self, event: ParsedEvent, scope: Scope) {
         let routed = Arc::new(Routed {
             frame: Arc::new(OutFrame::from_headroom(
                 event.message,
@@ -85,6 +92,7 @@ impl Router {
             cluster_id: event.cluster_id,
             namespace: event.namespace,
             seq: self.seq.fetch_add(1, Relaxed),
+            scope,
         });
         self.metrics.local().events_routed[event.event_type.index()].fetch_add(1, Relaxed);
         for inbox in self.inboxes.iter() {
@@ -99,22 +107,19 @@ impl Router {
         let inbox = &self.inboxes[shard.min(self.inboxes.len() - 1)];
         while let Some(ev) = inbox.queue.pop() {
             let snapshot = self.index.load(shard);
-            snapshot.for_each_match(
+            let (ty, cluster, ns) = (
                 ev.event_type,
                 ev.cluster_id.as_deref(),
                 ev.namespace.as_deref(),
-                |client| {
-                    if !client.first_delivery(ev.seq) {
-                        return;
-                    }
-                    out.deliveries += 1;
-                    if client.ring.push(ev.frame.clone()) == Push::Dropped {
-                        out.dropped += 1;
-                        client.dropped.fetch_add(1, Relaxed);
-                    }
-                    client.wake.notify_one();
-                },
             );
+            snapshot.for_each_in_scope(ev.scope, ty, cluster, ns, ev.seq, |client| {
+                out.deliveries += 1;
+                if client.ring.push(ev.frame.clone()) == Push::Dropped {
+                    out.dropped += 1;
+                    client.dropped.fetch_add(1, Relaxed);
+                }
+                client.wake.notify_one();
+            });
         }
         let local = self.metrics.local();
         local.deliveries.fetch_add(out.deliveries, Relaxed);

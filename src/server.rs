@@ -8,7 +8,10 @@
 //! loop stops all intake at once. Accepting costs one system call per connection, not per event.
 
 use crate::auth;
-use crate::broker::{spawn_subscriber, Broker, MemoryBroker, RedisBroker, RedisShared};
+use crate::broker::{
+    spawn_cluster_subscriber, spawn_subscriber, Broker, MemoryBroker, RedisBroker,
+    RedisClusterBroker, RedisClusterShared, RedisShared,
+};
 use crate::config::Config;
 use crate::http;
 use crate::hub::Hub;
@@ -36,20 +39,22 @@ pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
             "auth is enabled with no token source configured: any non-empty token is accepted"
         );
     }
+    let (prefix, max) = (&config.redis_channel_prefix, config.rest.max_body_bytes);
     let redis = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => Some(
-            RedisShared::new(
-                url,
-                &config.redis_channel_prefix,
-                config.rest.max_body_bytes,
-            )
-            .map_err(|e| anyhow::anyhow!(e))?,
-        ),
+        Some(url) => Some(RedisShared::new(url, prefix, max).map_err(|e| anyhow::anyhow!(e))?),
         None => None,
     };
-    let broker: Box<dyn Broker> = match &redis {
-        Some(shared) => Box::new(RedisBroker::new(shared.clone())),
-        None => Box::new(MemoryBroker::new(router.clone())),
+    let cluster = match config.redis_cluster_nodes.is_empty() {
+        false => Some(
+            RedisClusterShared::new(&config.redis_cluster_nodes, prefix, max)
+                .map_err(|e| anyhow::anyhow!(e))?,
+        ),
+        true => None,
+    };
+    let broker: Box<dyn Broker> = match (&redis, &cluster) {
+        (Some(shared), _) => Box::new(RedisBroker::new(shared.clone())),
+        (None, Some(shared)) => Box::new(RedisClusterBroker::new(shared.clone())),
+        (None, None) => Box::new(MemoryBroker::new(router.clone())),
     };
     let authenticator = auth::from_config(&config.auth);
     let hub = Arc::new(Hub::new(
@@ -63,6 +68,9 @@ pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
     ));
     if let Some(shared) = redis {
         spawn_subscriber(hub.clone(), shared)?;
+    }
+    if let Some(shared) = cluster {
+        spawn_cluster_subscriber(hub.clone(), shared)?;
     }
     Ok(hub)
 }

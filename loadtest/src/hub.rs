@@ -50,6 +50,12 @@ fn start_redis() -> anyhow::Result<(Child, String)> {
 
 /// Starts a `redis-server` (keeping nothing on disk) on loopback `port`, once it takes connections.
 pub fn start_redis_on(port: u16) -> anyhow::Result<Child> {
+    start_redis_with(port, &[])
+}
+
+/// Starts `redis-server` on `port` with `extra` arguments (for example cluster mode) and waits
+/// until it accepts connections.
+pub fn start_redis_with(port: u16, extra: &[&str]) -> anyhow::Result<Child> {
     let mut child = Command::new("redis-server")
         .args([
             "--port",
@@ -61,6 +67,7 @@ pub fn start_redis_on(port: u16) -> anyhow::Result<Child> {
             "--appendonly",
             "no",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -3,7 +3,10 @@
 //! [`Broker`] is the seam between "an event was published" and "this instance routes it". The
 //! [`MemoryBroker`] (embedded mode, the default) hands the event straight to the router in
 //! process. The [`RedisBroker`] publishes to Redis instead, and its subscriber feeds every
-//! instance's router from `{prefix}:all`, so every instance delivers every event once.
+//! instance's router from `{prefix}:all`, so every instance delivers every event once. The
+//! [`RedisClusterBroker`] does the same over a Redis Cluster with sharded Pub/Sub, holding only
+//! the per-cluster channels this instance's clients ask for. What arrives from either Redis
+//! broker goes through [`inbound`].
 
 use crate::event::ParsedEvent;
 use std::future::Future;
@@ -39,8 +42,32 @@ pub trait Broker: Send + Sync {
     }
 }
 
+mod inbound;
+mod link;
 mod memory;
 mod redis;
+mod redis_cluster;
 
 pub use memory::MemoryBroker;
 pub use redis::{spawn_subscriber, RedisBroker, RedisShared};
+pub use redis_cluster::{spawn_cluster_subscriber, RedisClusterBroker, RedisClusterShared};
+
+/// Runs `task` on a thread of its own with a single-threaded runtime (a broker's subscriber:
+/// it never shares a core's runtime with client connections).
+fn spawn_runtime_thread(
+    name: &str,
+    task: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(task),
+                Err(e) => tracing::error!(error = %e, "cannot start a broker runtime"),
+            }
+        })?;
+    Ok(())
+}

@@ -10,26 +10,24 @@
 //! connected throughout. Events published while it was away are lost (that is Pub/Sub); the
 //! outage is counted.
 
+use super::inbound::Inbound;
+use super::link::Link;
 use super::{Broker, BrokerError, PublishFuture};
-use crate::control;
-use crate::event::{parse_event, ParsedEvent};
+use crate::event::ParsedEvent;
 use crate::hub::Hub;
+use crate::index::Scope;
 use arc_swap::ArcSwapOption;
 use futures_util::StreamExt;
-use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The control channel of section 9.2.
 pub const CONTROL_CHANNEL: &str = "aiops:control:streaming";
 /// First reconnect delay.
-const BACKOFF_START: Duration = Duration::from_millis(100);
+pub(super) const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A kind of junk is logged at most once per this interval.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// State shared by the broker (publishing side) and its subscriber thread.
 pub struct RedisShared {
@@ -37,20 +35,12 @@ pub struct RedisShared {
     client: redis::Client,
     /// `{prefix}:all`.
     channel: String,
-    /// Largest accepted message on the events channel.
-    max_message_bytes: usize,
+    /// Validates, routes and counts what arrives.
+    pub(crate) inbound: Inbound,
     /// The publishing connection, once one is up (it reconnects by itself afterwards).
     publisher: ArcSwapOption<redis::aio::ConnectionManager>,
     /// Whether the subscription is live.
-    subscribed: AtomicBool,
-    /// Why it is not, if it is not.
-    last_error: Mutex<Option<String>>,
-    /// Subscriptions (re)established.
-    pub connects: AtomicU64,
-    /// Times the subscription was lost.
-    pub disconnects: AtomicU64,
-    /// Junk skipped on the events channel, by kind.
-    junk: Mutex<HashMap<&'static str, (u64, Option<Instant>)>>,
+    link: Link,
 }
 
 impl RedisShared {
@@ -60,59 +50,20 @@ impl RedisShared {
         Ok(Arc::new(Self {
             client,
             channel: format!("{prefix}:all"),
-            max_message_bytes,
+            inbound: Inbound::new(max_message_bytes),
             publisher: ArcSwapOption::empty(),
-            subscribed: AtomicBool::new(false),
-            last_error: Mutex::new(Some("not connected yet".into())),
-            connects: AtomicU64::new(0),
-            disconnects: AtomicU64::new(0),
-            junk: Mutex::new(HashMap::new()),
+            link: Link::new(),
         }))
     }
 
     /// Whether events flow in.
     pub fn is_subscribed(&self) -> bool {
-        self.subscribed.load(Relaxed)
-    }
-
-    /// Junk counts by kind.
-    pub fn junk_counts(&self) -> Vec<(&'static str, u64)> {
-        let mut v: Vec<_> = self
-            .junk
-            .lock()
-            .iter()
-            .map(|(k, (n, _))| (*k, *n))
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// Counts one piece of junk, logging it at most once per interval per kind.
-    fn junk(&self, kind: &'static str, detail: &str) {
-        let mut j = self.junk.lock();
-        let entry = j.entry(kind).or_insert((0, None));
-        entry.0 += 1;
-        if entry.1.is_none_or(|t| t.elapsed() >= LOG_INTERVAL) {
-            entry.1 = Some(Instant::now());
-            tracing::warn!(
-                kind,
-                count = entry.0,
-                detail,
-                "skipping a malformed message from Redis"
-            );
-        }
+        self.link.is_up()
     }
 
     /// Records the subscription's state.
     fn set_subscribed(&self, up: bool, error: Option<String>) {
-        let was = self.subscribed.swap(up, Relaxed);
-        if up && !was {
-            self.connects.fetch_add(1, Relaxed);
-        }
-        if !up && was {
-            self.disconnects.fetch_add(1, Relaxed);
-        }
-        *self.last_error.lock() = error;
+        self.link.set(up, error);
     }
 }
 
@@ -160,15 +111,10 @@ impl Broker for RedisBroker {
     }
 
     fn health(&self) -> Result<(), String> {
-        if self.shared.is_subscribed() && self.shared.publisher.load().is_some() {
-            Ok(())
-        } else {
-            Err(self
-                .shared
-                .last_error
-                .lock()
-                .clone()
-                .unwrap_or_else(|| "redis not connected".into()))
+        self.shared.link.health()?;
+        match self.shared.publisher.load().is_some() {
+            true => Ok(()),
+            false => Err("no redis publishing connection".into()),
         }
     }
 
@@ -178,34 +124,20 @@ impl Broker for RedisBroker {
 
     fn details(&self) -> serde_json::Value {
         let s = &self.shared;
+        let (connects, disconnects) = s.link.counts();
         serde_json::json!({
             "channel": s.channel,
             "subscribed": s.is_subscribed(),
-            "connects": s.connects.load(Relaxed),
-            "disconnects": s.disconnects.load(Relaxed),
-            "junk": s.junk_counts().into_iter().collect::<HashMap<_, _>>(),
+            "connects": connects,
+            "disconnects": disconnects,
+            "junk": s.inbound.junk_counts().into_iter().collect::<HashMap<_, _>>(),
         })
     }
 }
 
 /// Starts the subscriber thread: subscribe, route, reconnect, for the life of the process.
 pub fn spawn_subscriber(hub: Arc<Hub>, shared: Arc<RedisShared>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("streamhub-redis".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the redis runtime");
-                    return;
-                }
-            };
-            rt.block_on(subscriber(hub, shared));
-        })?;
-    Ok(())
+    super::spawn_runtime_thread("streamhub-redis", subscriber(hub, shared))
 }
 
 /// Keeps a publishing connection and a subscription up, forever.
@@ -238,7 +170,7 @@ async fn subscriber(hub: Arc<Hub>, shared: Arc<RedisShared>) {
 }
 
 /// A delay spread over [d/2, d].
-fn jittered(d: Duration) -> Duration {
+pub(super) fn jittered(d: Duration) -> Duration {
     d / 2 + Duration::from_millis(fastrand::u64(0..=(d.as_millis() as u64 / 2)))
 }
 
@@ -267,21 +199,9 @@ async fn subscribe_and_route(hub: &Arc<Hub>, shared: &RedisShared) -> redis::Red
     while let Some(msg) = messages.next().await {
         let payload = msg.get_payload_bytes();
         if msg.get_channel_name() == CONTROL_CHANNEL {
-            if let Err(e) = control::apply(hub, payload) {
-                shared.junk("control", &e);
-            }
-            continue;
-        }
-        if payload.len() > shared.max_message_bytes {
-            shared.junk("too_large", &format!("{} bytes", payload.len()));
-            continue;
-        }
-        match parse_event(payload) {
-            Ok(event) => hub.router.route(event),
-            Err(e) => {
-                hub.metrics.events_rejected.fetch_add(1, Relaxed);
-                shared.junk(e.kind(), &e.to_string());
-            }
+            shared.inbound.control(hub, payload);
+        } else {
+            shared.inbound.route(hub, payload, Scope::Every);
         }
     }
     Ok(())

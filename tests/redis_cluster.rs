@@ -1,0 +1,230 @@
+//! Redis Cluster mode: hub processes on a real three-master Redis Cluster, sharded Pub/Sub.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn cluster_hub(cluster: &RedisCluster, instance: &str) -> HubProcess {
+    let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    HubProcess::start(&format!(
+        "  redis_cluster_nodes: [{}]\n  scaling:\n    instance_id: {instance}\n",
+        nodes.join(", ")
+    ))
+}
+
+/// The shard channels a hub says it holds.
+async fn held(hub: &HubProcess) -> Vec<String> {
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    status["broker"]["stats"]["shard_channels"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"))
+        .iter()
+        .map(|c| c.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Waits until the hub holds exactly `want` (sorted) and the cluster's nodes, between them,
+/// have subscribers on exactly the channels `all_hubs_want`.
+async fn wait_channels(
+    cluster: &RedisCluster,
+    hub: &HubProcess,
+    want: &[&str],
+    all_hubs_want: &[&str],
+) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut on_nodes: Vec<String> = (0..3).flat_map(|i| cluster.shard_channels(i)).collect();
+        on_nodes.sort();
+        let here = held(hub).await;
+        if here == want && on_nodes == all_hubs_want {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "hub holds {here:?} (want {want:?}); nodes have {on_nodes:?} (want {all_hubs_want:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Receives event ids until `d` passes with nothing new.
+async fn ids_until_quiet(ws: &mut Ws, d: Duration) -> Vec<String> {
+    let mut ids = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(d, futures_util::StreamExt::next(ws)).await {
+        if let Ok(text) = msg.to_text() {
+            let v: Value = serde_json::from_str(text).unwrap_or_default();
+            if v["type"] == "event" {
+                ids.push(v["event_id"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn sharded_pubsub_holds_only_wanted_clusters_and_delivers_once() {
+    let cluster = RedisCluster::start();
+    let (a, b) = (cluster_hub(&cluster, "s1"), cluster_hub(&cluster, "s2"));
+    for h in [&a, &b] {
+        assert!(h.wait_ready(200, Duration::from_secs(15)).await, "ready");
+    }
+    // Nobody subscribed: nothing is held, not even the full stream.
+    wait_channels(&cluster, &a, &[], &[]).await;
+
+    // On a: one client filtered on c1; one with both an unfiltered and a c1 subscription.
+    let mut a_c1 = a.ws().await;
+    subscribe(&mut a_c1, &["ALERT_FIRED"], &["c1"], &[]).await;
+    let mut a_both = a.ws().await;
+    subscribe(&mut a_both, &["ALERT_FIRED"], &[], &[]).await;
+    subscribe(&mut a_both, &["ALERT_FIRED"], &["c1"], &[]).await;
+    // On b: one client filtered on c2 and c3.
+    let mut b_c2 = b.ws().await;
+    subscribe(&mut b_c2, &["ALERT_FIRED"], &["c2", "c3"], &[]).await;
+
+    let all = "aiops:events:all";
+    let (c1, c2, c3) = (
+        "aiops:events:cluster:c1",
+        "aiops:events:cluster:c2",
+        "aiops:events:cluster:c3",
+    );
+    wait_channels(&cluster, &a, &[all, c1], &[all, c1, c2, c3]).await;
+    wait_channels(&cluster, &b, &[c2, c3], &[all, c1, c2, c3]).await;
+    // Each channel lives on the one node that owns its slot, and they are spread over nodes.
+    let busy_nodes = (0..3)
+        .filter(|i| !cluster.shard_channels(*i).is_empty())
+        .count();
+    assert!(busy_nodes >= 2, "channels spread over the nodes");
+
+    // Through a hub's broadcast endpoint (SPUBLISH to :all and to the cluster's channel).
+    let (code, body) = b
+        .broadcast(r#"{"event_type":"ALERT_FIRED","cluster_id":"c1","event_id":"e1"}"#)
+        .await;
+    assert_eq!(code, 202, "{body}");
+    // Through the operator tool.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamhub"))
+        .args([
+            "publish",
+            "--redis-cluster-nodes",
+            &cluster.urls().join(","),
+        ])
+        .args([
+            "--event",
+            r#"{"event_type":"ALERT_FIRED","cluster_id":"c2","event_id":"e2"}"#,
+        ])
+        .output()
+        .expect("run streamhub publish");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No cluster at all: only unfiltered subscriptions match.
+    a.broadcast(r#"{"event_type":"ALERT_FIRED","event_id":"e3"}"#)
+        .await;
+    // A cluster no client here wants: published, held by nobody, delivered to a_both via :all.
+    a.broadcast(r#"{"event_type":"ALERT_FIRED","cluster_id":"c9","event_id":"e4"}"#)
+        .await;
+    // Junk: an event of cluster c2 on c1's channel is skipped and counted.
+    cluster.spublish(
+        c1,
+        br#"{"event_type":"ALERT_FIRED","cluster_id":"c2","event_id":"junk"}"#,
+    );
+
+    let quiet = Duration::from_millis(700);
+    assert_eq!(ids_until_quiet(&mut a_c1, quiet).await, ["e1"]);
+    assert_eq!(
+        ids_until_quiet(&mut a_both, quiet).await,
+        ["e1", "e2", "e3", "e4"],
+        "every event once, however many of its subscriptions match"
+    );
+    assert_eq!(ids_until_quiet(&mut b_c2, quiet).await, ["e2"]);
+    let status = a.get_json("/api/v1/streaming/status").await;
+    assert_eq!(status["mode"], "redis-cluster", "{status}");
+    assert_eq!(
+        status["broker"]["stats"]["junk"]["wrong_cluster_channel"], 1,
+        "{status}"
+    );
+
+    // The control channel reaches the instance holding the client.
+    send(&mut b_c2, &json!({"type": "auth", "token": "t"})).await;
+    let id = recv(&mut b_c2).await["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cluster.publish(
+        "aiops:control:streaming",
+        json!({"type": "disconnect_client", "client_id": id})
+            .to_string()
+            .as_bytes(),
+    );
+    expect_close(&mut b_c2, 1000).await;
+    // Its clusters are no longer wanted anywhere: b lets go of them.
+    wait_channels(&cluster, &b, &[], &[all, c1]).await;
+    // a_both drops its unfiltered subscription (unsubscribe all, then c1 again): :all goes too.
+    send(&mut a_both, &json!({"type": "unsubscribe"})).await;
+    assert_eq!(recv(&mut a_both).await["type"], "unsubscribed");
+    subscribe(&mut a_both, &["ALERT_FIRED"], &["c1"], &[]).await;
+    wait_channels(&cluster, &a, &[c1], &[c1]).await;
+    let metrics = a.metrics_text().await;
+    assert_eq!(metric(&metrics, "redis_connected"), 1.0);
+}
+
+#[tokio::test]
+async fn cluster_node_lost_and_back() {
+    let mut cluster = RedisCluster::start();
+    let hub = cluster_hub(&cluster, "s1");
+    assert!(hub.wait_ready(200, Duration::from_secs(15)).await, "ready");
+    let mut ws = hub.ws().await;
+    subscribe(&mut ws, &["GPU_UPDATE"], &["gpu-a"], &[]).await;
+    let channel = "aiops:events:cluster:gpu-a";
+    wait_channels(&cluster, &hub, &[channel], &[channel]).await;
+    let (code, _) = hub
+        .broadcast(r#"{"event_type":"GPU_UPDATE","cluster_id":"gpu-a","event_id":"before"}"#)
+        .await;
+    assert_eq!(code, 202);
+    assert_eq!(recv(&mut ws).await["event_id"], "before");
+
+    // Kill the node that holds the client's channel.
+    let owner = (0..3)
+        .find(|i| cluster.shard_channels(*i).iter().any(|c| c == channel))
+        .expect("a node holds the channel");
+    cluster.kill(owner);
+    assert!(
+        hub.wait_ready(503, Duration::from_secs(15)).await,
+        "readiness follows the cluster"
+    );
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert_eq!(status["broker"]["healthy"], false, "{status}");
+    assert_eq!(metric(&hub.metrics_text().await, "redis_connected"), 0.0);
+    let (code, _) = hub
+        .broadcast(r#"{"event_type":"GPU_UPDATE","cluster_id":"gpu-a","event_id":"during"}"#)
+        .await;
+    assert_eq!(code, 503, "never a false 202");
+    send(&mut ws, &json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong", "the client stays");
+
+    cluster.restart(owner);
+    assert!(cluster.wait_ok(Duration::from_secs(30)), "cluster ok again");
+    assert!(
+        hub.wait_ready(200, Duration::from_secs(20)).await,
+        "recovers by itself"
+    );
+    wait_channels(&cluster, &hub, &[channel], &[channel]).await;
+    let (code, body) = hub
+        .broadcast(r#"{"event_type":"GPU_UPDATE","cluster_id":"gpu-a","event_id":"after"}"#)
+        .await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(
+        recv(&mut ws).await["event_id"],
+        "after",
+        "delivery resumes on the same connection"
+    );
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert!(
+        status["broker"]["stats"]["disconnects"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert_eq!(status["connections"]["total"], 1, "never reconnected");
+}
