@@ -6,7 +6,8 @@
 //!
 //! - [`rest`]: the REST API; `POST /api/v1/streaming/broadcast` is where an event enters.
 //! - [`event`]: validates an event and serializes its `event` message once.
-//! - [`broker`]: carries events to routers: in process (embedded) or through Redis Pub/Sub;
+//! - [`broker`]: carries events to routers: in process (embedded), through Redis Pub/Sub, or
+//!   through a Redis Cluster's sharded Pub/Sub (per-cluster channels held on demand);
 //!   [`control`]: the control messages of the Redis control channel (drain, disconnect a client).
 //! - [`router`]: writes the frame header once and pushes one shared frame to each matching ring.
 //! - [`index`]: the copy-on-write inverted index of subscriptions the router reads lock-free.
