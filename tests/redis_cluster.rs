@@ -65,7 +65,7 @@ async fn ids_until_quiet(ws: &mut Ws, d: Duration) -> Vec<String> {
 
 #[tokio::test]
 async fn sharded_pubsub_holds_only_wanted_clusters_and_delivers_once() {
-    let cluster = RedisCluster::start();
+    let cluster = RedisCluster::start().expect("redis cluster (redis-server, redis-cli)");
     let (a, b) = (cluster_hub(&cluster, "s1"), cluster_hub(&cluster, "s2"));
     for h in [&a, &b] {
         assert!(h.wait_ready(200, Duration::from_secs(15)).await, "ready");
@@ -140,6 +140,11 @@ async fn sharded_pubsub_holds_only_wanted_clusters_and_delivers_once() {
         "every event once, however many of its subscriptions match"
     );
     assert_eq!(ids_until_quiet(&mut b_c2, quiet).await, ["e2"]);
+    // What each instance read from Redis: b only the cluster its client wants (e2, not e1, e3
+    // or e4); a every event on :all plus e1 again on c1's channel (arrivals are counted).
+    let routed = "ws_events_routed_total{event_type=\"ALERT_FIRED\"}";
+    assert_eq!(metric(&b.metrics_text().await, routed), 1.0);
+    assert_eq!(metric(&a.metrics_text().await, routed), 5.0);
     let status = a.get_json("/api/v1/streaming/status").await;
     assert_eq!(status["mode"], "redis-cluster", "{status}");
     assert_eq!(
@@ -173,7 +178,7 @@ async fn sharded_pubsub_holds_only_wanted_clusters_and_delivers_once() {
 
 #[tokio::test]
 async fn cluster_node_lost_and_back() {
-    let mut cluster = RedisCluster::start();
+    let mut cluster = RedisCluster::start().expect("redis cluster (redis-server, redis-cli)");
     let hub = cluster_hub(&cluster, "s1");
     assert!(hub.wait_ready(200, Duration::from_secs(15)).await, "ready");
     let mut ws = hub.ws().await;
@@ -205,7 +210,7 @@ async fn cluster_node_lost_and_back() {
     send(&mut ws, &json!({"type": "ping"})).await;
     assert_eq!(recv(&mut ws).await["type"], "pong", "the client stays");
 
-    cluster.restart(owner);
+    cluster.restart(owner).expect("restart the node");
     assert!(cluster.wait_ok(Duration::from_secs(30)), "cluster ok again");
     assert!(
         hub.wait_ready(200, Duration::from_secs(20)).await,

@@ -2,10 +2,11 @@
 //! the answers, then read events and record publish-to-receipt latency.
 //!
 //! Latencies go to the collector in batches (one channel send per batch, never a lock per
-//! message). Duplicates are found per publisher: a publisher's events reach a client in the
-//! order they were published, so a sequence number not above the last one seen is a duplicate.
+//! message). Duplicates are found per publisher with a window of recent sequence numbers
+//! ([`SeenWindow`]): an event that arrives after a later one of the same publisher (sharded
+//! Pub/Sub feeds a client from two channels) is counted as reordered, not as a duplicate.
 
-use crate::stats::{Sample, Tally};
+use crate::stats::{Arrival, Sample, SeenWindow, Tally};
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
 use http_body_util::Empty;
@@ -178,8 +179,7 @@ pub async fn run(
         let _ = stop.wait_for(|s| *s).await;
         return out;
     }
-    let mut last_seq = vec![0u64; spec.publishers.max(1)];
-    let mut seen_any = vec![false; spec.publishers.max(1)];
+    let mut seen = vec![SeenWindow::default(); spec.publishers.max(1)];
     let mut batch: Vec<Sample> = Vec::with_capacity(BATCH);
     let mut batch_started = Instant::now();
     loop {
@@ -206,13 +206,15 @@ pub async fn run(
         ) else {
             continue; // not a load-test event (a QUEUE_FULL notice, for example)
         };
-        let p = number_after(text, &spec.publisher_key).unwrap_or(0) as usize % last_seq.len();
-        if seen_any[p] && seq <= last_seq[p] {
-            out.tally.duplicates += 1;
-            continue;
+        let p = number_after(text, &spec.publisher_key).unwrap_or(0) as usize % seen.len();
+        match seen[p].record(seq) {
+            Arrival::Duplicate => {
+                out.tally.duplicates += 1;
+                continue;
+            }
+            Arrival::Late => out.tally.reordered += 1,
+            Arrival::New => {}
         }
-        seen_any[p] = true;
-        last_seq[p] = seq;
         out.tally.received += 1;
         let now = now_ns();
         let latency_us =

@@ -25,6 +25,19 @@ pub struct Hub {
     _dir: Option<tempfile::TempDir>,
     /// The `redis-server` the harness started for the hub, if any.
     redis: Option<(Child, String)>,
+    /// The Redis Cluster the harness started for the hub, if any.
+    cluster: Option<RedisCluster>,
+}
+
+/// Which Redis, if any, the harness starts for the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// None: embedded mode.
+    Embedded,
+    /// One `redis-server`: Redis mode.
+    Redis,
+    /// A three-master Redis Cluster: Redis Cluster mode.
+    RedisCluster,
 }
 
 impl Drop for Hub {
@@ -83,6 +96,130 @@ pub fn start_redis_with(port: u16, extra: &[&str]) -> anyhow::Result<Child> {
     Ok(child)
 }
 
+/// A Redis Cluster of three masters on loopback: `redis-server --cluster-enabled yes` ×3, joined
+/// with `redis-cli --cluster create`, killed on drop. A node can be killed and started again on
+/// its port with its `nodes.conf`, so it rejoins with its slots.
+pub struct RedisCluster {
+    /// The processes, by node (None while killed).
+    children: Vec<Option<Child>>,
+    /// The nodes' ports.
+    pub ports: Vec<u16>,
+    /// Holds each node's `nodes.conf`.
+    dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts three masters and waits until every node says the cluster is ok.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut ports = Vec::new();
+        // Each node needs its port and its cluster bus port (port + 10000) free.
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        while ports.len() < 3 {
+            let p = 20000 + fastrand::u16(0..30000);
+            if !ports.contains(&p) && free(p) && free(p + 10000) {
+                ports.push(p);
+            }
+        }
+        let mut c = RedisCluster {
+            children: vec![None, None, None],
+            ports,
+            dir,
+        };
+        for i in 0..3 {
+            c.restart(i)?;
+        }
+        let nodes: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .context("cannot run redis-cli (Debian package redis-tools)")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "redis-cli --cluster create: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        if !c.wait_ok(std::time::Duration::from_secs(20)) {
+            anyhow::bail!("the redis cluster did not reach cluster_state:ok");
+        }
+        Ok(c)
+    }
+
+    /// The seed node URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect()
+    }
+
+    /// Kills node `i` (as a crash would).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i` (again) on its port with its `nodes.conf`.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        let port = self.ports[i];
+        let conf = self.dir.path().join(format!("nodes-{port}.conf"));
+        let dir = self.dir.path().to_string_lossy().to_string();
+        self.children[i] = Some(start_redis_with(
+            port,
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf.to_string_lossy(),
+                "--cluster-node-timeout",
+                "2000",
+                "--dir",
+                &dir,
+            ],
+        )?);
+        Ok(())
+    }
+
+    /// One command on node `i` (no redirection).
+    pub fn node_cmd(&self, i: usize, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.ports[i]))?;
+        let mut conn = client.get_connection_with_timeout(std::time::Duration::from_secs(2))?;
+        cmd.query(&mut conn)
+    }
+
+    /// Waits until every node reports `cluster_state:ok`, up to `limit`; returns whether it did.
+    pub fn wait_ok(&self, limit: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
+            let ok = (0..self.ports.len()).all(|i| {
+                self.node_cmd(i, redis::cmd("CLUSTER").arg("INFO"))
+                    .and_then(|v| redis::from_redis_value::<String>(v).map_err(Into::into))
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+            });
+            if ok {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
 /// Memory and CPU of a process at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcSample {
@@ -98,13 +235,16 @@ impl Hub {
         bin: &Path,
         extra: Option<&serde_norway::Value>,
         profiling: bool,
-        with_redis: bool,
+        backend: Backend,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let redis = if with_redis {
-            Some(start_redis()?)
-        } else {
-            None
+        let redis = match backend {
+            Backend::Redis => Some(start_redis()?),
+            _ => None,
+        };
+        let cluster = match backend {
+            Backend::RedisCluster => Some(RedisCluster::start()?),
+            _ => None,
         };
         let mut root = serde_norway::Mapping::new();
         root.insert("host".into(), "127.0.0.1".into());
@@ -116,6 +256,10 @@ impl Hub {
         }
         if let Some((_, url)) = &redis {
             root.insert("redis_url".into(), url.clone().into());
+        }
+        if let Some(c) = &cluster {
+            let nodes: Vec<serde_norway::Value> = c.urls().into_iter().map(Into::into).collect();
+            root.insert("redis_cluster_nodes".into(), nodes.into());
         }
         if profiling {
             let mut p = serde_norway::Mapping::new();
@@ -155,6 +299,7 @@ impl Hub {
             http: format!("http://{addr}"),
             _dir: Some(dir),
             redis,
+            cluster,
         })
     }
 
@@ -167,7 +312,13 @@ impl Hub {
             http,
             _dir: None,
             redis: None,
+            cluster: None,
         }
+    }
+
+    /// The seed nodes of the Redis Cluster the harness started, if any.
+    pub fn redis_cluster_urls(&self) -> Option<Vec<String>> {
+        self.cluster.as_ref().map(RedisCluster::urls)
     }
 
     /// The URL of the `redis-server` the harness started, if any.

@@ -243,8 +243,8 @@ pub fn markdown(s: &Summary) -> String {
     let a = &s.accounting;
     let _ = writeln!(
         o,
-        "## Delivery accounting (clients that kept reading)\n\n| expected | received | lost | duplicated | unexpected | clients with loss |\n| --- | --- | --- | --- | --- | --- |\n| {} | {} | {} | {} | {} | {} |\n",
-        a.expected, a.received, a.lost, a.duplicates, a.unexpected, a.clients_with_loss
+        "## Delivery accounting (clients that kept reading)\n\n| expected | received | lost | duplicated | reordered | unexpected | clients with loss |\n| --- | --- | --- | --- | --- | --- | --- |\n| {} | {} | {} | {} | {} | {} | {} |\n",
+        a.expected, a.received, a.lost, a.duplicates, a.reordered, a.unexpected, a.clients_with_loss
     );
     let c = &s.connect;
     let _ = writeln!(

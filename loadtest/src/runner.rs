@@ -3,7 +3,7 @@
 //! and in time.
 
 use crate::client::{self, ClientOutcome, ClientSpec};
-use crate::hub::Hub;
+use crate::hub::{Backend, Hub};
 use crate::report::{Connect, GoalResult, HubFigures, StepResult, Summary, TimelinePoint};
 use crate::scenario::Scenario;
 use crate::stats::{self, Collector, Sample, Tally};
@@ -422,6 +422,17 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Summa
     Ok(summary)
 }
 
+/// Where a publisher sends events.
+#[derive(Clone)]
+enum Sink {
+    /// The hub's broadcast endpoint (or the generic target's URL).
+    Http,
+    /// `PUBLISH` on a channel of one Redis.
+    Redis(redis::aio::MultiplexedConnection, String),
+    /// `SPUBLISH` on `{prefix}:all` and on `{prefix}:cluster:{id}` of a Redis Cluster.
+    Cluster(redis::cluster_async::ClusterConnection, String, String),
+}
+
 /// Starts or attaches to the server the scenario names.
 fn open_target(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Hub> {
     if let Some(g) = &s.generic {
@@ -433,7 +444,11 @@ fn open_target(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Hub> {
             &opts.hub_bin,
             s.target.hub_config.as_ref(),
             opts.flamegraph.is_some(),
-            s.target.redis,
+            match (s.target.redis, s.target.redis_cluster) {
+                (true, _) => Backend::Redis,
+                (false, true) => Backend::RedisCluster,
+                (false, false) => Backend::Embedded,
+            },
         )
     } else {
         let url = s
@@ -527,7 +542,7 @@ async fn publish_step(
         Some(g) => g.publish_url.clone(),
         None => format!("{}/api/v1/streaming/broadcast", hub.http),
     };
-    let redis = match s.publish.via.as_str() {
+    let sink = match s.publish.via.as_str() {
         "redis" => {
             let redis_url = s
                 .publish
@@ -536,12 +551,21 @@ async fn publish_step(
                 .or_else(|| hub.redis_url().map(str::to_string))
                 .ok_or_else(|| anyhow::anyhow!("no redis to publish to"))?;
             let client = redis::Client::open(redis_url)?;
-            Some((
+            Sink::Redis(
                 client.get_multiplexed_async_connection().await?,
                 s.publish.channel.clone(),
-            ))
+            )
         }
-        _ => None,
+        "redis-cluster" => {
+            let nodes = hub
+                .redis_cluster_urls()
+                .ok_or_else(|| anyhow::anyhow!("no redis cluster to publish to"))?;
+            let client = redis::cluster::ClusterClient::new(nodes)?;
+            let all = s.publish.channel.clone();
+            let prefix = format!("{}:cluster:", all.trim_end_matches(":all"));
+            Sink::Cluster(client.get_async_connection().await?, all, prefix)
+        }
+        _ => Sink::Http,
     };
     let mut handles = Vec::new();
     for p in 0..n {
@@ -552,7 +576,7 @@ async fn publish_step(
             s.subscriptions.clone(),
         );
         let template = s.generic.as_ref().map(|g| g.body_template.clone());
-        let mut redis = redis.clone();
+        let mut sink = sink.clone();
         let expectation = expectation.clone();
         let seqs = seqs.clone();
         handles.push(tokio::spawn(async move {
@@ -579,14 +603,27 @@ async fn publish_step(
                         .replace("{pad}", &pad),
                     None => workload::event_body(&attrs, p, seq, sent_ns, &pad),
                 };
-                let ok = match redis.as_mut() {
-                    Some((conn, channel)) => redis::cmd("PUBLISH")
+                let ok = match &mut sink {
+                    Sink::Redis(conn, channel) => redis::cmd("PUBLISH")
                         .arg(channel.as_str())
                         .arg(body)
                         .query_async::<i64>(conn)
                         .await
                         .is_ok(),
-                    None => http
+                    Sink::Cluster(conn, all, prefix) => {
+                        let channel = format!("{prefix}{}", workload::cluster_name(attrs.cluster));
+                        let mut one = conn.clone();
+                        let (mut to_all, mut to_one) =
+                            (redis::cmd("SPUBLISH"), redis::cmd("SPUBLISH"));
+                        to_all.arg(all.as_str()).arg(&body);
+                        to_one.arg(channel).arg(&body);
+                        let (a, b) = tokio::join!(
+                            to_all.query_async::<i64>(conn),
+                            to_one.query_async::<i64>(&mut one)
+                        );
+                        a.is_ok() && b.is_ok()
+                    }
+                    Sink::Http => http
                         .post(&url)
                         .body(body)
                         .send()

@@ -63,6 +63,10 @@ pub struct Target {
     /// Start a `redis-server` on a free port and run the hub in Redis mode against it.
     #[serde(default)]
     pub redis: bool,
+    /// Start a three-master Redis Cluster on loopback and run the hub in Redis Cluster mode
+    /// (sharded Pub/Sub) against it.
+    #[serde(default)]
+    pub redis_cluster: bool,
 }
 
 impl Default for Target {
@@ -74,6 +78,7 @@ impl Default for Target {
             http_url: None,
             pid: None,
             redis: false,
+            redis_cluster: false,
         }
     }
 }
@@ -118,7 +123,9 @@ pub enum PlanKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Publish {
-    /// `http` (the broadcast endpoint), `redis` (`PUBLISH` on `channel`) or `none`.
+    /// `http` (the broadcast endpoint), `redis` (`PUBLISH` on `channel`), `redis-cluster`
+    /// (`SPUBLISH` on `channel`, which must end in `:all`, and on the event's
+    /// `{prefix}:cluster:{id}`) or `none`.
     #[serde(default = "http")]
     pub via: String,
     /// Redis to publish to with `via: redis` (default: the one the harness started).
@@ -270,8 +277,20 @@ impl Scenario {
             "stalled_fraction must be in [0, 1)"
         );
         anyhow::ensure!(
-            matches!(s.publish.via.as_str(), "http" | "redis" | "none"),
-            "publish.via must be http, redis or none"
+            matches!(
+                s.publish.via.as_str(),
+                "http" | "redis" | "redis-cluster" | "none"
+            ),
+            "publish.via must be http, redis, redis-cluster or none"
+        );
+        anyhow::ensure!(
+            s.publish.via != "redis-cluster"
+                || (s.target.redis_cluster && s.publish.channel.ends_with(":all")),
+            "publish.via: redis-cluster needs target.redis_cluster: true and a channel ending in :all"
+        );
+        anyhow::ensure!(
+            !(s.target.redis && s.target.redis_cluster),
+            "target.redis and target.redis_cluster exclude each other"
         );
         anyhow::ensure!(
             s.publish.via != "redis" || s.publish.redis_url.is_some() || s.target.redis,

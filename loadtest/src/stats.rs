@@ -22,6 +22,64 @@ pub struct Tally {
     pub received: u64,
     /// Events received again.
     pub duplicates: u64,
+    /// Distinct events that arrived after a later event of the same publisher.
+    pub reordered: u64,
+}
+
+/// How far below the newest sequence number a late event is still told apart from a duplicate.
+const WINDOW: u64 = 1024;
+
+/// Which of one publisher's sequence numbers a client has seen: the highest, and a bit for each
+/// of the [`WINDOW`] numbers below it. Events usually arrive in publish order; with sharded
+/// Pub/Sub a client fed by two channels can see them out of order, which is not loss.
+#[derive(Debug, Clone, Default)]
+pub struct SeenWindow {
+    /// Highest sequence number seen (0: none yet; sequence numbers start at 1).
+    max: u64,
+    /// Bit `i` of the ring: whether `n` with `n % WINDOW == i` within the window was seen.
+    bits: Vec<u64>,
+}
+
+/// What one arrival was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// First time, in order.
+    New,
+    /// First time, after a later one.
+    Late,
+    /// Seen before (or too late to tell).
+    Duplicate,
+}
+
+impl SeenWindow {
+    /// Records sequence number `seq` (≥ 1).
+    pub fn record(&mut self, seq: u64) -> Arrival {
+        if self.bits.is_empty() {
+            self.bits = vec![0; (WINDOW / 64) as usize];
+        }
+        let bit = |n: u64| ((n % WINDOW / 64) as usize, 1u64 << (n % 64));
+        if seq > self.max {
+            // Clear the numbers the window slides over.
+            let from = (self.max + 1).max(seq.saturating_sub(WINDOW - 1));
+            for n in from..seq {
+                let (w, b) = bit(n);
+                self.bits[w] &= !b;
+            }
+            self.max = seq;
+            let (w, b) = bit(seq);
+            self.bits[w] |= b;
+            return Arrival::New;
+        }
+        if self.max - seq >= WINDOW {
+            return Arrival::Duplicate;
+        }
+        let (w, b) = bit(seq);
+        if self.bits[w] & b != 0 {
+            return Arrival::Duplicate;
+        }
+        self.bits[w] |= b;
+        Arrival::Late
+    }
 }
 
 /// Latency histogram in microseconds, 1 µs to 1 hour, 3 significant digits.
@@ -171,8 +229,11 @@ pub struct Accounting {
     pub received: u64,
     /// Expected but never arrived.
     pub lost: u64,
-    /// Arrived more than once (or out of order).
+    /// Arrived more than once.
     pub duplicates: u64,
+    /// Arrived once, but after a later event of the same publisher.
+    #[serde(default)]
+    pub reordered: u64,
     /// Arrived though not expected (more than the schedule says).
     pub unexpected: u64,
     /// Clients that lost at least one event.
@@ -189,6 +250,7 @@ pub fn account(expected: &[u64], tallies: &[Tally], counted: impl Fn(usize) -> b
         a.expected += e;
         a.received += t.received;
         a.duplicates += t.duplicates;
+        a.reordered += t.reordered;
         if t.received < *e {
             a.lost += e - t.received;
             a.clients_with_loss += 1;
@@ -258,24 +320,45 @@ mod tests {
     }
 
     #[test]
+    fn seen_window_tells_late_from_duplicate() {
+        let mut w = SeenWindow::default();
+        assert_eq!(w.record(1), Arrival::New);
+        assert_eq!(w.record(3), Arrival::New);
+        assert_eq!(w.record(2), Arrival::Late);
+        assert_eq!(w.record(2), Arrival::Duplicate);
+        assert_eq!(w.record(3), Arrival::Duplicate);
+        assert_eq!(w.record(3 + WINDOW), Arrival::New);
+        assert_eq!(w.record(3), Arrival::Duplicate, "fell out of the window");
+        assert_eq!(
+            w.record(4 + WINDOW / 2),
+            Arrival::Late,
+            "a slid-over slot was cleared"
+        );
+    }
+
+    #[test]
     fn loss_and_duplicates() {
         let expected = [10, 10, 10, 5];
         let tallies = [
             Tally {
                 received: 10,
                 duplicates: 0,
+                ..Default::default()
             },
             Tally {
                 received: 7,
                 duplicates: 2,
+                ..Default::default()
             },
             Tally {
                 received: 12,
                 duplicates: 0,
+                ..Default::default()
             },
             Tally {
                 received: 0,
                 duplicates: 0,
+                ..Default::default()
             },
         ];
         let a = account(&expected, &tallies, |i| i != 3);

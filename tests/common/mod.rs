@@ -405,122 +405,20 @@ impl HubProcess {
     }
 }
 
-/// A real Redis Cluster of three masters (`redis-server --cluster-enabled yes` ×3, joined with
-/// `redis-cli --cluster create`) on loopback; a node can be killed and restarted on its port with
-/// its `nodes.conf`, so it rejoins with its slots.
-pub struct RedisCluster {
-    /// The processes, by node (None while killed).
-    children: Vec<Option<Child>>,
-    /// The nodes' ports.
-    pub ports: Vec<u16>,
-    /// Holds each node's `nodes.conf`.
-    dir: tempfile::TempDir,
+pub use loadtest::hub::RedisCluster;
+
+/// What the tests ask of a Redis Cluster beyond starting and stopping it.
+pub trait ClusterProbe {
+    /// The shard channels node `i` has subscribers on.
+    fn shard_channels(&self, i: usize) -> Vec<String>;
+    /// `SPUBLISH` a raw message, sent to the node that owns the channel's slot.
+    fn spublish(&self, channel: &str, message: &[u8]) -> i64;
+    /// `PUBLISH` a raw message on the classic channel `channel` (through node 0).
+    fn publish(&self, channel: &str, message: &[u8]) -> i64;
 }
 
-impl RedisCluster {
-    /// Starts three masters and waits until the cluster is ok.
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut ports = Vec::new();
-        // Each node needs its port and its cluster bus port (port + 10000) free.
-        while ports.len() < 3 {
-            let p = 20000 + fastrand::u16(0..30000);
-            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-            if !ports.contains(&p) && free(p) && free(p + 10000) {
-                ports.push(p);
-            }
-        }
-        let mut c = RedisCluster {
-            children: vec![None, None, None],
-            ports,
-            dir,
-        };
-        for i in 0..3 {
-            c.restart(i);
-        }
-        let nodes: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let out = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .expect("redis-cli is installed (see .ci/run)");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert!(c.wait_ok(Duration::from_secs(20)), "cluster state ok");
-        c
-    }
-
-    /// The seed node URLs.
-    pub fn urls(&self) -> Vec<String> {
-        self.ports
-            .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}/"))
-            .collect()
-    }
-
-    /// Kills node `i` (as a crash would).
-    pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.children[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts node `i` (again) on its port with its `nodes.conf`.
-    pub fn restart(&mut self, i: usize) {
-        self.kill(i);
-        let port = self.ports[i];
-        let conf = self.dir.path().join(format!("nodes-{port}.conf"));
-        let dir = self.dir.path().to_string_lossy().to_string();
-        self.children[i] = Some(
-            loadtest::hub::start_redis_with(
-                port,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &conf.to_string_lossy(),
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--dir",
-                    &dir,
-                ],
-            )
-            .expect("redis-server is installed (see .ci/run)"),
-        );
-    }
-
-    /// One command on node `i` (no redirection).
-    pub fn node_cmd(&self, i: usize, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.ports[i]))?;
-        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
-        cmd.query(&mut conn)
-    }
-
-    /// Waits until every node reports `cluster_state:ok`.
-    pub fn wait_ok(&self, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            let ok = (0..self.ports.len()).all(|i| {
-                self.node_cmd(i, redis::cmd("CLUSTER").arg("INFO"))
-                    .and_then(|v| redis::from_redis_value::<String>(v).map_err(Into::into))
-                    .is_ok_and(|info| info.contains("cluster_state:ok"))
-            });
-            if ok {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    }
-
-    /// The shard channels node `i` has subscribers on.
-    pub fn shard_channels(&self, i: usize) -> Vec<String> {
+impl ClusterProbe for RedisCluster {
+    fn shard_channels(&self, i: usize) -> Vec<String> {
         let v = self
             .node_cmd(i, redis::cmd("PUBSUB").arg("SHARDCHANNELS"))
             .expect("PUBSUB SHARDCHANNELS");
@@ -529,8 +427,7 @@ impl RedisCluster {
         out
     }
 
-    /// `SPUBLISH` a raw message, sent to the node that owns the channel's slot.
-    pub fn spublish(&self, channel: &str, message: &[u8]) -> i64 {
+    fn spublish(&self, channel: &str, message: &[u8]) -> i64 {
         let client = redis::cluster::ClusterClient::new(self.urls()).expect("cluster client");
         let mut conn = client.get_connection().expect("cluster connection");
         redis::cmd("SPUBLISH")
@@ -540,19 +437,10 @@ impl RedisCluster {
             .expect("spublish")
     }
 
-    /// `PUBLISH` a raw message on the classic channel `channel` (through node 0).
-    pub fn publish(&self, channel: &str, message: &[u8]) -> i64 {
+    fn publish(&self, channel: &str, message: &[u8]) -> i64 {
         let v = self
             .node_cmd(0, redis::cmd("PUBLISH").arg(channel).arg(message))
             .expect("publish");
         redis::from_redis_value(v).expect("a count")
-    }
-}
-
-impl Drop for RedisCluster {
-    fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.kill(i);
-        }
     }
 }
