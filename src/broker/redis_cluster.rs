@@ -33,6 +33,7 @@ use parking_lot::Mutex;
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -270,11 +271,63 @@ async fn incremental_sync(
     Ok(())
 }
 
-/// Connects, then follows the demand and routes pushed messages until the process ends.
+/// Connects, then routes pushed messages (one task) and keeps the subscriptions in line with the
+/// demand and the cluster's health (another), until the process ends. Routing never waits on a
+/// subscription command.
 async fn subscriber(hub: Arc<Hub>, shared: Arc<RedisClusterShared>) {
-    let Some(mut pushes) = shared.pushes.lock().take() else {
+    let Some(pushes) = shared.pushes.lock().take() else {
         return;
     };
+    let lost = Arc::new(Lost::default());
+    tokio::spawn(route_pushes(
+        hub.clone(),
+        shared.clone(),
+        pushes,
+        lost.clone(),
+    ));
+    maintain(hub, shared, lost).await;
+}
+
+/// Connections lost, told by the routing task to the maintaining one.
+#[derive(Default)]
+struct Lost {
+    /// How many `Disconnection` pushes so far.
+    count: AtomicU64,
+    /// Wakes the maintaining task.
+    wake: tokio::sync::Notify,
+}
+
+/// Routes every message the cluster connection pushes; notes lost connections.
+async fn route_pushes(
+    hub: Arc<Hub>,
+    shared: Arc<RedisClusterShared>,
+    mut pushes: UnboundedReceiver<PushInfo>,
+    lost: Arc<Lost>,
+) {
+    while let Some(push) = pushes.recv().await {
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {
+                if let [Value::BulkString(channel), Value::BulkString(payload), ..] = &push.data[..]
+                {
+                    shared.on_message(&hub, channel, payload);
+                }
+            }
+            PushKind::Disconnection => {
+                shared.set_healthy(
+                    false,
+                    Some("lost a redis cluster node; reconnecting".into()),
+                );
+                lost.count.fetch_add(1, Relaxed);
+                lost.wake.notify_one();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Connects, then keeps the shard channels equal to what the demand calls for, resubscribes
+/// everything after any failure, and checks the primaries while healthy.
+async fn maintain(hub: Arc<Hub>, shared: Arc<RedisClusterShared>, lost: Arc<Lost>) {
     let mut demand = hub.index.demand();
     let mut backoff = BACKOFF_START;
     let mut conn = loop {
@@ -294,33 +347,17 @@ async fn subscriber(hub: Arc<Hub>, shared: Arc<RedisClusterShared>) {
     let mut next_check = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            push = pushes.recv() => {
-                let Some(push) = push else { return };
-                match push.kind {
-                    PushKind::Message | PushKind::SMessage => {
-                        if let [Value::BulkString(channel), Value::BulkString(payload), ..] =
-                            &push.data[..]
-                        {
-                            shared.on_message(&hub, channel, payload);
-                        }
-                    }
-                    PushKind::Disconnection => {
-                        shared.set_healthy(
-                            false,
-                            Some("lost a redis cluster node; reconnecting".into()),
-                        );
-                        dirty = true;
-                        next_check = tokio::time::Instant::now() + jittered(backoff);
-                    }
-                    _ => {}
-                }
+            _ = lost.wake.notified() => {
+                dirty = true;
+                next_check = tokio::time::Instant::now() + jittered(backoff);
             }
             changed = demand.changed() => {
                 if changed.is_err() {
                     return;
                 }
+                // Marked seen even while dirty: the full resubscription reads the latest demand.
+                let want = shared.channels_for(&demand.borrow_and_update());
                 if !dirty {
-                    let want = shared.channels_for(&demand.borrow_and_update());
                     let held = shared.held.lock().clone();
                     match incremental_sync(&mut conn, &held, &want).await {
                         Ok(()) => *shared.held.lock() = want,
@@ -332,9 +369,18 @@ async fn subscriber(hub: Arc<Hub>, shared: Arc<RedisClusterShared>) {
                 }
             }
             _ = tokio::time::sleep_until(next_check) => {
+                if !dirty {
+                    if let Err(e) = ping_all(&mut conn).await {
+                        shared.set_healthy(false, Some(format!("redis cluster: {e}")));
+                        dirty = true;
+                    }
+                }
                 if dirty {
+                    let lost_before = lost.count.load(Relaxed);
                     let want = shared.channels_for(&demand.borrow_and_update());
                     match full_sync(&mut conn, &want).await {
+                        // A connection lost during the resubscription: do it again.
+                        Ok(()) if lost.count.load(Relaxed) != lost_before => {}
                         Ok(()) => {
                             // Drop channels held before the outage and no longer wanted.
                             let stale: BTreeSet<String> =
@@ -342,26 +388,19 @@ async fn subscriber(hub: Arc<Hub>, shared: Arc<RedisClusterShared>) {
                             for c in &stale {
                                 let _ = bounded(conn.sunsubscribe(c)).await;
                             }
+                            tracing::info!(channels = ?want, "subscribed to the redis cluster");
                             *shared.held.lock() = want;
                             dirty = false;
                             backoff = BACKOFF_START;
                             shared.set_healthy(true, None);
-                            tracing::info!(channels = ?*shared.held.lock(), "subscribed to the redis cluster");
-                            next_check = tokio::time::Instant::now() + CHECK_INTERVAL;
                         }
-                        Err(e) => {
-                            shared.set_healthy(false, Some(format!("redis cluster: {e}")));
-                            next_check = tokio::time::Instant::now() + jittered(backoff);
-                            backoff = (backoff * 2).min(BACKOFF_MAX);
-                        }
+                        Err(e) => shared.set_healthy(false, Some(format!("redis cluster: {e}"))),
                     }
-                } else {
-                    if let Err(e) = ping_all(&mut conn).await {
-                        shared.set_healthy(false, Some(format!("redis cluster: {e}")));
-                        dirty = true;
-                    }
-                    next_check = tokio::time::Instant::now()
-                        + if dirty { jittered(backoff) } else { CHECK_INTERVAL };
+                }
+                next_check = tokio::time::Instant::now()
+                    + if dirty { jittered(backoff) } else { CHECK_INTERVAL };
+                if dirty {
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
