@@ -113,7 +113,8 @@ impl Hub {
         }
     }
 
-    /// Replaces a client's subscriptions and waits until routing sees the change.
+    /// Replaces a client's subscriptions and waits until routing sees the change (and, with a
+    /// broker that subscribes per cluster, until the broker listens for it).
     pub(crate) async fn set_subscriptions(
         &self,
         client: &Arc<ClientHandle>,
@@ -127,6 +128,9 @@ impl Hub {
         };
         self.metrics.subscriptions.fetch_add(delta, Relaxed);
         self.index.update(IndexOp::Set(client.clone(), subs)).await;
+        self.broker
+            .wait_for_demand(self.index.demand_version())
+            .await;
     }
 
     /// Begins shutdown: every client is told to go, each with its own jittered advice.

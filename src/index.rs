@@ -144,6 +144,8 @@ pub struct Demand {
     pub any_cluster: bool,
     /// The clusters named in some subscription's cluster filter.
     pub clusters: BTreeSet<Arc<str>>,
+    /// Raised by one each time the index publishes a different demand.
+    pub version: u64,
 }
 
 /// Visits the buckets of one cluster that an event with `namespace` matches.
@@ -379,6 +381,12 @@ impl SubscriptionIndex {
         self.demand.subscribe()
     }
 
+    /// The version of the demand published last. Read after [`Self::update`] returns, it
+    /// covers that update.
+    pub fn demand_version(&self) -> u64 {
+        self.demand.borrow().version
+    }
+
     /// The current snapshot of `shard`'s clients (lock-free).
     #[inline]
     pub fn load(&self, shard: usize) -> arc_swap::Guard<Arc<Snapshot>> {
@@ -443,9 +451,12 @@ fn index_thread(
             let mut now = Demand::default();
             builders.iter().for_each(|b| b.add_demand(&mut now));
             demand.send_if_modified(|d| {
-                let changed = *d != now;
+                if d.any_cluster == now.any_cluster && d.clusters == now.clusters {
+                    return false;
+                }
+                now.version = d.version + 1;
                 *d = now;
-                changed
+                true
             });
         }
         for ack in acks.drain(..) {

@@ -174,6 +174,21 @@ async fn sharded_pubsub_holds_only_wanted_clusters_and_delivers_once() {
     wait_channels(&cluster, &a, &[c1], &[c1]).await;
     let metrics = a.metrics_text().await;
     assert_eq!(metric(&metrics, "redis_connected"), 1.0);
+
+    // `subscribed` means subscribed: with every node paused for a moment, the reply to a
+    // subscription naming a new cluster waits until the hub holds that cluster's channel.
+    for i in 0..3 {
+        cluster
+            .node_cmd(i, redis::cmd("CLIENT").arg("PAUSE").arg(600).arg("ALL"))
+            .expect("CLIENT PAUSE");
+    }
+    let mut a_c7 = a.ws().await;
+    subscribe(&mut a_c7, &["ALERT_FIRED"], &["c7"], &[]).await;
+    assert_eq!(
+        held(&a).await,
+        ["aiops:events:cluster:c1", "aiops:events:cluster:c7"],
+        "held when the reply went out"
+    );
 }
 
 #[tokio::test]

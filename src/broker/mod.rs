@@ -23,6 +23,9 @@ pub enum BrokerError {
 /// The result of a publish.
 pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send + 'a>>;
 
+/// Something to wait for that yields nothing.
+pub type WaitFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// Carries published events to routers.
 pub trait Broker: Send + Sync {
     /// Publishes one validated event.
@@ -39,6 +42,14 @@ pub trait Broker: Send + Sync {
     /// Broker-specific figures for `status`.
     fn details(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+    /// Waits until the broker listens to what version `demand_version` of the index's
+    /// [`crate::index::Demand`] asks for, so that a `subscribed` reply means events published
+    /// from then on arrive. Brokers that always receive everything return at once; a broker
+    /// that is down does not hold the reply (the subscription takes effect on recovery).
+    fn wait_for_demand(&self, demand_version: u64) -> WaitFuture<'_> {
+        let _ = demand_version;
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -23,7 +23,7 @@
 use super::inbound::Inbound;
 use super::link::Link;
 use super::redis::{jittered, BACKOFF_MAX, BACKOFF_START, CONTROL_CHANNEL};
-use super::{Broker, BrokerError, PublishFuture};
+use super::{Broker, BrokerError, PublishFuture, WaitFuture};
 use crate::event::ParsedEvent;
 use crate::hub::Hub;
 use crate::index::Demand;
@@ -62,6 +62,8 @@ pub struct RedisClusterShared {
     link: Link,
     /// The shard channels held now, for `status`.
     held: Mutex<BTreeSet<String>>,
+    /// The version of the index's demand that `held` answers.
+    synced: tokio::sync::watch::Sender<u64>,
 }
 
 impl RedisClusterShared {
@@ -88,7 +90,20 @@ impl RedisClusterShared {
             conn: ArcSwapOption::empty(),
             link: Link::new(),
             held: Mutex::new(BTreeSet::new()),
+            synced: tokio::sync::watch::Sender::new(0),
         }))
+    }
+
+    /// Records that the channels held answer demand `version`.
+    fn set_held(&self, channels: BTreeSet<String>, version: u64) {
+        *self.held.lock() = channels;
+        self.synced.send_replace(version);
+    }
+
+    /// The shard channels the latest demand calls for, and its version (marked seen).
+    fn wanted(&self, demand: &mut tokio::sync::watch::Receiver<Demand>) -> (BTreeSet<String>, u64) {
+        let d = demand.borrow_and_update();
+        (self.channels_for(&d), d.version)
     }
 
     /// The shard channels `demand` calls for.
@@ -197,6 +212,18 @@ impl Broker for RedisClusterBroker {
 
     fn connected(&self) -> Option<bool> {
         Some(self.shared.link.is_up())
+    }
+
+    fn wait_for_demand(&self, demand_version: u64) -> WaitFuture<'_> {
+        Box::pin(async move {
+            if !self.shared.link.is_up() {
+                return;
+            }
+            let mut synced = self.shared.synced.subscribe();
+            let _ =
+                tokio::time::timeout(COMMAND_TIMEOUT, synced.wait_for(|v| *v >= demand_version))
+                    .await;
+        })
     }
 
     fn details(&self) -> serde_json::Value {
@@ -356,11 +383,11 @@ async fn maintain(hub: Arc<Hub>, shared: Arc<RedisClusterShared>, lost: Arc<Lost
                     return;
                 }
                 // Marked seen even while dirty: the full resubscription reads the latest demand.
-                let want = shared.channels_for(&demand.borrow_and_update());
+                let (want, version) = shared.wanted(&mut demand);
                 if !dirty {
                     let held = shared.held.lock().clone();
                     match incremental_sync(&mut conn, &held, &want).await {
-                        Ok(()) => *shared.held.lock() = want,
+                        Ok(()) => shared.set_held(want, version),
                         Err(e) => {
                             shared.set_healthy(false, Some(format!("redis cluster: {e}")));
                             dirty = true;
@@ -377,7 +404,7 @@ async fn maintain(hub: Arc<Hub>, shared: Arc<RedisClusterShared>, lost: Arc<Lost
                 }
                 if dirty {
                     let lost_before = lost.count.load(Relaxed);
-                    let want = shared.channels_for(&demand.borrow_and_update());
+                    let (want, version) = shared.wanted(&mut demand);
                     match full_sync(&mut conn, &want).await {
                         // A connection lost during the resubscription: do it again.
                         Ok(()) if lost.count.load(Relaxed) != lost_before => {}
@@ -389,7 +416,7 @@ async fn maintain(hub: Arc<Hub>, shared: Arc<RedisClusterShared>, lost: Arc<Lost
                                 let _ = bounded(conn.sunsubscribe(c)).await;
                             }
                             tracing::info!(channels = ?want, "subscribed to the redis cluster");
-                            *shared.held.lock() = want;
+                            shared.set_held(want, version);
                             dirty = false;
                             backoff = BACKOFF_START;
                             shared.set_healthy(true, None);
