@@ -273,25 +273,7 @@ impl Hub {
         );
         let path = dir.path().join("hub.yaml");
         std::fs::write(&path, serde_norway::to_string(&doc)?)?;
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env("STREAMHUB_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (build it with `cargo build --release`)",
-                    bin.display()
-                )
-            })?;
-        let stdout = child.stdout.take().context("hub stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = banner_addr(&line)
-            .with_context(|| format!("hub did not print its address: {line:?}"))?;
+        let (child, addr) = spawn_hub(bin, &path)?;
         Ok(Self {
             pid: Some(child.id()),
             child: Some(child),
@@ -385,6 +367,36 @@ pub async fn fetch_flamegraph(
         r.status()
     );
     Ok(r.bytes().await?.to_vec())
+}
+
+/// Starts `bin serve --config config` with warnings-only logs and returns the process and the
+/// address its banner (first stdout line) names.
+pub fn spawn_hub(bin: &Path, config: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+    let mut child = Command::new(bin)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("STREAMHUB_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot start {} (build it with `cargo build --release`)",
+                bin.display()
+            )
+        })?;
+    let stdout = child.stdout.take().context("hub stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    match banner_addr(&line) {
+        Some(addr) => Ok((child, addr)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("hub did not print its address: {line:?}")
+        }
+    }
 }
 
 /// The address in the hub's start-up line (`streamhub listening on http://ADDR ...`).

@@ -55,16 +55,6 @@ impl RedisShared {
             link: Link::new(),
         }))
     }
-
-    /// Whether events flow in.
-    pub fn is_subscribed(&self) -> bool {
-        self.link.is_up()
-    }
-
-    /// Records the subscription's state.
-    fn set_subscribed(&self, up: bool, error: Option<String>) {
-        self.link.set(up, error);
-    }
 }
 
 /// The Redis broker.
@@ -84,7 +74,7 @@ impl Broker for RedisBroker {
     fn publish(&self, event: ParsedEvent) -> PublishFuture<'_> {
         Box::pin(async move {
             // A 202 promises delivery by every instance, this one included.
-            if !self.shared.is_subscribed() {
+            if !self.shared.link.is_up() {
                 return Err(BrokerError::Unavailable(
                     "redis subscription is down".into(),
                 ));
@@ -119,7 +109,7 @@ impl Broker for RedisBroker {
     }
 
     fn connected(&self) -> Option<bool> {
-        Some(self.shared.is_subscribed())
+        Some(self.shared.link.is_up())
     }
 
     fn details(&self) -> serde_json::Value {
@@ -127,7 +117,7 @@ impl Broker for RedisBroker {
         let (connects, disconnects) = s.link.counts();
         serde_json::json!({
             "channel": s.channel,
-            "subscribed": s.is_subscribed(),
+            "subscribed": s.link.is_up(),
             "connects": connects,
             "disconnects": disconnects,
             "junk": s.inbound.junk_counts().into_iter().collect::<HashMap<_, _>>(),
@@ -152,16 +142,22 @@ async fn subscriber(hub: Arc<Hub>, shared: Arc<RedisShared>) {
                 .await
             {
                 Ok(m) => shared.publisher.store(Some(Arc::new(m))),
-                Err(e) => shared.set_subscribed(false, Some(format!("redis unreachable: {e}"))),
+                Err(e) => shared
+                    .link
+                    .set(false, Some(format!("redis unreachable: {e}"))),
             }
         }
         match subscribe_and_route(&hub, &shared).await {
             Ok(()) => {
                 backoff = BACKOFF_START;
-                shared.set_subscribed(false, Some("redis subscription lost; reconnecting".into()));
+                shared
+                    .link
+                    .set(false, Some("redis subscription lost; reconnecting".into()));
                 tracing::warn!("redis subscription lost; reconnecting");
             }
-            Err(e) => shared.set_subscribed(false, Some(format!("redis unreachable: {e}"))),
+            Err(e) => shared
+                .link
+                .set(false, Some(format!("redis unreachable: {e}"))),
         }
         let wait = jittered(backoff);
         tokio::time::sleep(wait).await;
@@ -193,7 +189,7 @@ async fn subscribe_and_route(hub: &Arc<Hub>, shared: &RedisShared) -> redis::Red
         pong = redis::cmd("PING").query_async(&mut conn).await;
     }
     pong?;
-    shared.set_subscribed(true, None);
+    shared.link.set(true, None);
     tracing::info!(channel = %shared.channel, "subscribed to redis");
     let mut messages = pubsub.on_message();
     while let Some(msg) = messages.next().await {

@@ -119,11 +119,6 @@ impl RedisClusterShared {
         want
     }
 
-    /// Records whether the broker is healthy.
-    fn set_healthy(&self, up: bool, error: Option<String>) {
-        self.link.set(up, error);
-    }
-
     /// Routes one message pushed by the cluster connection.
     fn on_message(&self, hub: &Hub, channel: &[u8], payload: &[u8]) {
         if channel == CONTROL_CHANNEL.as_bytes() {
@@ -340,7 +335,7 @@ async fn route_pushes(
                 }
             }
             PushKind::Disconnection => {
-                shared.set_healthy(
+                shared.link.set(
                     false,
                     Some("lost a redis cluster node; reconnecting".into()),
                 );
@@ -361,7 +356,9 @@ async fn maintain(hub: Arc<Hub>, shared: Arc<RedisClusterShared>, lost: Arc<Lost
         match shared.client.get_async_connection().await {
             Ok(c) => break c,
             Err(e) => {
-                shared.set_healthy(false, Some(format!("redis cluster unreachable: {e}")));
+                shared
+                    .link
+                    .set(false, Some(format!("redis cluster unreachable: {e}")));
                 tokio::time::sleep(jittered(backoff)).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
@@ -389,7 +386,7 @@ async fn maintain(hub: Arc<Hub>, shared: Arc<RedisClusterShared>, lost: Arc<Lost
                     match incremental_sync(&mut conn, &held, &want).await {
                         Ok(()) => shared.set_held(want, version),
                         Err(e) => {
-                            shared.set_healthy(false, Some(format!("redis cluster: {e}")));
+                            shared.link.set(false, Some(format!("redis cluster: {e}")));
                             dirty = true;
                         }
                     }
@@ -398,7 +395,7 @@ async fn maintain(hub: Arc<Hub>, shared: Arc<RedisClusterShared>, lost: Arc<Lost
             _ = tokio::time::sleep_until(next_check) => {
                 if !dirty {
                     if let Err(e) = ping_all(&mut conn).await {
-                        shared.set_healthy(false, Some(format!("redis cluster: {e}")));
+                        shared.link.set(false, Some(format!("redis cluster: {e}")));
                         dirty = true;
                     }
                 }
@@ -419,9 +416,9 @@ async fn maintain(hub: Arc<Hub>, shared: Arc<RedisClusterShared>, lost: Arc<Lost
                             shared.set_held(want, version);
                             dirty = false;
                             backoff = BACKOFF_START;
-                            shared.set_healthy(true, None);
+                            shared.link.set(true, None);
                         }
-                        Err(e) => shared.set_healthy(false, Some(format!("redis cluster: {e}"))),
+                        Err(e) => shared.link.set(false, Some(format!("redis cluster: {e}"))),
                     }
                 }
                 next_check = tokio::time::Instant::now()

@@ -4,9 +4,8 @@
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,22 +33,9 @@ impl HubProcess {
         let path = dir.path().join("hub.yaml");
         let yaml = format!("realtime_streaming:\n  host: \"127.0.0.1\"\n  port: 0\n{extra}");
         std::fs::write(&path, yaml).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamhub"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env("STREAMHUB_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn streamhub");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read banner");
-        let addr = loadtest::hub::banner_addr(&line)
-            .unwrap_or_else(|| panic!("no address in banner: {line:?}"));
+        let (child, addr) =
+            loadtest::hub::spawn_hub(std::path::Path::new(env!("CARGO_BIN_EXE_streamhub")), &path)
+                .expect("start streamhub");
         HubProcess {
             child,
             addr,
