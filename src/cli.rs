@@ -7,6 +7,7 @@ use fastwebsockets::{Frame, OpCode, Payload};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
+use streamhub_wire::Channels;
 
 /// Where `publish` sends the event.
 pub enum Target {
@@ -40,31 +41,34 @@ pub async fn publish(event: &[u8], target: Target) -> anyhow::Result<String> {
     let id = parsed.event_id.clone();
     match target {
         Target::Redis { url, prefix } => {
+            let channels = Channels::new(&prefix);
             let client = redis::Client::open(url.as_str())?;
             let mut conn = client.get_multiplexed_async_connection().await?;
-            let receivers: i64 = redis::cmd("PUBLISH")
-                .arg(format!("{prefix}:all"))
-                .arg(parsed.to_published())
-                .query_async(&mut conn)
-                .await?;
-            eprintln!("published {id} to {prefix}:all ({receivers} subscriber(s))");
+            let receivers =
+                streamhub_wire::publish(&mut conn, &channels, &parsed.to_published()).await?;
+            eprintln!(
+                "published {id} to {} ({receivers} subscriber(s))",
+                channels.all()
+            );
             Ok(id)
         }
         Target::RedisCluster { nodes, prefix } => {
+            let channels = Channels::new(&prefix);
             let client = redis::cluster::ClusterClient::new(nodes)?;
-            let mut conn = client.get_async_connection().await?;
+            let conn = client.get_async_connection().await?;
+            let cluster = parsed.cluster_id.as_deref();
             let message = parsed.to_published();
-            let mut channels = vec![format!("{prefix}:all")];
-            if let Some(c) = &parsed.cluster_id {
-                channels.push(format!("{prefix}:cluster:{c}"));
-            }
-            for channel in channels {
-                let receivers: i64 = redis::cmd("SPUBLISH")
-                    .arg(&channel)
-                    .arg(&message[..])
-                    .query_async(&mut conn)
-                    .await?;
-                eprintln!("published {id} to {channel} ({receivers} subscriber(s))");
+            let r = streamhub_wire::spublish(&conn, &channels, cluster, &message).await?;
+            eprintln!(
+                "published {id} to {} ({} subscriber(s))",
+                channels.all(),
+                r.all
+            );
+            if let (Some(c), Some(n)) = (cluster, r.cluster) {
+                eprintln!(
+                    "published {id} to {} ({n} subscriber(s))",
+                    channels.cluster(c)
+                );
             }
             Ok(id)
         }

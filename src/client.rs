@@ -6,8 +6,9 @@
 //! client. The struct is kept small, since an idle connection is mostly this.
 
 use crate::backpressure::EventRing;
-use crate::frame::OutFrame;
 use crate::subscription::Subscription;
+use crate::ws::close::CloseCode;
+use crate::ws::frame::OutFrame;
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -30,7 +31,7 @@ pub(crate) struct Goodbye {
     /// `reconnect_after_ms` of the `disconnect` message.
     pub(crate) reconnect_after_ms: u64,
     /// The close code that follows.
-    pub(crate) close_code: u16,
+    pub(crate) close_code: CloseCode,
 }
 
 impl Goodbye {
@@ -39,7 +40,7 @@ impl Goodbye {
         Self {
             reason: "server_shutdown",
             reconnect_after_ms,
-            close_code: 1012,
+            close_code: CloseCode::Restart,
         }
     }
 
@@ -48,7 +49,7 @@ impl Goodbye {
         Self {
             reason: "server_drain",
             reconnect_after_ms,
-            close_code: 1012,
+            close_code: CloseCode::Restart,
         }
     }
 
@@ -57,7 +58,7 @@ impl Goodbye {
         Self {
             reason: "disconnected_by_operator",
             reconnect_after_ms,
-            close_code: 1000,
+            close_code: CloseCode::Normal,
         }
     }
 }

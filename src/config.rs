@@ -161,7 +161,7 @@ impl Default for Config {
             port: 8080,
             redis_url: None,
             redis_cluster_nodes: Vec::new(),
-            redis_channel_prefix: "aiops:events".into(),
+            redis_channel_prefix: streamhub_wire::DEFAULT_PREFIX.into(),
             shards: 0,
             websocket: WebSocketConfig::default(),
             backpressure: BackpressureConfig::default(),
@@ -329,50 +329,11 @@ impl Config {
 
     /// Rejects values that would make the service misbehave.
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, why: &str| {
-            Err(ConfigError::Semantic(format!(
-                "realtime_streaming.{key}: {why}"
-            )))
-        };
-        let ws = &self.websocket;
-        if !positive(ws.heartbeat_interval_seconds) {
-            return bad(
-                "websocket.heartbeat_interval_seconds",
-                "must be a number > 0 (seconds, at most a year)",
-            );
+        if self.host.is_empty() {
+            return bad("host", "must not be empty");
         }
-        if !positive(ws.heartbeat_timeout_seconds) {
-            return bad(
-                "websocket.heartbeat_timeout_seconds",
-                "must be a number > 0 (seconds, at most a year)",
-            );
-        }
-        if ws.max_message_size_bytes < 64 {
-            return bad("websocket.max_message_size_bytes", "must be at least 64");
-        }
-        if ws.max_connections == 0 {
-            return bad("websocket.max_connections", "must be at least 1");
-        }
-        if ws.max_subscriptions_per_client == 0 {
-            return bad(
-                "websocket.max_subscriptions_per_client",
-                "must be at least 1",
-            );
-        }
-        if self.backpressure.max_queue_size == 0 {
-            return bad("backpressure.max_queue_size", "must be at least 1");
-        }
-        if !positive(self.auth.timeout_seconds) {
-            return bad(
-                "auth.timeout_seconds",
-                "must be a number > 0 (seconds, at most a year)",
-            );
-        }
-        if !non_negative(self.auth.reauth_grace_seconds) {
-            return bad(
-                "auth.reauth_grace_seconds",
-                "must be a number >= 0 (seconds, at most a year)",
-            );
+        if self.rest.max_body_bytes < 64 {
+            return bad("rest.max_body_bytes", "must be at least 64");
         }
         if !non_negative(self.shutdown.timeout_seconds) {
             return bad(
@@ -380,17 +341,17 @@ impl Config {
                 "must be a number >= 0 (seconds, at most a year)",
             );
         }
-        if self.rest.max_body_bytes < 64 {
-            return bad("rest.max_body_bytes", "must be at least 64");
+        if self.backpressure.max_queue_size == 0 {
+            return bad("backpressure.max_queue_size", "must be at least 1");
         }
-        for t in &self.auth.static_tokens {
-            if t.expires_in_seconds.is_some_and(|s| !non_negative(s)) {
-                return bad(
-                    "auth.static_tokens.expires_in_seconds",
-                    "must be a number >= 0",
-                );
-            }
-        }
+        self.websocket.validate()?;
+        self.auth.validate()?;
+        self.validate_redis()?;
+        self.scaling.validate()
+    }
+
+    /// Checks the Redis settings: valid URLs, and one Redis or one Redis Cluster, not both.
+    fn validate_redis(&self) -> Result<(), ConfigError> {
         if let Some(url) = self.redis_url.as_deref().filter(|u| !u.is_empty()) {
             if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url) {
                 return bad("redis_url", &format!("not a Redis URL ({e})"));
@@ -410,28 +371,18 @@ impl Config {
                 );
             }
         }
-        let cookie_ok = |v: &str| {
-            v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        };
-        if self.scaling.sticky_session_cookie.is_empty()
-            || !cookie_ok(&self.scaling.sticky_session_cookie)
-        {
-            return bad(
-                "scaling.sticky_session_cookie",
-                "must be a non-empty token of letters, digits, '-', '_' or '.'",
-            );
-        }
-        if !cookie_ok(&self.scaling.instance_id) {
-            return bad(
-                "scaling.instance_id",
-                "may hold only letters, digits, '-', '_' or '.'",
-            );
-        }
-        if self.host.is_empty() {
-            return bad("host", "must not be empty");
-        }
         Ok(())
+    }
+
+    /// Which broker carries events between publishers and routers, as configured.
+    pub fn broker_kind(&self) -> BrokerKind<'_> {
+        match self.redis_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => BrokerKind::Redis { url },
+            None if !self.redis_cluster_nodes.is_empty() => BrokerKind::RedisCluster {
+                nodes: &self.redis_cluster_nodes,
+            },
+            None => BrokerKind::Embedded,
+        }
     }
 
     /// The number of shards to run: the configured value, or the number of cores.
@@ -444,12 +395,123 @@ impl Config {
                 .unwrap_or(1)
         }
     }
+}
 
-    /// Whether Redis mode (one Redis or a Redis Cluster) was asked for.
-    pub fn redis_mode(&self) -> bool {
-        self.redis_url.as_deref().is_some_and(|u| !u.is_empty())
-            || !self.redis_cluster_nodes.is_empty()
+/// Which broker a configuration asks for: derived from `redis_url` and `redis_cluster_nodes`
+/// (which exclude each other), so the YAML keys of section 12 stay as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind<'a> {
+    /// Neither is set: the in-process bus of embedded mode.
+    Embedded,
+    /// `redis_url`: classic Pub/Sub on one Redis.
+    Redis {
+        /// The Redis URL.
+        url: &'a str,
+    },
+    /// `redis_cluster_nodes`: sharded Pub/Sub on a Redis Cluster.
+    RedisCluster {
+        /// The seed nodes.
+        nodes: &'a [String],
+    },
+}
+
+impl BrokerKind<'_> {
+    /// The mode's name, as `status` and the start-up line show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Embedded => "embedded",
+            BrokerKind::Redis { .. } => "redis",
+            BrokerKind::RedisCluster { .. } => "redis-cluster",
+        }
     }
+}
+
+impl WebSocketConfig {
+    /// Checks `websocket.*`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !positive(self.heartbeat_interval_seconds) {
+            return bad(
+                "websocket.heartbeat_interval_seconds",
+                "must be a number > 0 (seconds, at most a year)",
+            );
+        }
+        if !positive(self.heartbeat_timeout_seconds) {
+            return bad(
+                "websocket.heartbeat_timeout_seconds",
+                "must be a number > 0 (seconds, at most a year)",
+            );
+        }
+        if self.max_message_size_bytes < 64 {
+            return bad("websocket.max_message_size_bytes", "must be at least 64");
+        }
+        if self.max_connections == 0 {
+            return bad("websocket.max_connections", "must be at least 1");
+        }
+        if self.max_subscriptions_per_client == 0 {
+            return bad(
+                "websocket.max_subscriptions_per_client",
+                "must be at least 1",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl AuthConfig {
+    /// Checks `auth.*`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !positive(self.timeout_seconds) {
+            return bad(
+                "auth.timeout_seconds",
+                "must be a number > 0 (seconds, at most a year)",
+            );
+        }
+        if !non_negative(self.reauth_grace_seconds) {
+            return bad(
+                "auth.reauth_grace_seconds",
+                "must be a number >= 0 (seconds, at most a year)",
+            );
+        }
+        for t in &self.static_tokens {
+            if t.expires_in_seconds.is_some_and(|s| !non_negative(s)) {
+                return bad(
+                    "auth.static_tokens.expires_in_seconds",
+                    "must be a number >= 0",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ScalingConfig {
+    /// Checks `scaling.*`: both go into a `Set-Cookie` header.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let cookie_ok = |v: &str| {
+            v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        if self.sticky_session_cookie.is_empty() || !cookie_ok(&self.sticky_session_cookie) {
+            return bad(
+                "scaling.sticky_session_cookie",
+                "must be a non-empty token of letters, digits, '-', '_' or '.'",
+            );
+        }
+        if !cookie_ok(&self.instance_id) {
+            return bad(
+                "scaling.instance_id",
+                "may hold only letters, digits, '-', '_' or '.'",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The error for `realtime_streaming.{key}`.
+fn bad(key: &str, why: &str) -> Result<(), ConfigError> {
+    Err(ConfigError::Semantic(format!(
+        "realtime_streaming.{key}: {why}"
+    )))
 }
 
 /// Longest duration accepted for any seconds setting: one year.
@@ -509,7 +571,14 @@ mod tests {
         let err = Config::from_yaml(bad_node, "t").unwrap_err().to_string();
         assert!(err.contains("redis_cluster_nodes"), "{err}");
         let ok = "realtime_streaming:\n  redis_cluster_nodes: [\"redis://127.0.0.1:7000/\"]\n";
-        assert!(Config::from_yaml(ok, "t").unwrap().redis_mode());
+        let c = Config::from_yaml(ok, "t").unwrap();
+        assert_eq!(c.broker_kind().name(), "redis-cluster");
+        let one = "realtime_streaming:\n  redis_url: \"redis://127.0.0.1:1/\"\n";
+        assert_eq!(
+            Config::from_yaml(one, "t").unwrap().broker_kind().name(),
+            "redis"
+        );
+        assert_eq!(Config::default().broker_kind(), BrokerKind::Embedded);
     }
 
     #[test]

@@ -1,17 +1,19 @@
-//! Control messages, received on `aiops:control:streaming` in Redis mode:
+//! Control messages, received on [`streamhub_wire::CONTROL_CHANNEL`] in Redis and Redis Cluster
+//! modes. A broker parses them ([`Control::parse`]) and hands them to its
+//! [`crate::broker::BrokerHandler`]; the hub carries them out.
 //!
 //! - `{"type": "drain", "reconnect_after_ms": N}`: stop taking connections and send every client
 //!   `disconnect` (reason `server_drain`) with advice spread around N (rolling restarts);
 //! - `{"type": "disconnect_client", "client_id": "..."}`: whichever instance holds that client
 //!   sends it `disconnect` (reason `disconnected_by_operator`) and closes it.
 
-use crate::hub::Hub;
 use serde::Deserialize;
+use uuid::Uuid;
 
 /// One control message.
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Debug, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum Control {
+pub enum Control {
     /// Drain this instance.
     Drain {
         /// Centre of the reconnect advice (default: `shutdown.reconnect_after_ms`).
@@ -21,29 +23,15 @@ enum Control {
     /// Disconnect one client, wherever it is.
     DisconnectClient {
         /// The client's id.
-        client_id: String,
+        client_id: Uuid,
     },
 }
 
-/// Applies one control message; `Err` names what is wrong with it.
-pub fn apply(hub: &Hub, payload: &[u8]) -> Result<(), String> {
-    let msg: Control =
-        serde_json::from_slice(payload).map_err(|e| format!("bad control message: {e}"))?;
-    match msg {
-        Control::Drain { reconnect_after_ms } => {
-            let advice = reconnect_after_ms.unwrap_or(hub.config.shutdown.reconnect_after_ms);
-            tracing::warn!(advice, "drain requested: disconnecting every client");
-            hub.drain(advice);
-        }
-        Control::DisconnectClient { client_id } => {
-            let id = uuid::Uuid::parse_str(&client_id)
-                .map_err(|e| format!("bad client_id {client_id:?}: {e}"))?;
-            if hub.disconnect_client(&id) {
-                tracing::info!(%id, "client disconnected by control message");
-            }
-        }
+impl Control {
+    /// Parses one message of the control channel; `Err` says what is wrong with it.
+    pub fn parse(payload: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(payload).map_err(|e| format!("bad control message: {e}"))
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -52,23 +40,25 @@ mod tests {
 
     #[test]
     fn parses_both_kinds() {
-        let d: Control =
-            serde_json::from_str(r#"{"type":"drain","reconnect_after_ms":7}"#).unwrap();
+        let d = Control::parse(br#"{"type":"drain","reconnect_after_ms":7}"#).unwrap();
         assert_eq!(
             d,
             Control::Drain {
                 reconnect_after_ms: Some(7)
             }
         );
-        let c: Control =
-            serde_json::from_str(r#"{"type":"disconnect_client","client_id":"x"}"#).unwrap();
-        assert_eq!(
-            c,
-            Control::DisconnectClient {
-                client_id: "x".into()
-            }
-        );
-        assert!(serde_json::from_str::<Control>(r#"{"type":"reboot"}"#).is_err());
-        assert!(serde_json::from_str::<Control>("[]").is_err());
+        let id = Uuid::new_v4();
+        let c = Control::parse(
+            format!(r#"{{"type":"disconnect_client","client_id":"{id}"}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c, Control::DisconnectClient { client_id: id });
+        for bad in [
+            &br#"{"type":"reboot"}"#[..],
+            b"[]",
+            br#"{"type":"disconnect_client","client_id":"x"}"#,
+        ] {
+            assert!(Control::parse(bad).is_err());
+        }
     }
 }

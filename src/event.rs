@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 /// Bytes reserved in front of every encoded message for the WebSocket frame header, so the
-/// frame is built in place without copying the payload (see [`crate::frame`]).
+/// frame is built in place without copying the payload (see [`crate::ws::frame`]).
 pub(crate) const FRAME_HEADROOM: usize = 10;
 
 macro_rules! event_types {
@@ -53,8 +53,8 @@ event_types!(
     RCA_COMPLETE,
 );
 
-/// Number of event types.
-pub const EVENT_TYPE_COUNT: usize = 11;
+/// Number of event types (derived from the list above).
+pub const EVENT_TYPE_COUNT: usize = EventType::ALL.len();
 
 impl EventType {
     /// Position in [`EventType::ALL`], for per-type arrays.

@@ -5,9 +5,9 @@
 //! WebSocket subprotocol and negotiates no extension, so it never echoes
 //! `Sec-WebSocket-Protocol` or `Sec-WebSocket-Extensions`.
 
-use crate::connection;
-use crate::hub::Hub;
+use crate::hub::{ConnectionSlot, Hub};
 use crate::rest::{self, json_response};
+use crate::ws::connection;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -62,32 +62,8 @@ fn upgrade(
     remote: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return json_response(
-            StatusCode::UPGRADE_REQUIRED,
-            &rest::error_body("use a WebSocket upgrade on /ws"),
-        );
-    }
-    if hub.is_shutting_down() {
-        return json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &rest::error_body("shutting down"),
-        );
-    }
-    let allowed = &hub.config.websocket.allowed_origins;
-    if !allowed.is_empty() {
-        let origin = req
-            .headers()
-            .get(hyper::header::ORIGIN)
-            .and_then(|o| o.to_str().ok());
-        if let Some(o) = origin {
-            if !allowed.iter().any(|a| a == o) {
-                return json_response(
-                    StatusCode::FORBIDDEN,
-                    &rest::error_body("origin not allowed"),
-                );
-            }
-        }
+    if let Some(refused) = refusal(&hub, &req) {
+        return refused;
     }
     let Some(slot) = hub.reserve_connection() else {
         return json_response(
@@ -104,38 +80,9 @@ fn upgrade(
             )
         }
     };
-    let hub_cookie = hub.clone();
-    tokio::spawn(async move {
-        let ws = match upgrade.await {
-            Ok(ws) => ws,
-            Err(e) => {
-                tracing::debug!(%remote, error = %e, "upgrade failed");
-                return;
-            }
-        };
-        // Take the TCP stream back from hyper so the writer can `writev` on it directly.
-        match ws
-            .into_inner()
-            .into_inner()
-            .downcast::<TokioIo<TcpStream>>()
-        {
-            Ok(parts) => {
-                connection::run(
-                    hub,
-                    shard,
-                    remote,
-                    parts.io.into_inner(),
-                    parts.read_buf,
-                    slot,
-                )
-                .await
-            }
-            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
-        }
-    });
     let mut response = response.map(|_| Full::new(Bytes::new()));
     // Sticky sessions: name this instance, so a load balancer can send the client back here.
-    let scaling = &hub_cookie.config.scaling;
+    let scaling = &hub.config.scaling;
     let cookie = format!(
         "{}={}; Path=/; HttpOnly",
         scaling.sticky_session_cookie, scaling.instance_id
@@ -143,5 +90,64 @@ fn upgrade(
     if let Ok(v) = hyper::header::HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(hyper::header::SET_COOKIE, v);
     }
+    tokio::spawn(adopt(hub, shard, remote, upgrade, slot));
     response
+}
+
+/// Why an upgrade request is refused before any slot is taken: not an upgrade (426), shutting
+/// down (503), or a browser origin not allowed (403).
+fn refusal(hub: &Hub, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return Some(json_response(
+            StatusCode::UPGRADE_REQUIRED,
+            &rest::error_body("use a WebSocket upgrade on /ws"),
+        ));
+    }
+    if hub.is_shutting_down() {
+        return Some(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &rest::error_body("shutting down"),
+        ));
+    }
+    let allowed = &hub.config.websocket.allowed_origins;
+    let origin = req
+        .headers()
+        .get(hyper::header::ORIGIN)
+        .and_then(|o| o.to_str().ok());
+    match origin {
+        Some(o) if !allowed.is_empty() && !allowed.iter().any(|a| a == o) => Some(json_response(
+            StatusCode::FORBIDDEN,
+            &rest::error_body("origin not allowed"),
+        )),
+        _ => None,
+    }
+}
+
+/// Once the 101 is sent: takes the TCP stream back from hyper, so the writer can `writev` on it
+/// directly, and serves the connection.
+async fn adopt(
+    hub: Arc<Hub>,
+    shard: usize,
+    remote: SocketAddr,
+    upgrade: fastwebsockets::upgrade::UpgradeFut,
+    slot: ConnectionSlot,
+) {
+    let ws = match upgrade.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "upgrade failed");
+            return;
+        }
+    };
+    match ws
+        .into_inner()
+        .into_inner()
+        .downcast::<TokioIo<TcpStream>>()
+    {
+        Ok(parts) => {
+            let (stream, leftover) = (parts.io.into_inner(), parts.read_buf);
+            connection::run(hub, shard, remote, stream, leftover, slot).await
+        }
+        Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+    }
 }

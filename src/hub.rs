@@ -1,11 +1,16 @@
 //! The hub: the state every shard shares (configuration, index, router, broker, authenticator,
-//! the registry of connected clients, metrics) and the operations that span clients.
+//! the registry of connected clients, metrics), the operations that span clients, and the
+//! receiving side of the broker seam ([`BrokerHandler`]): what a broker delivers is routed,
+//! control messages are carried out, and the index's demand is what brokers follow.
 
 use crate::auth::Authenticator;
-use crate::broker::Broker;
+use crate::backoff::spread;
+use crate::broker::{Broker, BrokerHandler};
 use crate::client::{ClientHandle, Goodbye};
 use crate::config::Config;
-use crate::index::{IndexOp, SubscriptionIndex};
+use crate::control::Control;
+use crate::event::{EventError, ParsedEvent};
+use crate::index::{Demand, IndexOp, Scope, SubscriptionIndex};
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::subscription::Subscription;
@@ -23,7 +28,7 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
     /// The subscription index.
     pub index: Arc<SubscriptionIndex>,
-    /// The router (used by the broker).
+    /// The router: what the broker delivers goes here.
     pub router: Arc<Router>,
     /// Where published events go.
     pub broker: Box<dyn Broker>,
@@ -138,7 +143,7 @@ impl Hub {
         self.shutting_down.store(true, Relaxed);
         let centre = self.config.shutdown.reconnect_after_ms;
         for c in self.clients.iter() {
-            c.request_goodbye(Goodbye::shutdown(jitter(centre)));
+            c.request_goodbye(Goodbye::shutdown(spread(centre)));
         }
     }
 
@@ -147,7 +152,7 @@ impl Hub {
     pub fn drain(&self, reconnect_after_ms: u64) {
         self.shutting_down.store(true, Relaxed);
         for c in self.clients.iter() {
-            c.request_goodbye(Goodbye::drain(jitter(reconnect_after_ms)));
+            c.request_goodbye(Goodbye::drain(spread(reconnect_after_ms)));
         }
     }
 
@@ -156,7 +161,7 @@ impl Hub {
         let Some(c) = self.clients.get(id).map(|c| c.clone()) else {
             return false;
         };
-        c.request_goodbye(Goodbye::operator(jitter(
+        c.request_goodbye(Goodbye::operator(spread(
             self.config.shutdown.reconnect_after_ms,
         )));
         true
@@ -168,19 +173,31 @@ impl Hub {
     }
 }
 
-/// A value spread uniformly over ±50% around `centre`, so clients do not return at once.
-pub(crate) fn jitter(centre: u64) -> u64 {
-    let half = centre / 2;
-    centre - half + fastrand::u64(0..=half * 2)
-}
+impl BrokerHandler for Hub {
+    fn handle_event(&self, event: ParsedEvent, scope: Scope) {
+        self.router.route_scoped(event, scope);
+    }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn jitter_spreads_within_bounds() {
-        let v: Vec<u64> = (0..200).map(|_| super::jitter(5000)).collect();
-        assert!(v.iter().all(|x| (2500..=7500).contains(x)));
-        let distinct: std::collections::HashSet<_> = v.iter().collect();
-        assert!(distinct.len() > 50);
+    fn handle_rejected(&self, _error: &EventError) {
+        self.metrics.events_rejected.fetch_add(1, Relaxed);
+    }
+
+    fn handle_control(&self, control: Control) {
+        match control {
+            Control::Drain { reconnect_after_ms } => {
+                let advice = reconnect_after_ms.unwrap_or(self.config.shutdown.reconnect_after_ms);
+                tracing::warn!(advice, "drain requested: disconnecting every client");
+                self.drain(advice);
+            }
+            Control::DisconnectClient { client_id } => {
+                if self.disconnect_client(&client_id) {
+                    tracing::info!(%client_id, "client disconnected by control message");
+                }
+            }
+        }
+    }
+
+    fn demand(&self) -> tokio::sync::watch::Receiver<Demand> {
+        self.index.demand()
     }
 }

@@ -335,11 +335,6 @@ impl IndexBuilder {
             ti.by_cluster.remove(c);
         }
     }
-
-    /// Number of (type, cluster, namespace) keys held.
-    pub fn key_count(&self) -> usize {
-        self.buckets.len()
-    }
 }
 
 /// A change on its way to the index thread, with whom to tell once it is published.

@@ -6,41 +6,46 @@
 //!
 //! - [`rest`]: the REST API; `POST /api/v1/streaming/broadcast` is where an event enters.
 //! - [`event`]: validates an event and serializes its `event` message once.
-//! - [`broker`]: carries events to routers: in process (embedded), through Redis Pub/Sub, or
-//!   through a Redis Cluster's sharded Pub/Sub (per-cluster channels held on demand);
-//!   [`control`]: the control messages of the Redis control channel (drain, disconnect a client).
-//! - [`router`]: writes the frame header once and pushes one shared frame to each matching ring.
+//! - [`broker`]: carries events to every instance: in process (embedded), through Redis Pub/Sub,
+//!   or through a Redis Cluster's sharded Pub/Sub. Two-sided seam: a [`broker::Broker`] publishes,
+//!   and hands what arrives to a [`broker::BrokerHandler`] (the [`hub`]); brokers never see the
+//!   hub. Channel names and publishing live in the `streamhub-wire` crate (`wire/`), shared with
+//!   the CLI and the load-test harness; [`control`]: the control messages of the Redis control
+//!   channel (drain, disconnect a client).
+//! - [`router`]: writes the frame header once and hands one shared frame to each shard, whose
+//!   fan-out pushes it into each matching client's ring.
 //! - [`index`]: the copy-on-write inverted index of subscriptions the router reads lock-free.
 //! - [`backpressure`]: each client's bounded ring and its drop policy.
-//! - [`writer`]: drains a client's ring onto its socket with vectored writes; keeps the heartbeat.
+//! - [`ws`]: the WebSocket layer; its writer drains a client's ring onto its socket with vectored
+//!   writes and keeps the heartbeat.
 //!
 //! Around it:
 //!
 //! - [`server`]: start-up, the acceptor, the per-core shard runtimes, graceful shutdown.
 //! - [`http`]: the service port: `/ws` upgrades (origin, capacity) or REST.
-//! - [`connection`]: one WebSocket's reader, session and authentication state;
-//!   [`frame_reader`]: client frames read with no buffer held while idle.
+//! - [`ws`]: one connection's reader, writer and close handshake; frames read with no buffer
+//!   held while idle, messages reassembled under the size cap, close codes by name.
+//! - `session`: what a client's requests mean: authentication state and its watchdog, subscribe,
+//!   unsubscribe, ping.
 //! - [`protocol`]: client requests and server replies, error codes.
 //! - [`subscription`]: what a subscription is and the matching rule.
 //! - [`client`]: the per-client state shared by router, reader, writer and REST.
 //! - [`heartbeat`]: when to ping and when a client is dead.
 //! - [`auth`]: the authenticator seam and its implementations.
-//! - [`hub`]: the state all shards share; [`metrics`]: per-shard counters, Prometheus text;
-//!   [`frame`]: frames encoded once; [`config`]: the YAML configuration;
-//!   [`profiling`]: the opt-in flamegraph endpoint; [`cli`]: `streamhub publish` and
-//!   `streamhub tail`.
+//! - [`hub`]: the state all shards share, and the broker handler; [`metrics`]: per-shard
+//!   counters, Prometheus text; `backoff`: jittered reconnect backoff and reconnect advice;
+//!   [`config`]: the YAML configuration; [`profiling`]: the opt-in flamegraph endpoint;
+//!   [`cli`]: `streamhub publish` and `streamhub tail`.
 
 pub mod auth;
+pub(crate) mod backoff;
 pub mod backpressure;
 pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod connection;
 pub mod control;
 pub mod event;
-pub mod frame;
-pub mod frame_reader;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;
@@ -51,5 +56,6 @@ pub mod protocol;
 pub mod rest;
 pub mod router;
 pub mod server;
+pub(crate) mod session;
 pub mod subscription;
-pub mod writer;
+pub mod ws;

@@ -28,6 +28,14 @@ struct Cli {
 enum Command {
     /// Run the hub.
     Serve(ServeArgs),
+    /// An operator tool.
+    #[command(flatten)]
+    Tool(Tool),
+}
+
+/// The operator tools.
+#[derive(Subcommand)]
+enum Tool {
     /// Publish one event (JSON from --event, or standard input) to Redis or a hub.
     Publish {
         /// The event, as JSON; read from standard input when absent.
@@ -46,7 +54,7 @@ enum Command {
         )]
         redis_cluster_nodes: Option<Vec<String>>,
         /// Channel prefix in Redis.
-        #[arg(long, default_value = "aiops:events")]
+        #[arg(long, default_value = streamhub_wire::DEFAULT_PREFIX)]
         channel_prefix: String,
         /// The hub to post to.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -87,7 +95,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
         None => cli.serve,
-        Some(tool) => return run_tool(tool),
+        Some(Command::Tool(tool)) => return run_tool(tool),
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -113,7 +121,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs `publish` or `tail`.
-fn run_tool(tool: Command) -> ExitCode {
+fn run_tool(tool: Tool) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -126,7 +134,7 @@ fn run_tool(tool: Command) -> ExitCode {
     };
     let result = rt.block_on(async move {
         match tool {
-            Command::Publish {
+            Tool::Publish {
                 event,
                 redis_url,
                 redis_cluster_nodes,
@@ -157,8 +165,7 @@ fn run_tool(tool: Command) -> ExitCode {
                 println!("{id}");
                 Ok(())
             }
-            Command::Tail(options) => cli::tail(options).await,
-            Command::Serve(_) => Ok(()),
+            Tool::Tail(options) => cli::tail(options).await,
         }
     });
     match result {

@@ -2,8 +2,8 @@
 //! frames, and the error codes of section 13.
 
 use crate::event::EventType;
-use crate::frame::{json_frame, OutFrame};
 use crate::subscription::Subscription;
+use crate::ws::frame::{json_frame, OutFrame};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;

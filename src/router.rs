@@ -10,9 +10,9 @@
 
 use crate::backpressure::Push;
 use crate::event::{EventType, ParsedEvent};
-use crate::frame::OutFrame;
 use crate::index::{Scope, SubscriptionIndex};
 use crate::metrics::Metrics;
+use crate::ws::frame::OutFrame;
 use crossbeam_queue::SegQueue;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;

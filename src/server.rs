@@ -8,10 +8,7 @@
 //! loop stops all intake at once. Accepting costs one system call per connection, not per event.
 
 use crate::auth;
-use crate::broker::{
-    spawn_cluster_subscriber, spawn_subscriber, Broker, MemoryBroker, RedisBroker,
-    RedisClusterBroker, RedisClusterShared, RedisShared,
-};
+use crate::broker;
 use crate::config::Config;
 use crate::http;
 use crate::hub::Hub;
@@ -27,35 +24,18 @@ use tokio::sync::mpsc;
 /// A connection on its way from the acceptor to a shard.
 type Handoff = (std::net::TcpStream, SocketAddr);
 
-/// Builds the hub for `config`.
+/// Builds the hub for `config` and starts its broker.
 pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
     let shards = config.shard_count();
     let metrics = Arc::new(Metrics::new(shards));
     let index = Arc::new(SubscriptionIndex::start(shards)?);
     let router = Arc::new(Router::new(index.clone(), metrics.clone(), shards));
-
     if config.auth.enabled && config.auth.static_tokens.is_empty() {
         tracing::warn!(
             "auth is enabled with no token source configured: any non-empty token is accepted"
         );
     }
-    let (prefix, max) = (&config.redis_channel_prefix, config.rest.max_body_bytes);
-    let redis = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => Some(RedisShared::new(url, prefix, max).map_err(|e| anyhow::anyhow!(e))?),
-        None => None,
-    };
-    let cluster = match config.redis_cluster_nodes.is_empty() {
-        false => Some(
-            RedisClusterShared::new(&config.redis_cluster_nodes, prefix, max)
-                .map_err(|e| anyhow::anyhow!(e))?,
-        ),
-        true => None,
-    };
-    let broker: Box<dyn Broker> = match (&redis, &cluster) {
-        (Some(shared), _) => Box::new(RedisBroker::new(shared.clone())),
-        (None, Some(shared)) => Box::new(RedisClusterBroker::new(shared.clone())),
-        (None, None) => Box::new(MemoryBroker::new(router.clone())),
-    };
+    let broker = broker::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
     let authenticator = auth::from_config(&config.auth);
     let hub = Arc::new(Hub::new(
         config,
@@ -66,12 +46,7 @@ pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
         broker,
         authenticator,
     ));
-    if let Some(shared) = redis {
-        spawn_subscriber(hub.clone(), shared)?;
-    }
-    if let Some(shared) = cluster {
-        spawn_cluster_subscriber(hub.clone(), shared)?;
-    }
+    hub.broker.start(hub.clone())?;
     Ok(hub)
 }
 
@@ -146,11 +121,12 @@ async fn accept_until_signal(
     socket.listen(4096)?;
     let listener = tokio::net::TcpListener::from_std(socket.into())?;
     let local = listener.local_addr()?;
+    let mode = hub.broker.mode();
     println!(
-        "streamhub listening on http://{local} (ws://{local}/ws), {} shard(s), mode embedded",
+        "streamhub listening on http://{local} (ws://{local}/ws), {} shard(s), mode {mode}",
         shards.len()
     );
-    tracing::info!(%local, shards = shards.len(), "listening");
+    tracing::info!(%local, shards = shards.len(), mode, "listening");
 
     let mut next = 0usize;
     let signal = shutdown_signal();

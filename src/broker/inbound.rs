@@ -1,21 +1,20 @@
-//! What arrives from Redis, whichever Redis broker received it: control messages are applied,
-//! events are validated and routed, and junk is counted per kind, logged at most once per
-//! interval per kind, and skipped.
+//! What arrives from Redis, whichever Redis broker received it: control messages are parsed and
+//! handed on, events are validated and handed on with their scope, and junk is counted per kind,
+//! logged at most once per interval per kind, and skipped.
 
-use crate::control;
+use super::BrokerHandler;
+use crate::control::Control;
 use crate::event::{parse_event, ParsedEvent};
-use crate::hub::Hub;
 use crate::index::Scope;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 /// A kind of junk is logged at most once per this interval.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The receiving side's limits and junk counters.
-pub(crate) struct Inbound {
+pub(super) struct Inbound {
     /// Largest accepted message on an events channel.
     max_message_bytes: usize,
     /// Junk skipped, by kind: how many, and when it was last logged.
@@ -24,22 +23,23 @@ pub(crate) struct Inbound {
 
 impl Inbound {
     /// Accepts event messages up to `max_message_bytes`.
-    pub(crate) fn new(max_message_bytes: usize) -> Self {
+    pub(super) fn new(max_message_bytes: usize) -> Self {
         Self {
             max_message_bytes,
             junk: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Applies one message of the control channel.
-    pub(crate) fn control(&self, hub: &Hub, payload: &[u8]) {
-        if let Err(e) = control::apply(hub, payload) {
-            self.junk("control", &e);
+    /// Hands on one message of the control channel.
+    pub(super) fn control(&self, handler: &dyn BrokerHandler, payload: &[u8]) {
+        match Control::parse(payload) {
+            Ok(c) => handler.handle_control(c),
+            Err(e) => self.junk("control", &e),
         }
     }
 
     /// Validates one message of an events channel; `None` when it was junk (already counted).
-    pub(crate) fn event(&self, hub: &Hub, payload: &[u8]) -> Option<ParsedEvent> {
+    pub(super) fn event(&self, handler: &dyn BrokerHandler, payload: &[u8]) -> Option<ParsedEvent> {
         if payload.len() > self.max_message_bytes {
             self.junk("too_large", &format!("{} bytes", payload.len()));
             return None;
@@ -47,22 +47,22 @@ impl Inbound {
         match parse_event(payload) {
             Ok(event) => Some(event),
             Err(e) => {
-                hub.metrics.events_rejected.fetch_add(1, Relaxed);
+                handler.handle_rejected(&e);
                 self.junk(e.kind(), &e.to_string());
                 None
             }
         }
     }
 
-    /// Validates one message of an events channel and routes it for `scope`.
-    pub(crate) fn route(&self, hub: &Hub, payload: &[u8], scope: Scope) {
-        if let Some(event) = self.event(hub, payload) {
-            hub.router.route_scoped(event, scope);
+    /// Validates one message of an events channel and hands it on for `scope`.
+    pub(super) fn route(&self, handler: &dyn BrokerHandler, payload: &[u8], scope: Scope) {
+        if let Some(event) = self.event(handler, payload) {
+            handler.handle_event(event, scope);
         }
     }
 
     /// Junk counts by kind, sorted by kind.
-    pub(crate) fn junk_counts(&self) -> Vec<(&'static str, u64)> {
+    pub(super) fn junk_counts(&self) -> Vec<(&'static str, u64)> {
         let mut v: Vec<_> = self
             .junk
             .lock()
@@ -74,7 +74,7 @@ impl Inbound {
     }
 
     /// Counts one piece of junk, logging it at most once per interval per kind.
-    pub(crate) fn junk(&self, kind: &'static str, detail: &str) {
+    pub(super) fn junk(&self, kind: &'static str, detail: &str) {
         let mut j = self.junk.lock();
         let entry = j.entry(kind).or_insert((0, None));
         entry.0 += 1;

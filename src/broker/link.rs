@@ -5,7 +5,7 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// The state of a broker's link to Redis.
-pub(crate) struct Link {
+pub(super) struct Link {
     /// Whether events flow in.
     up: AtomicBool,
     /// Why they do not, if they do not.
@@ -18,7 +18,7 @@ pub(crate) struct Link {
 
 impl Link {
     /// A link not up yet.
-    pub(crate) fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             up: AtomicBool::new(false),
             last_error: Mutex::new(Some("not connected yet".into())),
@@ -28,12 +28,12 @@ impl Link {
     }
 
     /// Whether events flow in.
-    pub(crate) fn is_up(&self) -> bool {
+    pub(super) fn is_up(&self) -> bool {
         self.up.load(Relaxed)
     }
 
     /// Records the link's state; `error` says why it is down.
-    pub(crate) fn set(&self, up: bool, error: Option<String>) {
+    pub(super) fn set(&self, up: bool, error: Option<String>) {
         let was = self.up.swap(up, Relaxed);
         if up && !was {
             self.connects.fetch_add(1, Relaxed);
@@ -49,7 +49,7 @@ impl Link {
     }
 
     /// `Ok` when up, else why not.
-    pub(crate) fn health(&self) -> Result<(), String> {
+    pub(super) fn health(&self) -> Result<(), String> {
         if self.is_up() {
             return Ok(());
         }
@@ -61,7 +61,7 @@ impl Link {
     }
 
     /// (connects, disconnects) so far.
-    pub(crate) fn counts(&self) -> (u64, u64) {
+    pub(super) fn counts(&self) -> (u64, u64) {
         (self.connects.load(Relaxed), self.disconnects.load(Relaxed))
     }
 }

@@ -1,27 +1,33 @@
-//! The in-process bus of embedded mode: a publish is routed right away.
+//! The in-process bus of embedded mode: a publish is handed straight back to this instance's
+//! handler, which routes it.
 
-use super::{Broker, PublishFuture};
+use super::{Broker, BrokerError, BrokerHandler, PublishFuture};
 use crate::event::ParsedEvent;
-use crate::router::Router;
-use std::sync::Arc;
+use crate::index::Scope;
+use std::sync::{Arc, OnceLock};
 
 /// The in-process bus.
-pub struct MemoryBroker {
-    /// The router events go to.
-    router: Arc<Router>,
-}
-
-impl MemoryBroker {
-    /// A bus feeding `router`.
-    pub fn new(router: Arc<Router>) -> Self {
-        Self { router }
-    }
+#[derive(Default)]
+pub(crate) struct MemoryBroker {
+    /// Where events go, once started.
+    handler: OnceLock<Arc<dyn BrokerHandler>>,
 }
 
 impl Broker for MemoryBroker {
+    fn start(&self, handler: Arc<dyn BrokerHandler>) -> std::io::Result<()> {
+        let _ = self.handler.set(handler);
+        Ok(())
+    }
+
     fn publish(&self, event: ParsedEvent) -> PublishFuture<'_> {
-        self.router.route(event);
-        Box::pin(std::future::ready(Ok(())))
+        let result = match self.handler.get() {
+            Some(h) => {
+                h.handle_event(event, Scope::Every);
+                Ok(())
+            }
+            None => Err(BrokerError::Unavailable("broker not started".into())),
+        };
+        Box::pin(std::future::ready(result))
     }
 
     fn mode(&self) -> &'static str {
@@ -29,6 +35,9 @@ impl Broker for MemoryBroker {
     }
 
     fn health(&self) -> Result<(), String> {
-        Ok(())
+        match self.handler.get() {
+            Some(_) => Ok(()),
+            None => Err("broker not started".into()),
+        }
     }
 }

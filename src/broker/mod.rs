@@ -1,16 +1,35 @@
-//! Brokers: where published events travel before the router delivers them.
+//! Brokers: where published events travel before this instance routes them.
 //!
-//! [`Broker`] is the seam between "an event was published" and "this instance routes it". The
-//! [`MemoryBroker`] (embedded mode, the default) hands the event straight to the router in
-//! process. The [`RedisBroker`] publishes to Redis instead, and its subscriber feeds every
-//! instance's router from `{prefix}:all`, so every instance delivers every event once. The
-//! [`RedisClusterBroker`] does the same over a Redis Cluster with sharded Pub/Sub, holding only
-//! the per-cluster channels this instance's clients ask for. What arrives from either Redis
-//! broker goes through [`inbound`].
+//! The seam has two sides, like centrifuge's `Broker` and `BrokerEventHandler`:
+//!
+//! - [`Broker`], what the hub asks of a broker: publish an event, say whether events flow, and
+//!   wait until what the subscriptions ask for is listened to.
+//! - [`BrokerHandler`], what a broker hands back: events (each with the [`Scope`] of the index it
+//!   serves), control messages, rejected messages, and the [`Demand`] it must follow. The hub
+//!   implements it; no broker knows the hub.
+//!
+//! [`from_config`] picks the broker from the configuration's [`BrokerKind`]:
+//! [`memory`] (embedded mode, the default) hands each event straight back to the handler;
+//! [`redis`] publishes to `{prefix}:all` and feeds every instance from its subscription;
+//! [`redis_cluster`] does the same over a Redis Cluster's sharded Pub/Sub, holding only the
+//! per-cluster channels the demand names. What arrives from either Redis broker is checked in
+//! [`inbound`]; whether their subscriptions are live is kept in [`link`]. Adding a broker (NATS,
+//! say) is one file here plus one arm in [`from_config`] (see ARCHITECTURE.md).
 
-use crate::event::ParsedEvent;
+use crate::config::{BrokerKind, Config};
+use crate::control::Control;
+use crate::event::{EventError, ParsedEvent};
+use crate::index::{Demand, Scope};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use streamhub_wire::Channels;
+
+mod inbound;
+mod link;
+mod memory;
+mod redis;
+mod redis_cluster;
 
 /// Why a publish did not happen.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -26,11 +45,27 @@ pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BrokerError>
 /// Something to wait for that yields nothing.
 pub type WaitFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
-/// Carries published events to routers.
+/// What a broker delivers to, and learns from: the receiving side of the seam.
+pub trait BrokerHandler: Send + Sync {
+    /// An event arrived, for the subscriptions `scope` names.
+    fn handle_event(&self, event: ParsedEvent, scope: Scope);
+    /// A message on an events channel was not a valid event (the broker counts it as junk too).
+    fn handle_rejected(&self, error: &EventError);
+    /// A control message arrived.
+    fn handle_control(&self, control: Control);
+    /// Which clusters this instance's subscriptions ask for, and every change of it: what a
+    /// broker that subscribes per cluster must listen to.
+    fn demand(&self) -> tokio::sync::watch::Receiver<Demand>;
+}
+
+/// Carries published events to every instance's handler: the publishing side of the seam.
 pub trait Broker: Send + Sync {
+    /// Starts delivering what arrives to `handler` (a subscriber thread, for the Redis brokers).
+    /// Called once, before the first publish.
+    fn start(&self, handler: Arc<dyn BrokerHandler>) -> std::io::Result<()>;
     /// Publishes one validated event.
     fn publish(&self, event: ParsedEvent) -> PublishFuture<'_>;
-    /// `memory` or `redis`, for `status`.
+    /// `embedded`, `redis` or `redis-cluster`, for `status` and the start-up line.
     fn mode(&self) -> &'static str;
     /// `Ok` when events flow; otherwise why not (drives `/readyz`).
     fn health(&self) -> Result<(), String>;
@@ -43,25 +78,32 @@ pub trait Broker: Send + Sync {
     fn details(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
-    /// Waits until the broker listens to what version `demand_version` of the index's
-    /// [`crate::index::Demand`] asks for, so that a `subscribed` reply means events published
-    /// from then on arrive. Brokers that always receive everything return at once; a broker
-    /// that is down does not hold the reply (the subscription takes effect on recovery).
+    /// Waits until the broker listens to what version `demand_version` of the handler's
+    /// [`Demand`] asks for, so that a `subscribed` reply means events published from then on
+    /// arrive. Brokers that always receive everything return at once; a broker that is down
+    /// does not hold the reply (the subscription takes effect on recovery).
     fn wait_for_demand(&self, demand_version: u64) -> WaitFuture<'_> {
         let _ = demand_version;
         Box::pin(std::future::ready(()))
     }
 }
 
-mod inbound;
-mod link;
-mod memory;
-mod redis;
-mod redis_cluster;
-
-pub use memory::MemoryBroker;
-pub use redis::{spawn_subscriber, RedisBroker, RedisShared};
-pub use redis_cluster::{spawn_cluster_subscriber, RedisClusterBroker, RedisClusterShared};
+/// The broker `config` asks for (not started yet: see [`Broker::start`]).
+pub fn from_config(config: &Config) -> Result<Box<dyn Broker>, String> {
+    let channels = Channels::new(&config.redis_channel_prefix);
+    let max_message_bytes = config.rest.max_body_bytes;
+    Ok(match config.broker_kind() {
+        BrokerKind::Embedded => Box::new(memory::MemoryBroker::default()),
+        BrokerKind::Redis { url } => {
+            Box::new(redis::RedisBroker::new(url, channels, max_message_bytes)?)
+        }
+        BrokerKind::RedisCluster { nodes } => Box::new(redis_cluster::RedisClusterBroker::new(
+            nodes,
+            channels,
+            max_message_bytes,
+        )?),
+    })
+}
 
 /// Runs `task` on a thread of its own with a single-threaded runtime (a broker's subscriber:
 /// it never shares a core's runtime with client connections).

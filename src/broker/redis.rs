@@ -12,65 +12,64 @@
 
 use super::inbound::Inbound;
 use super::link::Link;
-use super::{Broker, BrokerError, PublishFuture};
+use super::{Broker, BrokerError, BrokerHandler, PublishFuture};
+use crate::backoff::Backoff;
 use crate::event::ParsedEvent;
-use crate::hub::Hub;
 use crate::index::Scope;
 use arc_swap::ArcSwapOption;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The control channel of section 9.2.
-pub const CONTROL_CHANNEL: &str = "aiops:control:streaming";
-/// First reconnect delay.
-pub(super) const BACKOFF_START: Duration = Duration::from_millis(100);
-/// Longest reconnect delay.
-pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(5);
+use streamhub_wire::{Channels, CONTROL_CHANNEL};
 
 /// State shared by the broker (publishing side) and its subscriber thread.
-pub struct RedisShared {
+struct Shared {
     /// Where Redis is.
     client: redis::Client,
-    /// `{prefix}:all`.
-    channel: String,
-    /// Validates, routes and counts what arrives.
-    pub(crate) inbound: Inbound,
+    /// The channel names.
+    channels: Channels,
+    /// Validates, hands on and counts what arrives.
+    inbound: Inbound,
     /// The publishing connection, once one is up (it reconnects by itself afterwards).
     publisher: ArcSwapOption<redis::aio::ConnectionManager>,
     /// Whether the subscription is live.
     link: Link,
 }
 
-impl RedisShared {
-    /// Shared state for `url`, publishing to `{prefix}:all`.
-    pub fn new(url: &str, prefix: &str, max_message_bytes: usize) -> Result<Arc<Self>, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis_url {url:?}: {e}"))?;
-        Ok(Arc::new(Self {
-            client,
-            channel: format!("{prefix}:all"),
-            inbound: Inbound::new(max_message_bytes),
-            publisher: ArcSwapOption::empty(),
-            link: Link::new(),
-        }))
-    }
-}
-
 /// The Redis broker.
-pub struct RedisBroker {
+pub(super) struct RedisBroker {
     /// State shared with the subscriber.
-    shared: Arc<RedisShared>,
+    shared: Arc<Shared>,
 }
 
 impl RedisBroker {
-    /// A broker over `shared`; start its subscriber with [`spawn_subscriber`].
-    pub fn new(shared: Arc<RedisShared>) -> Self {
-        Self { shared }
+    /// A broker for the Redis at `url`, on `channels`, taking messages up to
+    /// `max_message_bytes`.
+    pub(super) fn new(
+        url: &str,
+        channels: Channels,
+        max_message_bytes: usize,
+    ) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis_url {url:?}: {e}"))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                client,
+                channels,
+                inbound: Inbound::new(max_message_bytes),
+                publisher: ArcSwapOption::empty(),
+                link: Link::new(),
+            }),
+        })
     }
 }
 
 impl Broker for RedisBroker {
+    fn start(&self, handler: Arc<dyn BrokerHandler>) -> std::io::Result<()> {
+        let task = subscriber(handler, self.shared.clone());
+        super::spawn_runtime_thread("streamhub-redis", task)
+    }
+
     fn publish(&self, event: ParsedEvent) -> PublishFuture<'_> {
         Box::pin(async move {
             // A 202 promises delivery by every instance, this one included.
@@ -83,12 +82,11 @@ impl Broker for RedisBroker {
                 return Err(BrokerError::Unavailable("no redis connection".into()));
             };
             let mut conn = (*conn).clone();
-            let mut cmd = redis::cmd("PUBLISH");
-            cmd.arg(&self.shared.channel).arg(event.to_published());
+            let (channels, message) = (&self.shared.channels, event.to_published());
             // A connection that broke since the last publish fails once, then reconnects.
-            let result = match cmd.query_async::<i64>(&mut conn).await {
+            let result = match streamhub_wire::publish(&mut conn, channels, &message).await {
                 Ok(n) => Ok(n),
-                Err(_) => cmd.query_async::<i64>(&mut conn).await,
+                Err(_) => streamhub_wire::publish(&mut conn, channels, &message).await,
             };
             result
                 .map(|_| ())
@@ -116,7 +114,7 @@ impl Broker for RedisBroker {
         let s = &self.shared;
         let (connects, disconnects) = s.link.counts();
         serde_json::json!({
-            "channel": s.channel,
+            "channel": s.channels.all(),
             "subscribed": s.link.is_up(),
             "connects": connects,
             "disconnects": disconnects,
@@ -125,14 +123,9 @@ impl Broker for RedisBroker {
     }
 }
 
-/// Starts the subscriber thread: subscribe, route, reconnect, for the life of the process.
-pub fn spawn_subscriber(hub: Arc<Hub>, shared: Arc<RedisShared>) -> std::io::Result<()> {
-    super::spawn_runtime_thread("streamhub-redis", subscriber(hub, shared))
-}
-
-/// Keeps a publishing connection and a subscription up, forever.
-async fn subscriber(hub: Arc<Hub>, shared: Arc<RedisShared>) {
-    let mut backoff = BACKOFF_START;
+/// Keeps a publishing connection and a subscription up, for the life of the process.
+async fn subscriber(handler: Arc<dyn BrokerHandler>, shared: Arc<Shared>) {
+    let mut backoff = Backoff::reconnect();
     loop {
         if shared.publisher.load().is_none() {
             let config = redis::aio::ConnectionManagerConfig::new()
@@ -147,9 +140,9 @@ async fn subscriber(hub: Arc<Hub>, shared: Arc<RedisShared>) {
                     .set(false, Some(format!("redis unreachable: {e}"))),
             }
         }
-        match subscribe_and_route(&hub, &shared).await {
+        match subscribe_and_route(&*handler, &shared).await {
             Ok(()) => {
-                backoff = BACKOFF_START;
+                backoff.reset();
                 shared
                     .link
                     .set(false, Some("redis subscription lost; reconnecting".into()));
@@ -159,22 +152,18 @@ async fn subscriber(hub: Arc<Hub>, shared: Arc<RedisShared>) {
                 .link
                 .set(false, Some(format!("redis unreachable: {e}"))),
         }
-        let wait = jittered(backoff);
-        tokio::time::sleep(wait).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
-/// A delay spread over [d/2, d].
-pub(super) fn jittered(d: Duration) -> Duration {
-    d / 2 + Duration::from_millis(fastrand::u64(0..=(d.as_millis() as u64 / 2)))
-}
-
-/// Subscribes and routes until the subscription ends.
-async fn subscribe_and_route(hub: &Arc<Hub>, shared: &RedisShared) -> redis::RedisResult<()> {
+/// Subscribes and hands on what arrives until the subscription ends.
+async fn subscribe_and_route(
+    handler: &dyn BrokerHandler,
+    shared: &Shared,
+) -> redis::RedisResult<()> {
     let mut pubsub = shared.client.get_async_pubsub().await?;
     pubsub
-        .subscribe(&[shared.channel.as_str(), CONTROL_CHANNEL])
+        .subscribe(&[shared.channels.all(), CONTROL_CHANNEL])
         .await?;
     let Some(publisher) = shared.publisher.load_full() else {
         return Err(redis::RedisError::from((
@@ -190,14 +179,14 @@ async fn subscribe_and_route(hub: &Arc<Hub>, shared: &RedisShared) -> redis::Red
     }
     pong?;
     shared.link.set(true, None);
-    tracing::info!(channel = %shared.channel, "subscribed to redis");
+    tracing::info!(channel = %shared.channels.all(), "subscribed to redis");
     let mut messages = pubsub.on_message();
     while let Some(msg) = messages.next().await {
         let payload = msg.get_payload_bytes();
         if msg.get_channel_name() == CONTROL_CHANNEL {
-            shared.inbound.control(hub, payload);
+            shared.inbound.control(handler, payload);
         } else {
-            shared.inbound.route(hub, payload, Scope::Every);
+            shared.inbound.route(handler, payload, Scope::Every);
         }
     }
     Ok(())

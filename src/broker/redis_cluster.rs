@@ -5,7 +5,7 @@
 //! each node carries only its own channels. The channels, all shard channels:
 //!
 //! - `{prefix}:cluster:{id}`: the events of one cluster. This instance holds it only while one of
-//!   its subscriptions lists that cluster (the index publishes that [`Demand`]).
+//!   its subscriptions lists that cluster (the handler's [`Demand`] says which).
 //! - `{prefix}:all`: every event (the full stream). Held only while some subscription here has
 //!   no cluster filter; an instance whose clients all filter by cluster never reads it.
 //! - `aiops:control:streaming` stays a classic channel (few messages, every instance needs them).
@@ -22,12 +22,10 @@
 
 use super::inbound::Inbound;
 use super::link::Link;
-use super::redis::{jittered, BACKOFF_MAX, BACKOFF_START, CONTROL_CHANNEL};
-use super::{Broker, BrokerError, PublishFuture, WaitFuture};
+use super::{Broker, BrokerError, BrokerHandler, PublishFuture, WaitFuture};
+use crate::backoff::Backoff;
 use crate::event::ParsedEvent;
-use crate::hub::Hub;
-use crate::index::Demand;
-use crate::index::Scope;
+use crate::index::{Demand, Scope};
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use redis::cluster_async::ClusterConnection;
@@ -36,7 +34,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
+use streamhub_wire::{Channels, CONTROL_CHANNEL};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// How often a healthy broker checks that every primary answers.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -44,17 +45,15 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// State shared by the broker (publishing side) and its subscriber thread.
-pub struct RedisClusterShared {
+struct Shared {
     /// Where the cluster is (seed nodes).
     client: redis::cluster::ClusterClient,
     /// Messages and subscription events pushed by the cluster connection, until the subscriber
     /// takes them.
     pushes: Mutex<Option<UnboundedReceiver<PushInfo>>>,
-    /// `{prefix}:all`.
-    all_channel: String,
-    /// `{prefix}:cluster:`, to which a cluster id is appended.
-    cluster_prefix: String,
-    /// Validates, routes and counts what arrives.
+    /// The channel names.
+    channels: Channels,
+    /// Validates, hands on and counts what arrives.
     inbound: Inbound,
     /// The cluster connection, once one is up (it reconnects node by node by itself).
     conn: ArcSwapOption<ClusterConnection>,
@@ -62,38 +61,11 @@ pub struct RedisClusterShared {
     link: Link,
     /// The shard channels held now, for `status`.
     held: Mutex<BTreeSet<String>>,
-    /// The version of the index's demand that `held` answers.
-    synced: tokio::sync::watch::Sender<u64>,
+    /// The version of the handler's demand that `held` answers.
+    synced: watch::Sender<u64>,
 }
 
-impl RedisClusterShared {
-    /// Shared state for the cluster reachable through `nodes`, with channels under `prefix`.
-    pub fn new(
-        nodes: &[String],
-        prefix: &str,
-        max_message_bytes: usize,
-    ) -> Result<Arc<Self>, String> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
-            .use_protocol(redis::ProtocolVersion::RESP3)
-            .push_sender(tx)
-            .connection_timeout(Duration::from_secs(2))
-            .response_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| format!("redis_cluster_nodes {nodes:?}: {e}"))?;
-        Ok(Arc::new(Self {
-            client,
-            pushes: Mutex::new(Some(rx)),
-            all_channel: format!("{prefix}:all"),
-            cluster_prefix: format!("{prefix}:cluster:"),
-            inbound: Inbound::new(max_message_bytes),
-            conn: ArcSwapOption::empty(),
-            link: Link::new(),
-            held: Mutex::new(BTreeSet::new()),
-            synced: tokio::sync::watch::Sender::new(0),
-        }))
-    }
-
+impl Shared {
     /// Records that the channels held answer demand `version`.
     fn set_held(&self, channels: BTreeSet<String>, version: u64) {
         *self.held.lock() = channels;
@@ -101,38 +73,33 @@ impl RedisClusterShared {
     }
 
     /// The shard channels the latest demand calls for, and its version (marked seen).
-    fn wanted(&self, demand: &mut tokio::sync::watch::Receiver<Demand>) -> (BTreeSet<String>, u64) {
+    fn wanted(&self, demand: &mut watch::Receiver<Demand>) -> (BTreeSet<String>, u64) {
         let d = demand.borrow_and_update();
-        (self.channels_for(&d), d.version)
-    }
-
-    /// The shard channels `demand` calls for.
-    fn channels_for(&self, demand: &Demand) -> BTreeSet<String> {
-        let mut want: BTreeSet<String> = demand
+        let mut want: BTreeSet<String> = d
             .clusters
             .iter()
-            .map(|c| format!("{}{c}", self.cluster_prefix))
+            .map(|c| self.channels.cluster(c))
             .collect();
-        if demand.any_cluster {
-            want.insert(self.all_channel.clone());
+        if d.any_cluster {
+            want.insert(self.channels.all().to_string());
         }
-        want
+        (want, d.version)
     }
 
-    /// Routes one message pushed by the cluster connection.
-    fn on_message(&self, hub: &Hub, channel: &[u8], payload: &[u8]) {
+    /// Hands on one message pushed by the cluster connection.
+    fn on_message(&self, handler: &dyn BrokerHandler, channel: &[u8], payload: &[u8]) {
         if channel == CONTROL_CHANNEL.as_bytes() {
-            self.inbound.control(hub, payload);
-        } else if channel == self.all_channel.as_bytes() {
-            self.inbound.route(hub, payload, Scope::Unfiltered);
-        } else if let Some(id) = channel.strip_prefix(self.cluster_prefix.as_bytes()) {
-            let Some(event) = self.inbound.event(hub, payload) else {
+            self.inbound.control(handler, payload);
+        } else if channel == self.channels.all().as_bytes() {
+            self.inbound.route(handler, payload, Scope::Unfiltered);
+        } else if let Some(id) = self.channels.cluster_of(channel) {
+            let Some(event) = self.inbound.event(handler, payload) else {
                 return;
             };
             // Routing by the channel and by the event's own cluster must agree, or a client
             // could get the event twice (or from a cluster it did not ask for).
             if event.cluster_id.as_deref().map(str::as_bytes) == Some(id) {
-                hub.router.route_scoped(event, Scope::Filtered);
+                handler.handle_event(event, Scope::Filtered);
             } else {
                 self.inbound.junk(
                     "wrong_cluster_channel",
@@ -148,19 +115,48 @@ impl RedisClusterShared {
 }
 
 /// The Redis Cluster broker.
-pub struct RedisClusterBroker {
+pub(super) struct RedisClusterBroker {
     /// State shared with the subscriber.
-    shared: Arc<RedisClusterShared>,
+    shared: Arc<Shared>,
 }
 
 impl RedisClusterBroker {
-    /// A broker over `shared`; start its subscriber with [`spawn_cluster_subscriber`].
-    pub fn new(shared: Arc<RedisClusterShared>) -> Self {
-        Self { shared }
+    /// A broker for the cluster reachable through `nodes`, on `channels`, taking messages up to
+    /// `max_message_bytes`.
+    pub(super) fn new(
+        nodes: &[String],
+        channels: Channels,
+        max_message_bytes: usize,
+    ) -> Result<Self, String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(tx)
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| format!("redis_cluster_nodes {nodes:?}: {e}"))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                client,
+                pushes: Mutex::new(Some(rx)),
+                channels,
+                inbound: Inbound::new(max_message_bytes),
+                conn: ArcSwapOption::empty(),
+                link: Link::new(),
+                held: Mutex::new(BTreeSet::new()),
+                synced: watch::Sender::new(0),
+            }),
+        })
     }
 }
 
 impl Broker for RedisClusterBroker {
+    fn start(&self, handler: Arc<dyn BrokerHandler>) -> std::io::Result<()> {
+        let task = subscriber(handler, self.shared.clone());
+        super::spawn_runtime_thread("streamhub-redis-cluster", task)
+    }
+
     fn publish(&self, event: ParsedEvent) -> PublishFuture<'_> {
         Box::pin(async move {
             let s = &self.shared;
@@ -174,26 +170,11 @@ impl Broker for RedisClusterBroker {
                     "no redis cluster connection".into(),
                 ));
             };
-            let mut conn = (*conn).clone();
             let message = event.to_published();
-            let mut all = redis::cmd("SPUBLISH");
-            all.arg(&s.all_channel).arg(&message[..]);
-            let result = match &event.cluster_id {
-                Some(id) => {
-                    let mut one = redis::cmd("SPUBLISH");
-                    one.arg(format!("{}{id}", s.cluster_prefix))
-                        .arg(&message[..]);
-                    let mut conn2 = conn.clone();
-                    futures_util::future::try_join(
-                        all.query_async::<i64>(&mut conn),
-                        one.query_async::<i64>(&mut conn2),
-                    )
-                    .await
-                    .map(|_| ())
-                }
-                None => all.query_async::<i64>(&mut conn).await.map(|_| ()),
-            };
-            result.map_err(|e| BrokerError::Unavailable(format!("redis publish failed: {e}")))
+            streamhub_wire::spublish(&conn, &s.channels, event.cluster_id.as_deref(), &message)
+                .await
+                .map(|_| ())
+                .map_err(|e| BrokerError::Unavailable(format!("redis publish failed: {e}")))
         })
     }
 
@@ -226,7 +207,7 @@ impl Broker for RedisClusterBroker {
         let (connects, disconnects) = s.link.counts();
         serde_json::json!({
             "sharded_pubsub": true,
-            "all_channel": s.all_channel,
+            "all_channel": s.channels.all(),
             "shard_channels": *s.held.lock(),
             "subscribed": s.link.is_up(),
             "connects": connects,
@@ -234,15 +215,6 @@ impl Broker for RedisClusterBroker {
             "junk": s.inbound.junk_counts().into_iter().collect::<HashMap<_, _>>(),
         })
     }
-}
-
-/// Starts the subscriber thread: connect, follow the demand, route, recover, for the life of
-/// the process.
-pub fn spawn_cluster_subscriber(
-    hub: Arc<Hub>,
-    shared: Arc<RedisClusterShared>,
-) -> std::io::Result<()> {
-    super::spawn_runtime_thread("streamhub-redis-cluster", subscriber(hub, shared))
 }
 
 /// Waits for one request to the cluster, at most [`COMMAND_TIMEOUT`].
@@ -293,21 +265,28 @@ async fn incremental_sync(
     Ok(())
 }
 
-/// Connects, then routes pushed messages (one task) and keeps the subscriptions in line with the
-/// demand and the cluster's health (another), until the process ends. Routing never waits on a
-/// subscription command.
-async fn subscriber(hub: Arc<Hub>, shared: Arc<RedisClusterShared>) {
+/// Connects, then hands on pushed messages (one task) and keeps the subscriptions in line with
+/// the demand and the cluster's health (another), until the process ends. Routing never waits
+/// on a subscription command.
+async fn subscriber(handler: Arc<dyn BrokerHandler>, shared: Arc<Shared>) {
     let Some(pushes) = shared.pushes.lock().take() else {
         return;
     };
     let lost = Arc::new(Lost::default());
-    tokio::spawn(route_pushes(
-        hub.clone(),
-        shared.clone(),
-        pushes,
-        lost.clone(),
-    ));
-    maintain(hub, shared, lost).await;
+    let demand = handler.demand();
+    tokio::spawn(route_pushes(handler, shared.clone(), pushes, lost.clone()));
+    let conn = connect(&shared).await;
+    Maintainer {
+        shared,
+        lost,
+        demand,
+        conn,
+        backoff: Backoff::reconnect(),
+        dirty: true,
+        next_check: Instant::now(),
+    }
+    .run()
+    .await;
 }
 
 /// Connections lost, told by the routing task to the maintaining one.
@@ -319,10 +298,10 @@ struct Lost {
     wake: tokio::sync::Notify,
 }
 
-/// Routes every message the cluster connection pushes; notes lost connections.
+/// Hands on every message the cluster connection pushes; notes lost connections.
 async fn route_pushes(
-    hub: Arc<Hub>,
-    shared: Arc<RedisClusterShared>,
+    handler: Arc<dyn BrokerHandler>,
+    shared: Arc<Shared>,
     mut pushes: UnboundedReceiver<PushInfo>,
     lost: Arc<Lost>,
 ) {
@@ -331,7 +310,7 @@ async fn route_pushes(
             PushKind::Message | PushKind::SMessage => {
                 if let [Value::BulkString(channel), Value::BulkString(payload), ..] = &push.data[..]
                 {
-                    shared.on_message(&hub, channel, payload);
+                    shared.on_message(&*handler, channel, payload);
                 }
             }
             PushKind::Disconnection => {
@@ -347,86 +326,126 @@ async fn route_pushes(
     }
 }
 
-/// Connects, then keeps the shard channels equal to what the demand calls for, resubscribes
-/// everything after any failure, and checks the primaries while healthy.
-async fn maintain(hub: Arc<Hub>, shared: Arc<RedisClusterShared>, lost: Arc<Lost>) {
-    let mut demand = hub.index.demand();
-    let mut backoff = BACKOFF_START;
-    let mut conn = loop {
+/// Connects to the cluster, retrying with backoff until it answers.
+async fn connect(shared: &Shared) -> ClusterConnection {
+    let mut backoff = Backoff::reconnect();
+    loop {
         match shared.client.get_async_connection().await {
-            Ok(c) => break c,
+            Ok(c) => {
+                shared.conn.store(Some(Arc::new(c.clone())));
+                return c;
+            }
             Err(e) => {
                 shared
                     .link
                     .set(false, Some(format!("redis cluster unreachable: {e}")));
-                tokio::time::sleep(jittered(backoff)).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
-    };
-    shared.conn.store(Some(Arc::new(conn.clone())));
-    backoff = BACKOFF_START;
-    // Whether a full resubscription is due (at start, and after any failure).
-    let mut dirty = true;
-    let mut next_check = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = lost.wake.notified() => {
-                dirty = true;
-                next_check = tokio::time::Instant::now() + jittered(backoff);
-            }
-            changed = demand.changed() => {
-                if changed.is_err() {
-                    return;
+    }
+}
+
+/// Keeps the shard channels equal to what the demand calls for, resubscribes everything after
+/// any failure, and checks the primaries while healthy.
+struct Maintainer {
+    /// State shared with the broker.
+    shared: Arc<Shared>,
+    /// Connections lost, as the routing task saw them.
+    lost: Arc<Lost>,
+    /// The handler's demand.
+    demand: watch::Receiver<Demand>,
+    /// The cluster connection.
+    conn: ClusterConnection,
+    /// Delay before the next full resubscription while failing.
+    backoff: Backoff,
+    /// Whether a full resubscription is due (at start, and after any failure).
+    dirty: bool,
+    /// When to check the primaries, or retry a full resubscription, next.
+    next_check: Instant,
+}
+
+impl Maintainer {
+    /// Runs until the handler's demand goes away (the hub is gone).
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                _ = self.lost.wake.notified() => {
+                    self.dirty = true;
+                    self.next_check = Instant::now() + self.backoff.next_delay();
                 }
-                // Marked seen even while dirty: the full resubscription reads the latest demand.
-                let (want, version) = shared.wanted(&mut demand);
-                if !dirty {
-                    let held = shared.held.lock().clone();
-                    match incremental_sync(&mut conn, &held, &want).await {
-                        Ok(()) => shared.set_held(want, version),
-                        Err(e) => {
-                            shared.link.set(false, Some(format!("redis cluster: {e}")));
-                            dirty = true;
-                        }
+                changed = self.demand.changed() => {
+                    if changed.is_err() {
+                        return;
                     }
+                    self.follow_demand().await;
                 }
-            }
-            _ = tokio::time::sleep_until(next_check) => {
-                if !dirty {
-                    if let Err(e) = ping_all(&mut conn).await {
-                        shared.link.set(false, Some(format!("redis cluster: {e}")));
-                        dirty = true;
-                    }
-                }
-                if dirty {
-                    let lost_before = lost.count.load(Relaxed);
-                    let (want, version) = shared.wanted(&mut demand);
-                    match full_sync(&mut conn, &want).await {
-                        // A connection lost during the resubscription: do it again.
-                        Ok(()) if lost.count.load(Relaxed) != lost_before => {}
-                        Ok(()) => {
-                            // Drop channels held before the outage and no longer wanted.
-                            let stale: BTreeSet<String> =
-                                shared.held.lock().difference(&want).cloned().collect();
-                            for c in &stale {
-                                let _ = bounded(conn.sunsubscribe(c)).await;
-                            }
-                            tracing::info!(channels = ?want, "subscribed to the redis cluster");
-                            shared.set_held(want, version);
-                            dirty = false;
-                            backoff = BACKOFF_START;
-                            shared.link.set(true, None);
-                        }
-                        Err(e) => shared.link.set(false, Some(format!("redis cluster: {e}"))),
-                    }
-                }
-                next_check = tokio::time::Instant::now()
-                    + if dirty { jittered(backoff) } else { CHECK_INTERVAL };
-                if dirty {
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
+                _ = tokio::time::sleep_until(self.next_check) => self.check().await,
             }
         }
+    }
+
+    /// Subscribes to what a new demand adds and drops what it no longer names.
+    async fn follow_demand(&mut self) {
+        // Marked seen even while dirty: the full resubscription reads the latest demand.
+        let (want, version) = self.shared.wanted(&mut self.demand);
+        if self.dirty {
+            return;
+        }
+        let held = self.shared.held.lock().clone();
+        match incremental_sync(&mut self.conn, &held, &want).await {
+            Ok(()) => self.shared.set_held(want, version),
+            Err(e) => self.failed(e),
+        }
+    }
+
+    /// Pings the primaries while healthy; resubscribes everything when a failure was seen.
+    async fn check(&mut self) {
+        if !self.dirty {
+            if let Err(e) = ping_all(&mut self.conn).await {
+                self.failed(e);
+            }
+        }
+        if self.dirty {
+            self.resubscribe().await;
+        }
+        self.next_check = Instant::now()
+            + if self.dirty {
+                self.backoff.next_delay()
+            } else {
+                CHECK_INTERVAL
+            };
+    }
+
+    /// Subscribes to every wanted channel from scratch; healthy again when that worked with no
+    /// connection lost meanwhile.
+    async fn resubscribe(&mut self) {
+        let lost_before = self.lost.count.load(Relaxed);
+        let (want, version) = self.shared.wanted(&mut self.demand);
+        match full_sync(&mut self.conn, &want).await {
+            // A connection lost during the resubscription: do it again.
+            Ok(()) if self.lost.count.load(Relaxed) != lost_before => {}
+            Ok(()) => {
+                // Drop channels held before the outage and no longer wanted.
+                let stale: BTreeSet<String> =
+                    self.shared.held.lock().difference(&want).cloned().collect();
+                for c in &stale {
+                    let _ = bounded(self.conn.sunsubscribe(c)).await;
+                }
+                tracing::info!(channels = ?want, "subscribed to the redis cluster");
+                self.shared.set_held(want, version);
+                self.dirty = false;
+                self.backoff.reset();
+                self.shared.link.set(true, None);
+            }
+            Err(e) => self.failed(e),
+        }
+    }
+
+    /// Records a failure: the link is down and everything is resubscribed next.
+    fn failed(&mut self, e: redis::RedisError) {
+        self.shared
+            .link
+            .set(false, Some(format!("redis cluster: {e}")));
+        self.dirty = true;
     }
 }

@@ -6,7 +6,7 @@
 //! router shares one `Arc<OutFrame>` among every client that gets the event.
 
 use crate::event::FRAME_HEADROOM;
-use fastwebsockets::{Frame, OpCode, Payload};
+use fastwebsockets::{CloseCode, Frame, OpCode, Payload};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,9 +73,9 @@ impl OutFrame {
     }
 
     /// A close frame with a status code and a reason.
-    pub(crate) fn close(code: u16, reason: &str) -> Arc<Self> {
+    pub(crate) fn close(code: CloseCode, reason: &str) -> Arc<Self> {
         let mut payload = Vec::with_capacity(2 + reason.len());
-        payload.extend_from_slice(&code.to_be_bytes());
+        payload.extend_from_slice(&u16::from(code).to_be_bytes());
         payload.extend_from_slice(reason.as_bytes());
         Self::control(OpCode::Close, &payload)
     }
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn close_frame() {
-        let f = OutFrame::close(1009, "too big");
+        let f = OutFrame::close(CloseCode::Size, "too big");
         assert_eq!(&f.bytes()[..4], &[0x88, 9, 0x03, 0xF1]);
     }
 }

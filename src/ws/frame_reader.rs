@@ -5,26 +5,11 @@
 //! whole life, which alone is more than the hub's whole per-connection memory budget. This reader
 //! reads each frame's header and exact payload straight from the socket into a buffer of the
 //! frame's size, refuses an oversize frame before reading its payload, and unmasks with
-//! `fastwebsockets::unmask`. Fragment reassembly and close codes are the caller's
-//! ([`crate::connection`]).
+//! `fastwebsockets::unmask`. Fragment reassembly is [`super::message`]'s; what to answer is
+//! [`super::reader`]'s.
 
+use fastwebsockets::OpCode;
 use tokio::io::{AsyncRead, AsyncReadExt};
-
-/// Opcodes of RFC 6455.
-pub(crate) mod opcode {
-    /// Continuation of a fragmented message.
-    pub const CONTINUATION: u8 = 0x0;
-    /// Text.
-    pub const TEXT: u8 = 0x1;
-    /// Binary.
-    pub const BINARY: u8 = 0x2;
-    /// Close.
-    pub const CLOSE: u8 = 0x8;
-    /// Ping.
-    pub const PING: u8 = 0x9;
-    /// Pong.
-    pub const PONG: u8 = 0xA;
-}
 
 /// One frame from the client, unmasked.
 #[derive(Debug)]
@@ -32,7 +17,7 @@ pub(crate) struct ClientFrame {
     /// Last frame of its message.
     pub(crate) fin: bool,
     /// The opcode.
-    pub(crate) opcode: u8,
+    pub(crate) opcode: OpCode,
     /// The payload.
     pub(crate) payload: Vec<u8>,
 }
@@ -65,19 +50,9 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     if head[0] & 0x70 != 0 {
         return Err(FrameError::Protocol("reserved bits set"));
     }
-    let op = head[0] & 0x0F;
-    let control = op >= opcode::CLOSE;
-    if !matches!(
-        op,
-        opcode::CONTINUATION
-            | opcode::TEXT
-            | opcode::BINARY
-            | opcode::CLOSE
-            | opcode::PING
-            | opcode::PONG
-    ) {
-        return Err(FrameError::Protocol("unknown opcode"));
-    }
+    let op =
+        OpCode::try_from(head[0] & 0x0F).map_err(|_| FrameError::Protocol("unknown opcode"))?;
+    let control = matches!(op, OpCode::Close | OpCode::Ping | OpCode::Pong);
     if head[1] & 0x80 == 0 {
         return Err(FrameError::Protocol("client frames must be masked"));
     }
@@ -149,7 +124,7 @@ mod tests {
                 .await
                 .unwrap();
             assert!(f.fin);
-            assert_eq!(f.opcode, opcode::TEXT);
+            assert_eq!(f.opcode, OpCode::Text);
             assert_eq!(f.payload, payload, "length {n}");
         }
     }

@@ -6,8 +6,8 @@
 //! ahead of the next message, and says goodbye on shutdown. A socket that accepts nothing for
 //! `heartbeat_interval + heartbeat_timeout` is treated like a missed heartbeat.
 
+use super::frame::OutFrame;
 use crate::client::ClientHandle;
-use crate::frame::OutFrame;
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::hub::Hub;
 use crate::protocol::reply;

@@ -1,0 +1,150 @@
+//! Authentication on one connection: the state machine of decisions.md "Connection" and the
+//! watchdog that enforces its deadlines.
+//!
+//! With auth off everything is allowed. With it on, a connection starts `Pending` and must send
+//! a valid `auth` within `auth.timeout_seconds`; once authenticated, a token with an expiry gets
+//! `AUTH_EXPIRED` when it lapses and `auth.reauth_grace_seconds` to send a fresh one. Missing a
+//! deadline or sending a bad token ends the connection with `AUTH_FAILED` and close 1008.
+
+use super::refuse_and_close;
+use crate::auth::AuthError;
+use crate::client::ClientHandle;
+use crate::config::AuthConfig;
+use crate::hub::Hub;
+use crate::protocol::{reply, ErrorCode};
+use parking_lot::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Where a connection stands with authentication.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Auth is off: everything is allowed.
+    Off,
+    /// Waiting for the first `auth` until the deadline.
+    Pending(Instant),
+    /// Authenticated; the token expires at the given time, if ever.
+    Authed(Option<Instant>),
+    /// The token expired; a fresh `auth` is needed before the deadline.
+    Expired(Instant),
+}
+
+impl Phase {
+    /// When the watchdog must look again.
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Phase::Off | Phase::Authed(None) => None,
+            Phase::Pending(d) | Phase::Authed(Some(d)) | Phase::Expired(d) => Some(d),
+        }
+    }
+}
+
+/// One connection's authentication state, shared by its reader and its watchdog.
+pub(super) struct Login {
+    /// The phase (this connection's own lock).
+    phase: Mutex<Phase>,
+    /// Wakes the watchdog when the phase changes.
+    changed: Notify,
+}
+
+impl Login {
+    /// The starting state under `cfg`; marks `client` authenticated at once when auth is off.
+    pub(super) fn new(cfg: &AuthConfig, client: &ClientHandle) -> Self {
+        let phase = if cfg.enabled {
+            Phase::Pending(Instant::now() + Duration::from_secs_f64(cfg.timeout_seconds))
+        } else {
+            client.authenticated.store(true, Relaxed);
+            Phase::Off
+        };
+        Self {
+            phase: Mutex::new(phase),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Whether the client has yet to authenticate (only `auth` and `ping` are allowed).
+    pub(super) fn is_pending(&self) -> bool {
+        matches!(*self.phase.lock(), Phase::Pending(_))
+    }
+
+    /// Handles `auth`; false when the connection must close.
+    pub(super) async fn authenticate(&self, hub: &Hub, client: &ClientHandle, token: &str) -> bool {
+        if let Phase::Off = *self.phase.lock() {
+            client.send_control(reply::auth_response(&client.id.to_string()));
+            return true;
+        }
+        match hub.auth.authenticate(token).await {
+            Ok(p) => {
+                *self.phase.lock() = Phase::Authed(p.expires_at);
+                self.changed.notify_one();
+                *client.subject.lock() = Some(p.subject);
+                client.authenticated.store(true, Relaxed);
+                client.send_control(reply::auth_response(&client.id.to_string()));
+                true
+            }
+            Err(e) => {
+                let message = match e {
+                    AuthError::Invalid => "invalid token",
+                    AuthError::Expired => "token expired",
+                };
+                refuse_and_close(client, ErrorCode::AUTH_FAILED, message);
+                false
+            }
+        }
+    }
+
+    /// Ends the connection when authentication does not happen or lapses.
+    pub(super) async fn watchdog(&self, hub: &Hub, client: &ClientHandle) {
+        loop {
+            let phase = *self.phase.lock();
+            match phase.deadline() {
+                None if matches!(phase, Phase::Off) => return std::future::pending().await,
+                None => {
+                    self.changed.notified().await;
+                    continue;
+                }
+                Some(deadline) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline.into()) => {}
+                        _ = self.changed.notified() => continue,
+                    }
+                }
+            }
+            if self.deadline_passed(hub, client) {
+                return;
+            }
+        }
+    }
+
+    /// Acts on a deadline that may have passed; true when the connection is being closed.
+    fn deadline_passed(&self, hub: &Hub, client: &ClientHandle) -> bool {
+        let mut guard = self.phase.lock();
+        if guard.deadline().is_none_or(|d| Instant::now() < d) {
+            return false; // the phase changed while the timer ran
+        }
+        match *guard {
+            Phase::Pending(_) => {
+                drop(guard);
+                refuse_and_close(client, ErrorCode::AUTH_FAILED, "authentication timeout");
+                true
+            }
+            Phase::Authed(Some(_)) => {
+                let grace = Duration::from_secs_f64(hub.config.auth.reauth_grace_seconds);
+                *guard = Phase::Expired(Instant::now() + grace);
+                drop(guard);
+                client.send_control(reply::error(
+                    ErrorCode::AUTH_EXPIRED,
+                    "token expired: send a fresh auth message",
+                ));
+                false
+            }
+            Phase::Expired(_) => {
+                drop(guard);
+                refuse_and_close(client, ErrorCode::AUTH_FAILED, "token expired");
+                true
+            }
+            Phase::Off | Phase::Authed(None) => false,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! A client's session: what its requests mean once the WebSocket layer has turned frames into
+//! text messages. It parses each request, enforces authentication ([`login`]: the auth state
+//! machine and its watchdog), and carries out `subscribe`, `unsubscribe` and `ping`, answering
+//! through the client's lossless control queue.
+
+mod login;
+
+use crate::client::ClientHandle;
+use crate::hub::Hub;
+use crate::protocol::{parse_request, reply, ErrorCode, Request};
+use crate::subscription::{all_types, remove_types, Subscription};
+use crate::ws::close::CloseCode;
+use crate::ws::frame::OutFrame;
+use login::Login;
+use std::sync::Arc;
+
+/// One connection's session.
+pub(crate) struct Session {
+    /// The hub.
+    pub(crate) hub: Arc<Hub>,
+    /// This client.
+    pub(crate) client: Arc<ClientHandle>,
+    /// Where the client stands with authentication.
+    login: Login,
+}
+
+impl Session {
+    /// A new session for `client`, waiting for `auth` when authentication is on.
+    pub(crate) fn new(hub: Arc<Hub>, client: Arc<ClientHandle>) -> Self {
+        let login = Login::new(&hub.config.auth, &client);
+        Self { hub, client, login }
+    }
+
+    /// Ends the connection when authentication does not happen or lapses; never returns while
+    /// authentication is off or in order.
+    pub(crate) async fn auth_watchdog(&self) {
+        self.login.watchdog(&self.hub, &self.client).await
+    }
+
+    /// Handles one text message; false when the connection must close.
+    pub(crate) async fn handle_message(&self, text: &str) -> bool {
+        let client = &self.client;
+        let request = parse_request(text);
+        let allowed = matches!(request, Ok(Request::Auth { .. }) | Ok(Request::Ping { .. }));
+        if !allowed && self.login.is_pending() {
+            refuse_and_close(client, ErrorCode::AUTH_FAILED, "authenticate first");
+            return false;
+        }
+        match request {
+            Err(refusal) => {
+                client.send_control(reply::error(refusal.code, &refusal.message));
+                true
+            }
+            Ok(Request::Auth { token }) => self.login.authenticate(&self.hub, client, &token).await,
+            Ok(Request::Ping { timestamp }) => {
+                client.send_control(reply::pong(timestamp.as_deref()));
+                true
+            }
+            Ok(Request::Subscribe(sub)) => {
+                self.subscribe(sub).await;
+                true
+            }
+            Ok(Request::Unsubscribe(types)) => {
+                self.unsubscribe(types).await;
+                true
+            }
+        }
+    }
+
+    /// Adds a subscription (within `max_subscriptions_per_client`) and answers `subscribed` once
+    /// routing sees it.
+    async fn subscribe(&self, sub: Subscription) {
+        let max = self.hub.config.websocket.max_subscriptions_per_client;
+        let mut subs = self.client.subscriptions.lock().clone();
+        if subs.len() >= max {
+            self.client.send_control(reply::error(
+                ErrorCode::INVALID_SUBSCRIPTION,
+                &format!("too many subscriptions (most {max})"),
+            ));
+            return;
+        }
+        let answer = reply::subscribed(&sub);
+        subs.push(sub);
+        self.hub.set_subscriptions(&self.client, subs).await;
+        self.client.send_control(answer);
+    }
+
+    /// Removes the listed event types (all subscriptions when `None`) and answers
+    /// `unsubscribed` with what was removed.
+    async fn unsubscribe(&self, types: Option<Vec<crate::event::EventType>>) {
+        let mut subs = self.client.subscriptions.lock().clone();
+        let removed = match types {
+            Some(t) => remove_types(&mut subs, &t),
+            None => {
+                let all = all_types(&subs);
+                subs.clear();
+                all
+            }
+        };
+        self.hub.set_subscriptions(&self.client, subs).await;
+        self.client.send_control(reply::unsubscribed(&removed));
+    }
+}
+
+/// Sends an error and closes the connection with 1008 (policy violation).
+fn refuse_and_close(client: &ClientHandle, code: ErrorCode, message: &str) {
+    client.send_control(reply::error(code, message));
+    client.send_control(OutFrame::close(CloseCode::Policy, message));
+}

@@ -1,0 +1,49 @@
+//! Closing a WebSocket: the close codes the hub uses, by name (fastwebsockets' [`CloseCode`]),
+//! and the hub's side of the closing handshake of RFC 6455 section 7.
+//!
+//! Whoever closes first queues a close frame through the writer (the only code that writes to the
+//! socket); the writer stops after sending it. The other side's close frame is then awaited for
+//! at most [`CLOSE_GRACE`]. A close frame from the client is answered with its own code when that
+//! code may be sent on the wire, else with 1002 (or 1007 for a reason that is not UTF-8).
+
+pub(crate) use fastwebsockets::CloseCode;
+use std::time::Duration;
+
+/// How long to wait for the peer's side of a closing handshake.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The code and reason to answer a client's close frame (its payload) with.
+pub(crate) fn answer_to(payload: &[u8]) -> (CloseCode, &'static str) {
+    match payload {
+        [] => (CloseCode::Normal, ""),
+        [_] => (CloseCode::Protocol, "close frame with a one-byte body"),
+        [hi, lo, reason @ ..] => {
+            let code = CloseCode::from(u16::from_be_bytes([*hi, *lo]));
+            if !code.is_allowed() {
+                (CloseCode::Protocol, "invalid close code")
+            } else if std::str::from_utf8(reason).is_err() {
+                (CloseCode::Invalid, "invalid UTF-8 in close reason")
+            } else {
+                (code, "")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_a_close_frame() {
+        assert_eq!(answer_to(b""), (CloseCode::Normal, ""));
+        assert_eq!(answer_to(b"\x03").0, CloseCode::Protocol);
+        assert_eq!(answer_to(b"\x03\xE8bye"), (CloseCode::Normal, ""));
+        assert_eq!(answer_to(b"\x0F\xA0"), (CloseCode::Library(4000), ""));
+        for invalid in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+            let p = invalid.to_be_bytes();
+            assert_eq!(answer_to(&p).0, CloseCode::Protocol, "{invalid}");
+        }
+        assert_eq!(answer_to(b"\x03\xE8\xFF").0, CloseCode::Invalid);
+    }
+}

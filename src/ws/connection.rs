@@ -1,0 +1,79 @@
+//! One WebSocket connection after the upgrade: registers its client, runs the reader, the writer
+//! and the session's authentication watchdog side by side on the connection's shard, finishes
+//! the closing handshake, and unregisters the client.
+
+use super::close::CLOSE_GRACE;
+use super::reader::{read_loop, ReaderExit};
+use super::writer::{self, WriterExit};
+use crate::backoff::spread;
+use crate::client::{ClientHandle, Goodbye};
+use crate::hub::{ConnectionSlot, Hub};
+use crate::session::Session;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// The side of a connection left to finish its part of the closing handshake.
+enum Finish {
+    /// The writer: it has a close frame queued.
+    Writer,
+    /// The reader: the peer may still answer our close frame.
+    Reader,
+}
+
+/// Serves one upgraded connection until it ends. `leftover` holds bytes read past the upgrade
+/// request (the client's first frames, if it did not wait for the 101).
+pub(crate) async fn run(
+    hub: Arc<Hub>,
+    shard: usize,
+    remote: SocketAddr,
+    stream: TcpStream,
+    leftover: Bytes,
+    slot: ConnectionSlot,
+) {
+    let _slot = slot;
+    let cfg = &hub.config;
+    let client = Arc::new(ClientHandle::new(
+        shard,
+        remote,
+        cfg.backpressure.max_queue_size,
+        cfg.backpressure.drop_oldest,
+    ));
+    client.mark_heard(Instant::now());
+    let session = Session::new(hub.clone(), client.clone());
+    hub.register(client.clone());
+    if hub.is_shutting_down() {
+        let advice = spread(cfg.shutdown.reconnect_after_ms);
+        client.request_goodbye(Goodbye::shutdown(advice));
+    }
+
+    let (read_half, write_half) = stream.into_split();
+    // The writer is a task of its own, so waking it for an event never polls the reader.
+    let mut writer = tokio::spawn(writer::run(write_half, client.clone(), hub.clone()));
+    let reader = read_loop(&session, std::io::Cursor::new(leftover).chain(read_half));
+    let watchdog = session.auth_watchdog();
+    tokio::pin!(reader, watchdog);
+
+    // Which side still has something to finish once the other has ended.
+    let finish = tokio::select! {
+        r = &mut reader => (r == ReaderExit::CloseQueued).then_some(Finish::Writer),
+        w = &mut writer => matches!(w, Ok(WriterExit::Closed)).then_some(Finish::Reader),
+        () = &mut watchdog => Some(Finish::Writer),
+    };
+    match finish {
+        // The writer still has a close frame to send.
+        Some(Finish::Writer) => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+        }
+        // The close frame is sent: give the peer a moment to answer it.
+        Some(Finish::Reader) => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+        }
+        None => {}
+    }
+    writer.abort();
+    hub.unregister(&client);
+}
