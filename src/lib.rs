@@ -7,35 +7,35 @@
 //! - [`rest`]: the REST API; `POST /api/v1/streaming/broadcast` is where an event enters.
 //! - [`event`]: validates an event and serializes its `event` message once.
 //! - [`broker`]: carries events to every instance: in process (embedded), through Redis Pub/Sub,
-//!   or through a Redis Cluster's sharded Pub/Sub. Two-sided seam: a [`broker::Broker`] publishes,
-//!   and hands what arrives to a [`broker::BrokerHandler`] (the [`hub`]); brokers never see the
-//!   hub. Channel names and publishing live in the `streamhub-wire` crate (`wire/`), shared with
-//!   the CLI and the load-test harness; [`control`]: the control messages of the Redis control
-//!   channel (drain, disconnect a client).
+//!   or through a Redis Cluster's sharded Pub/Sub. A two-sided seam: a [`broker::Broker`]
+//!   publishes and hands what arrives to a [`broker::BrokerHandler`] (the [`hub`]); no broker
+//!   knows the hub. Channel names and publishing live in the `streamhub-wire` crate (`wire/`),
+//!   shared with the CLI and the load-test harness. [`control`]: the control messages of the
+//!   Redis control channel (drain, disconnect a client).
 //! - [`router`]: writes the frame header once and hands one shared frame to each shard, whose
 //!   fan-out pushes it into each matching client's ring.
 //! - [`index`]: the copy-on-write inverted index of subscriptions the router reads lock-free.
 //! - [`backpressure`]: each client's bounded ring and its drop policy.
-//! - [`ws`]: the WebSocket layer; its writer drains a client's ring onto its socket with vectored
-//!   writes and keeps the heartbeat.
+//! - [`ws`]: the WebSocket layer; its writer drains a client's ring onto the socket with
+//!   vectored writes and keeps the heartbeat.
 //!
 //! Around it:
 //!
 //! - [`server`]: start-up, the acceptor, the per-core shard runtimes, graceful shutdown.
 //! - [`http`]: the service port: `/ws` upgrades (origin, capacity) or REST.
-//! - [`ws`]: one connection's reader, writer and close handshake; frames read with no buffer
-//!   held while idle, messages reassembled under the size cap, close codes by name.
-//! - `session`: what a client's requests mean: authentication state and its watchdog, subscribe,
-//!   unsubscribe, ping.
+//! - [`ws`] also reads: frames with no buffer held while idle, messages reassembled under the
+//!   size cap, close codes by name, the close handshake.
+//! - `session`: what a client's requests mean: authentication state and its watchdog, then
+//!   subscribe, unsubscribe and ping.
 //! - [`protocol`]: client requests and server replies, error codes.
 //! - [`subscription`]: what a subscription is and the matching rule.
 //! - [`client`]: the per-client state shared by router, reader, writer and REST.
 //! - [`heartbeat`]: when to ping and when a client is dead.
 //! - [`auth`]: the authenticator seam and its implementations.
-//! - [`hub`]: the state all shards share, and the broker handler; [`metrics`]: per-shard
-//!   counters, Prometheus text; `backoff`: jittered reconnect backoff and reconnect advice;
-//!   [`config`]: the YAML configuration; [`profiling`]: the opt-in flamegraph endpoint;
-//!   [`cli`]: `streamhub publish` and `streamhub tail`.
+//! - [`hub`]: the state all shards share, and the broker handler.
+//! - [`metrics`]: per-shard counters, Prometheus text; `backoff`: jittered reconnect backoff
+//!   and reconnect advice; [`config`]: the YAML configuration; [`profiling`]: the opt-in
+//!   flamegraph endpoint; [`cli`]: `streamhub publish` and `streamhub tail`.
 
 pub mod auth;
 pub(crate) mod backoff;

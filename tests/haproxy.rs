@@ -87,7 +87,7 @@ async fn connect(port: u16, cookie: Option<&str>) -> (Ws, String) {
 
 #[tokio::test]
 async fn clients_spread_stick_and_fail_over() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");
     let hubs: Vec<HubProcess> = (1..=3)
         .map(|i| {
             HubProcess::start(&format!(

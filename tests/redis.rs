@@ -6,16 +6,19 @@ use common::*;
 use serde_json::json;
 use std::time::Duration;
 
+/// A hub in Redis mode on `redis`; its start-up line must say so.
 fn redis_hub(redis: &RedisServer, instance: &str) -> HubProcess {
-    HubProcess::start(&format!(
+    let hub = HubProcess::start(&format!(
         "  redis_url: \"{}\"\n  scaling:\n    instance_id: {instance}\n",
         redis.url()
-    ))
+    ));
+    assert!(hub.banner.ends_with(", mode redis"), "{}", hub.banner);
+    hub
 }
 
 #[tokio::test]
 async fn every_instance_delivers_each_event_once() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");
     let hubs = [
         redis_hub(&redis, "s1"),
         redis_hub(&redis, "s2"),
@@ -46,7 +49,7 @@ async fn every_instance_delivers_each_event_once() {
         "aiops:events:alerts",
         "aiops:events:gpu",
     ] {
-        redis.publish(ch, event).await;
+        redis.publish(ch, event).await.expect("publish");
     }
     // An event without an id gets one id, the same on every instance.
     hubs[1]
@@ -80,7 +83,7 @@ async fn every_instance_delivers_each_event_once() {
 
 #[tokio::test]
 async fn upgrade_sets_the_sticky_cookie() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");
     let hub = redis_hub(&redis, "s2");
     let (_, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", hub.addr))
         .await
@@ -91,7 +94,7 @@ async fn upgrade_sets_the_sticky_cookie() {
 
 #[tokio::test]
 async fn redis_outage_keeps_clients_and_recovers() {
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");
     let hub = redis_hub(&redis, "s1");
     assert!(hub.wait_ready(200, Duration::from_secs(10)).await);
     let mut ws = hub.ws().await;
@@ -125,7 +128,7 @@ async fn redis_outage_keeps_clients_and_recovers() {
     send(&mut ws, &json!({"type": "ping"})).await;
     assert_eq!(recv(&mut ws).await["type"], "pong");
 
-    redis.restart();
+    redis.restart().expect("restart redis-server");
     assert!(
         hub.wait_ready(200, Duration::from_secs(15)).await,
         "reconnects by itself"
@@ -152,7 +155,7 @@ async fn redis_outage_keeps_clients_and_recovers() {
 
 #[tokio::test]
 async fn junk_on_the_channel_is_counted_and_skipped() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");
     let hub = redis_hub(&redis, "s1");
     assert!(hub.wait_ready(200, Duration::from_secs(10)).await);
     let mut ws = hub.ws().await;
@@ -168,17 +171,22 @@ async fn junk_on_the_channel_is_counted_and_skipped() {
         br#"{"event_type":"GPU_UPDATE","payload":7}"#,
         huge.as_bytes(),
     ] {
-        redis.publish("aiops:events:all", junk).await;
+        redis
+            .publish("aiops:events:all", junk)
+            .await
+            .expect("publish");
     }
     redis
         .publish("aiops:control:streaming", b"{\"type\":\"reboot\"}")
-        .await;
+        .await
+        .expect("publish");
     redis
         .publish(
             "aiops:events:all",
             br#"{"event_type":"GPU_UPDATE","event_id":"good"}"#,
         )
-        .await;
+        .await
+        .expect("publish");
     assert_eq!(recv(&mut ws).await["event_id"], "good");
     let status = hub.get_json("/api/v1/streaming/status").await;
     let junk = &status["broker"]["stats"]["junk"];
@@ -197,7 +205,7 @@ async fn junk_on_the_channel_is_counted_and_skipped() {
 
 #[tokio::test]
 async fn control_messages_reach_every_instance() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");
     let (a, b) = (redis_hub(&redis, "s1"), redis_hub(&redis, "s2"));
     for h in [&a, &b] {
         assert!(h.wait_ready(200, Duration::from_secs(10)).await);
@@ -219,7 +227,8 @@ async fn control_messages_reach_every_instance() {
                 .to_string()
                 .as_bytes(),
         )
-        .await;
+        .await
+        .expect("publish");
     let before = expect_close(&mut target, 1000).await;
     assert_eq!(before.last().unwrap()["reason"], "disconnected_by_operator");
     for ws in [&mut on_a, &mut on_b] {
@@ -233,7 +242,8 @@ async fn control_messages_reach_every_instance() {
             "aiops:control:streaming",
             br#"{"type":"drain","reconnect_after_ms":2000}"#,
         )
-        .await;
+        .await
+        .expect("publish");
     for ws in [&mut on_a, &mut on_b] {
         let before = expect_close(ws, 1012).await;
         let bye = before.last().unwrap();
@@ -252,7 +262,7 @@ async fn control_messages_reach_every_instance() {
 
 #[tokio::test]
 async fn publish_and_tail_tools() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");
     let (a, b) = (redis_hub(&redis, "s1"), redis_hub(&redis, "s2"));
     for h in [&a, &b] {
         assert!(h.wait_ready(200, Duration::from_secs(10)).await);

@@ -6,12 +6,19 @@ use common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+/// A hub in Redis Cluster mode on `cluster`; its start-up line must say so.
 fn cluster_hub(cluster: &RedisCluster, instance: &str) -> HubProcess {
     let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
-    HubProcess::start(&format!(
+    let hub = HubProcess::start(&format!(
         "  redis_cluster_nodes: [{}]\n  scaling:\n    instance_id: {instance}\n",
         nodes.join(", ")
-    ))
+    ));
+    assert!(
+        hub.banner.ends_with(", mode redis-cluster"),
+        "{}",
+        hub.banner
+    );
+    hub
 }
 
 /// The shard channels a hub says it holds.
@@ -35,7 +42,9 @@ async fn wait_channels(
 ) {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut on_nodes: Vec<String> = (0..3).flat_map(|i| cluster.shard_channels(i)).collect();
+        let mut on_nodes: Vec<String> = (0..3)
+            .flat_map(|i| cluster.shard_channels(i).expect("PUBSUB SHARDCHANNELS"))
+            .collect();
         on_nodes.sort();
         let here = held(hub).await;
         if here == want && on_nodes == all_hubs_want {
@@ -93,7 +102,12 @@ async fn sharded_pubsub_holds_only_wanted_clusters_and_delivers_once() {
     wait_channels(&cluster, &b, &[c2, c3], &[all, c1, c2, c3]).await;
     // Each channel lives on the one node that owns its slot, and they are spread over nodes.
     let busy_nodes = (0..3)
-        .filter(|i| !cluster.shard_channels(*i).is_empty())
+        .filter(|i| {
+            !cluster
+                .shard_channels(*i)
+                .expect("PUBSUB SHARDCHANNELS")
+                .is_empty()
+        })
         .count();
     assert!(busy_nodes >= 2, "channels spread over the nodes");
 
@@ -127,10 +141,12 @@ async fn sharded_pubsub_holds_only_wanted_clusters_and_delivers_once() {
     a.broadcast(r#"{"event_type":"ALERT_FIRED","cluster_id":"c9","event_id":"e4"}"#)
         .await;
     // Junk: an event of cluster c2 on c1's channel is skipped and counted.
-    cluster.spublish(
-        c1,
-        br#"{"event_type":"ALERT_FIRED","cluster_id":"c2","event_id":"junk"}"#,
-    );
+    cluster
+        .spublish(
+            c1,
+            br#"{"event_type":"ALERT_FIRED","cluster_id":"c2","event_id":"junk"}"#,
+        )
+        .expect("spublish");
 
     let quiet = Duration::from_millis(700);
     assert_eq!(ids_until_quiet(&mut a_c1, quiet).await, ["e1"]);
@@ -158,12 +174,14 @@ async fn sharded_pubsub_holds_only_wanted_clusters_and_delivers_once() {
         .as_str()
         .unwrap()
         .to_string();
-    cluster.publish(
-        "aiops:control:streaming",
-        json!({"type": "disconnect_client", "client_id": id})
-            .to_string()
-            .as_bytes(),
-    );
+    cluster
+        .publish(
+            "aiops:control:streaming",
+            json!({"type": "disconnect_client", "client_id": id})
+                .to_string()
+                .as_bytes(),
+        )
+        .expect("publish");
     expect_close(&mut b_c2, 1000).await;
     // Its clusters are no longer wanted anywhere: b lets go of them.
     wait_channels(&cluster, &b, &[], &[all, c1]).await;
@@ -208,7 +226,13 @@ async fn cluster_node_lost_and_back() {
 
     // Kill the node that holds the client's channel.
     let owner = (0..3)
-        .find(|i| cluster.shard_channels(*i).iter().any(|c| c == channel))
+        .find(|i| {
+            cluster
+                .shard_channels(*i)
+                .expect("PUBSUB SHARDCHANNELS")
+                .iter()
+                .any(|c| c == channel)
+        })
         .expect("a node holds the channel");
     cluster.kill(owner);
     assert!(

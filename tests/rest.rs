@@ -8,6 +8,8 @@ use serde_json::json;
 #[tokio::test]
 async fn status_clients_subscriptions_and_probes() {
     let hub = HubProcess::start("");
+    // The start-up line names the mode (here embedded, the default).
+    assert!(hub.banner.ends_with(", mode embedded"), "{}", hub.banner);
     let mut a = hub.ws().await;
     let mut b = hub.ws().await;
     subscribe(

@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Semaphore;
 
 /// Samples per batch sent to the collector.
 const BATCH: usize = 256;
@@ -124,68 +125,99 @@ pub async fn connect(
     Ok(ws)
 }
 
-/// Runs one client until the connection ends or `stop` fires.
-#[allow(clippy::too_many_arguments)]
+/// What connects a client to the rest of the run.
+pub struct Wiring {
+    /// When the run started (samples are filed by second since then).
+    pub started: Instant,
+    /// Where latency samples go, in batches.
+    pub samples: UnboundedSender<Vec<Sample>>,
+    /// Told once the client is ready (or failed to become so).
+    pub ready: UnboundedSender<()>,
+    /// Turns true when the run stops.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Limits how many clients connect at once; held until the opening is answered.
+    pub gate: Option<Arc<Semaphore>>,
+}
+
+/// A client connected and subscribed.
+type Ws = WebSocket<TokioIo<Upgraded>>;
+
+/// Runs one client until the connection ends or the run stops: connect and open (holding a
+/// connect slot), then read events, or, when `stalled`, hold the connection without reading.
 pub async fn run(
     spec: Arc<ClientSpec>,
     source: IpAddr,
-    started: Instant,
     stalled: bool,
-    samples: UnboundedSender<Vec<Sample>>,
-    ready: tokio::sync::mpsc::UnboundedSender<()>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut w: Wiring,
 ) -> ClientOutcome {
+    let permit = match &w.gate {
+        Some(g) => g.clone().acquire_owned().await.ok(),
+        None => None,
+    };
     let mut out = ClientOutcome::default();
-    let mut ws = match connect(&spec, source, stalled).await {
+    let opened = open(&spec, source, stalled, w.started, &mut out).await;
+    drop(permit);
+    let _ = w.ready.send(());
+    let ws = match opened {
         Ok(ws) => ws,
         Err(e) => {
-            out.error = Some(format!("connect: {e}"));
-            let _ = ready.send(());
+            out.error = Some(e);
             return out;
         }
     };
+    if stalled {
+        // Hold the connection without ever reading again.
+        let _ = w.stop.wait_for(|s| *s).await;
+        return out;
+    }
+    read_events(ws, &spec, &mut w, &mut out).await;
+    out
+}
+
+/// Connects and sends the opening, waiting for each reply when the protocol has them; records
+/// when the client connected and became ready, and its id.
+async fn open(
+    spec: &ClientSpec,
+    source: IpAddr,
+    stalled: bool,
+    started: Instant,
+    out: &mut ClientOutcome,
+) -> Result<Ws, String> {
+    let mut ws = connect(spec, source, stalled)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     out.connected_after = Some(started.elapsed());
     for text in &spec.opening {
-        let sent = ws
-            .write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
-            .await;
-        if let Err(e) = sent {
-            out.error = Some(format!("send: {e}"));
-            let _ = ready.send(());
-            return out;
+        ws.write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        if !spec.await_replies {
+            continue;
         }
-        if spec.await_replies {
-            match ws.read_frame().await {
-                Ok(f) if f.opcode == OpCode::Text => {
-                    if out.client_id.is_none() {
-                        out.client_id = serde_json::from_slice::<serde_json::Value>(&f.payload)
-                            .ok()
-                            .and_then(|v| v["client_id"].as_str().map(str::to_string));
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    out.error = Some(format!("opening reply: {e}"));
-                    let _ = ready.send(());
-                    return out;
-                }
-            }
+        let reply = ws
+            .read_frame()
+            .await
+            .map_err(|e| format!("opening reply: {e}"))?;
+        if reply.opcode == OpCode::Text && out.client_id.is_none() {
+            out.client_id = serde_json::from_slice::<serde_json::Value>(&reply.payload)
+                .ok()
+                .and_then(|v| v["client_id"].as_str().map(str::to_string));
         }
     }
     out.ready_after = Some(started.elapsed());
-    let _ = ready.send(());
-    if stalled {
-        // Hold the connection without ever reading again.
-        let _ = stop.wait_for(|s| *s).await;
-        return out;
-    }
+    Ok(ws)
+}
+
+/// Reads events until the connection ends or the run stops, tallying each and sending latency
+/// samples in batches.
+async fn read_events(mut ws: Ws, spec: &ClientSpec, w: &mut Wiring, out: &mut ClientOutcome) {
     let mut seen = vec![SeenWindow::default(); spec.publishers.max(1)];
     let mut batch: Vec<Sample> = Vec::with_capacity(BATCH);
     let mut batch_started = Instant::now();
     loop {
         let frame = tokio::select! {
             f = ws.read_frame() => f,
-            _ = stop.wait_for(|s| *s) => break,
+            _ = w.stop.wait_for(|s| *s) => break,
         };
         let frame = match frame {
             Ok(f) => f,
@@ -199,37 +231,45 @@ pub async fn run(
             OpCode::Close => break,
             _ => continue,
         }
-        let text: &[u8] = &frame.payload;
-        let (Some(seq), Some(sent)) = (
-            number_after(text, &spec.seq_key),
-            number_after(text, &spec.time_key),
-        ) else {
-            continue; // not a load-test event (a QUEUE_FULL notice, for example)
+        let Some(latency_us) = tally(&frame.payload, spec, &mut seen, out) else {
+            continue;
         };
-        let p = number_after(text, &spec.publisher_key).unwrap_or(0) as usize % seen.len();
-        match seen[p].record(seq) {
-            Arrival::Duplicate => {
-                out.tally.duplicates += 1;
-                continue;
-            }
-            Arrival::Late => out.tally.reordered += 1,
-            Arrival::New => {}
-        }
-        out.tally.received += 1;
-        let now = now_ns();
-        let latency_us =
-            (now.saturating_sub(u128::from(sent)) / 1000).min(u128::from(u32::MAX)) as u32;
-        let second = started.elapsed().as_secs() as u32;
+        let second = w.started.elapsed().as_secs() as u32;
         batch.push(Sample { second, latency_us });
         if batch.len() >= BATCH || batch_started.elapsed() >= BATCH_AGE {
-            let _ = samples.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+            let _ = w
+                .samples
+                .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
             batch_started = Instant::now();
         }
     }
     if !batch.is_empty() {
-        let _ = samples.send(batch);
+        let _ = w.samples.send(batch);
     }
-    out
+}
+
+/// Counts one received message; returns its latency in microseconds when it is a new load-test
+/// event (not a duplicate, not some other message such as a `QUEUE_FULL` notice).
+fn tally(
+    text: &[u8],
+    spec: &ClientSpec,
+    seen: &mut [SeenWindow],
+    out: &mut ClientOutcome,
+) -> Option<u32> {
+    let seq = number_after(text, &spec.seq_key)?;
+    let sent = number_after(text, &spec.time_key)?;
+    let p = number_after(text, &spec.publisher_key).unwrap_or(0) as usize % seen.len();
+    match seen[p].record(seq) {
+        Arrival::Duplicate => {
+            out.tally.duplicates += 1;
+            return None;
+        }
+        Arrival::Late => out.tally.reordered += 1,
+        Arrival::New => {}
+    }
+    out.tally.received += 1;
+    let latency_us = now_ns().saturating_sub(u128::from(sent)) / 1000;
+    Some(latency_us.min(u128::from(u32::MAX)) as u32)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 
 pub mod chart;
 pub mod client;
+pub mod fixtures;
 pub mod hub;
 pub mod report;
 pub mod runner;

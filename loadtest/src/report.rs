@@ -178,6 +178,15 @@ fn opt_f(v: Option<f64>, digits: usize) -> String {
 /// The Markdown report.
 pub fn markdown(s: &Summary) -> String {
     let mut o = String::new();
+    heading(&mut o, s);
+    latency(&mut o, s);
+    accounting(&mut o, s);
+    hub(&mut o, s);
+    o
+}
+
+/// Title, description, where and when, and the goals.
+fn heading(o: &mut String, s: &Summary) {
     let _ = writeln!(o, "# Load test: {}\n", s.scenario);
     if !s.description.is_empty() {
         let _ = writeln!(o, "{}\n", s.description);
@@ -208,6 +217,10 @@ pub fn markdown(s: &Summary) -> String {
         }
         o.push('\n');
     }
+}
+
+/// Latency over the run and per step.
+fn latency(o: &mut String, s: &Summary) {
     let l = &s.latency;
     let _ = writeln!(
         o,
@@ -240,6 +253,10 @@ pub fn markdown(s: &Summary) -> String {
             s.best_sustained_deliveries_per_second, s.peak_deliveries_per_second
         );
     }
+}
+
+/// Loss and duplicates, and how the clients connected.
+fn accounting(o: &mut String, s: &Summary) {
     let a = &s.accounting;
     let _ = writeln!(
         o,
@@ -261,6 +278,10 @@ pub fn markdown(s: &Summary) -> String {
     if let Some(f) = &c.first_failure {
         let _ = writeln!(o, "First failure: `{f}`\n");
     }
+}
+
+/// The hub's memory, CPU and drops, and the files of the run.
+fn hub(o: &mut String, s: &Summary) {
     let h = &s.hub;
     let _ = writeln!(
         o,
@@ -283,5 +304,4 @@ pub fn markdown(s: &Summary) -> String {
     if let Some(f) = &s.flamegraph {
         let _ = writeln!(o, "- `{f}`: CPU flamegraph of the hub while publishing");
     }
-    o
 }

@@ -43,30 +43,20 @@ pub struct Scenario {
 
 /// The server under test.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Target {
     /// Start a streamhub binary (true) or attach to a running server (false).
-    #[serde(default = "yes")]
     pub start: bool,
     /// Extra hub configuration (YAML under `realtime_streaming`) when starting one.
-    #[serde(default)]
     pub hub_config: Option<serde_norway::Value>,
     /// WebSocket URL when attaching (`ws://127.0.0.1:8080/ws`).
-    #[serde(default)]
     pub ws_url: Option<String>,
     /// Base HTTP URL when attaching (`http://127.0.0.1:8080`).
-    #[serde(default)]
     pub http_url: Option<String>,
     /// PID to sample RSS and CPU from when attaching.
-    #[serde(default)]
     pub pid: Option<u32>,
-    /// Start a `redis-server` on a free port and run the hub in Redis mode against it.
-    #[serde(default)]
-    pub redis: bool,
-    /// Start a three-master Redis Cluster on loopback and run the hub in Redis Cluster mode
-    /// (sharded Pub/Sub) against it.
-    #[serde(default)]
-    pub redis_cluster: bool,
+    /// What the started hub carries events through; the harness starts the Redis it needs.
+    pub backend: Backend,
 }
 
 impl Default for Target {
@@ -77,23 +67,33 @@ impl Default for Target {
             ws_url: None,
             http_url: None,
             pid: None,
-            redis: false,
-            redis_cluster: false,
+            backend: Backend::Embedded,
         }
     }
 }
 
+/// What a started hub carries events through, and so which Redis the harness starts for it.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// Nothing: embedded mode.
+    #[default]
+    Embedded,
+    /// A `redis-server` on a free port: Redis mode.
+    Redis,
+    /// A three-master Redis Cluster on loopback: Redis Cluster mode (sharded Pub/Sub).
+    RedisCluster,
+}
+
 /// What clients subscribe to.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SubscriptionPlan {
     /// The shape of each client's subscription.
     pub kind: PlanKind,
     /// Distinct clusters (dashboards).
-    #[serde(default = "fifty")]
     pub clusters: usize,
     /// Distinct namespaces (dashboards).
-    #[serde(default = "ten")]
     pub namespaces: usize,
 }
 
@@ -119,53 +119,56 @@ pub enum PlanKind {
     Single,
 }
 
+/// Where publishers send events.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// `POST` to the hub's broadcast endpoint (or the generic target's `publish_url`).
+    #[default]
+    Http,
+    /// `PUBLISH` on `channel` of one Redis.
+    Redis,
+    /// `SPUBLISH` on `channel` (which must end in `:all`) and on the event's
+    /// `{prefix}:cluster:{id}` of a Redis Cluster.
+    RedisCluster,
+    /// Nobody publishes (idle and storm scenarios).
+    None,
+}
+
 /// How events are published.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Publish {
-    /// `http` (the broadcast endpoint), `redis` (`PUBLISH` on `channel`), `redis-cluster`
-    /// (`SPUBLISH` on `channel`, which must end in `:all`, and on the event's
-    /// `{prefix}:cluster:{id}`) or `none`.
-    #[serde(default = "http")]
-    pub via: String,
+    /// Where events go.
+    pub via: Via,
     /// Redis to publish to with `via: redis` (default: the one the harness started).
-    #[serde(default)]
     pub redis_url: Option<String>,
-    /// Channel to publish to with `via: redis`.
-    #[serde(default = "events_channel")]
+    /// Channel to publish to with `via: redis` or `via: redis-cluster`.
     pub channel: String,
     /// Events per second, one step per entry; each step lasts `step_seconds`.
-    #[serde(default)]
     pub rates: Vec<f64>,
     /// Seconds per step.
-    #[serde(default = "ten_f")]
     pub step_seconds: f64,
     /// Concurrent publishing connections.
-    #[serde(default = "one")]
     pub publishers: usize,
     /// Bytes of padding in each event's payload.
-    #[serde(default)]
     pub payload_bytes: usize,
     /// Stop stepping up once a step's p99 passes this many milliseconds.
-    #[serde(default)]
     pub stop_when_p99_ms: Option<f64>,
     /// A step counts as sustained while its p99 stays at or below this (default: the stop limit).
-    #[serde(default)]
     pub sustained_p99_ms: Option<f64>,
     /// Stop stepping up once the hub reports drops.
-    #[serde(default)]
     pub stop_on_drops: bool,
     /// Seconds to hold connections open before and after publishing (for `idle`).
-    #[serde(default)]
     pub hold_seconds: f64,
 }
 
 impl Default for Publish {
     fn default() -> Self {
         Self {
-            via: "http".into(),
+            via: Via::Http,
             redis_url: None,
-            channel: events_channel(),
+            channel: streamhub_wire::Channels::default().all().to_string(),
             rates: Vec::new(),
             step_seconds: 10.0,
             publishers: 1,
@@ -224,27 +227,6 @@ fn default_sources() -> u8 {
 fn default_connect_concurrency() -> usize {
     256
 }
-fn yes() -> bool {
-    true
-}
-fn fifty() -> usize {
-    50
-}
-fn ten() -> usize {
-    10
-}
-fn ten_f() -> f64 {
-    10.0
-}
-fn one() -> usize {
-    1
-}
-fn http() -> String {
-    "http".into()
-}
-fn events_channel() -> String {
-    "aiops:events:all".into()
-}
 fn sent_ns() -> String {
     "sent_ns".into()
 }
@@ -277,24 +259,16 @@ impl Scenario {
             "stalled_fraction must be in [0, 1)"
         );
         anyhow::ensure!(
-            matches!(
-                s.publish.via.as_str(),
-                "http" | "redis" | "redis-cluster" | "none"
-            ),
-            "publish.via must be http, redis, redis-cluster or none"
+            s.publish.via != Via::RedisCluster
+                || (s.target.backend == Backend::RedisCluster
+                    && streamhub_wire::Channels::from_all(&s.publish.channel).is_some()),
+            "publish.via: redis-cluster needs target.backend: redis-cluster and a channel ending in :all"
         );
         anyhow::ensure!(
-            s.publish.via != "redis-cluster"
-                || (s.target.redis_cluster && s.publish.channel.ends_with(":all")),
-            "publish.via: redis-cluster needs target.redis_cluster: true and a channel ending in :all"
-        );
-        anyhow::ensure!(
-            !(s.target.redis && s.target.redis_cluster),
-            "target.redis and target.redis_cluster exclude each other"
-        );
-        anyhow::ensure!(
-            s.publish.via != "redis" || s.publish.redis_url.is_some() || s.target.redis,
-            "publish.via: redis needs publish.redis_url or target.redis: true"
+            s.publish.via != Via::Redis
+                || s.publish.redis_url.is_some()
+                || s.target.backend == Backend::Redis,
+            "publish.via: redis needs publish.redis_url or target.backend: redis"
         );
         anyhow::ensure!(
             s.publish.publishers >= 1,

@@ -22,6 +22,8 @@ pub struct HubProcess {
     pub child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its start-up line (`streamhub listening on ... mode MODE`).
+    pub banner: String,
     /// Holds the config file.
     _dir: tempfile::TempDir,
 }
@@ -33,12 +35,12 @@ impl HubProcess {
         let path = dir.path().join("hub.yaml");
         let yaml = format!("realtime_streaming:\n  host: \"127.0.0.1\"\n  port: 0\n{extra}");
         std::fs::write(&path, yaml).expect("write config");
-        let (child, addr) =
-            loadtest::hub::spawn_hub(std::path::Path::new(env!("CARGO_BIN_EXE_streamhub")), &path)
-                .expect("start streamhub");
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_streamhub"));
+        let spawned = loadtest::hub::spawn_hub(bin, &path).expect("start streamhub");
         HubProcess {
-            child,
-            addr,
+            child: spawned.child,
+            addr: spawned.addr,
+            banner: spawned.banner,
             _dir: dir,
         }
     }
@@ -80,14 +82,9 @@ impl HubProcess {
 
     /// The hub's resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        loadtest::fixtures::proc_sample(self.child.id())
+            .expect("the hub's /proc entry")
+            .rss_kib
     }
 
     /// Sends SIGTERM.
@@ -212,13 +209,9 @@ pub fn code(c: CloseCode) -> u16 {
     u16::from(c)
 }
 
-/// Reads a metric's value from Prometheus text.
+/// A metric's value in Prometheus text (summed over label sets unless `name` names one).
 pub fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing"))
+    loadtest::fixtures::metric_sum(text, name).unwrap_or_else(|| panic!("metric {name} missing"))
 }
 
 /// Opens a WebSocket by hand on a raw socket; returns it after the 101 response.
@@ -295,69 +288,8 @@ pub async fn raw_close_code(s: &mut TcpStream) -> u16 {
     }
 }
 
-/// A real `redis-server` on a free loopback port, killed on drop; can be stopped and restarted.
-pub struct RedisServer {
-    /// The process, while running.
-    child: Option<Child>,
-    /// Its port.
-    pub port: u16,
-}
-
-impl RedisServer {
-    /// Starts one on a free port.
-    pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut r = RedisServer { child: None, port };
-        r.restart();
-        r
-    }
-
-    /// `redis://127.0.0.1:port/`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Kills it (as a crash would).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it (again) on the same port and waits until it answers.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.child = Some(
-            loadtest::hub::start_redis_on(self.port)
-                .expect("redis-server is installed (see .ci/run)"),
-        );
-    }
-
-    /// PUBLISH a raw message.
-    pub async fn publish(&self, channel: &str, message: &[u8]) -> i64 {
-        let client = redis::Client::open(self.url()).expect("client");
-        let mut c = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect");
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(message)
-            .query_async(&mut c)
-            .await
-            .expect("publish")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+#[allow(unused_imports)]
+pub use loadtest::fixtures::{RedisCluster, RedisServer};
 
 impl HubProcess {
     /// The Prometheus text of `/metrics`.
@@ -388,45 +320,5 @@ impl HubProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         false
-    }
-}
-
-pub use loadtest::hub::RedisCluster;
-
-/// What the tests ask of a Redis Cluster beyond starting and stopping it.
-pub trait ClusterProbe {
-    /// The shard channels node `i` has subscribers on.
-    fn shard_channels(&self, i: usize) -> Vec<String>;
-    /// `SPUBLISH` a raw message, sent to the node that owns the channel's slot.
-    fn spublish(&self, channel: &str, message: &[u8]) -> i64;
-    /// `PUBLISH` a raw message on the classic channel `channel` (through node 0).
-    fn publish(&self, channel: &str, message: &[u8]) -> i64;
-}
-
-impl ClusterProbe for RedisCluster {
-    fn shard_channels(&self, i: usize) -> Vec<String> {
-        let v = self
-            .node_cmd(i, redis::cmd("PUBSUB").arg("SHARDCHANNELS"))
-            .expect("PUBSUB SHARDCHANNELS");
-        let mut out: Vec<String> = redis::from_redis_value(v).expect("a list of channels");
-        out.sort();
-        out
-    }
-
-    fn spublish(&self, channel: &str, message: &[u8]) -> i64 {
-        let client = redis::cluster::ClusterClient::new(self.urls()).expect("cluster client");
-        let mut conn = client.get_connection().expect("cluster connection");
-        redis::cmd("SPUBLISH")
-            .arg(channel)
-            .arg(message)
-            .query(&mut conn)
-            .expect("spublish")
-    }
-
-    fn publish(&self, channel: &str, message: &[u8]) -> i64 {
-        let v = self
-            .node_cmd(0, redis::cmd("PUBLISH").arg(channel).arg(message))
-            .expect("publish");
-        redis::from_redis_value(v).expect("a count")
     }
 }

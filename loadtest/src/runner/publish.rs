@@ -1,0 +1,322 @@
+//! The publish phase: step by step, publishers send events at the step's rate (over HTTP, to
+//! one Redis or to a Redis Cluster, through `streamhub-wire`'s channel definitions), each step
+//! is judged from the latency samples of its seconds, and stepping up stops at the scenario's
+//! limits. A flamegraph of the hub may be taken meanwhile.
+
+use super::Run;
+use crate::client;
+use crate::report::StepResult;
+use crate::scenario::Via;
+use crate::stats;
+use crate::workload::{self, EventAttrs};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use streamhub_wire::Channels;
+use tokio::task::JoinHandle;
+
+/// A flamegraph being taken.
+pub(super) type Profile = Option<JoinHandle<anyhow::Result<Vec<u8>>>>;
+
+/// What the publish phase produced.
+pub(super) struct Published {
+    /// What it measured.
+    pub(super) figures: PublishFigures,
+    /// The flamegraph being taken over it, if asked for.
+    pub(super) profile: Profile,
+}
+
+/// What the publish phase measured.
+pub(super) struct PublishFigures {
+    /// Each step run.
+    pub(super) steps: Vec<StepResult>,
+    /// Hub CPU time per delivery over all steps, in microseconds.
+    pub(super) cpu_us_per_delivery: Option<f64>,
+}
+
+/// Runs the scenario's steps until they are done or one passes a limit.
+pub(super) async fn steps(run: &Run, opts: &super::RunOptions) -> anyhow::Result<Published> {
+    let s = &run.s;
+    let profile = start_profile(run, opts.flamegraph.is_some());
+    run.progress.set_length(s.publish.rates.len().max(1) as u64);
+    run.progress.set_position(0);
+    let mut drops_before = run.hub.metric(&run.http, "ws_events_dropped_total").await;
+    let (cpu_before, delivered_before) = (run.hub.sample(), run.delivered.load(Relaxed));
+    let seqs: Arc<Vec<AtomicU64>> = Arc::new(
+        (0..s.publish.publishers)
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+    );
+    let mut results = Vec::new();
+    for (k, rate) in s.publish.rates.iter().enumerate() {
+        let n = s.publish.rates.len();
+        run.progress
+            .set_message(format!("step {}/{n}: {rate} events/s", k + 1));
+        let (step, drops_after) = step(run, *rate, &seqs, drops_before.unwrap_or(0.0)).await?;
+        drops_before = drops_after.or(drops_before);
+        run.progress.inc(1);
+        let stop = past_limits(run, &step);
+        results.push(step);
+        if stop {
+            break;
+        }
+    }
+    let (cpu_after, delivered_after) = (run.hub.sample(), run.delivered.load(Relaxed));
+    let cpu_us_per_delivery = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) if delivered_after > delivered_before => Some(
+            1e6 * (b.cpu_seconds - a.cpu_seconds) / (delivered_after - delivered_before) as f64,
+        ),
+        _ => None,
+    };
+    Ok(Published {
+        figures: PublishFigures {
+            steps: results,
+            cpu_us_per_delivery,
+        },
+        profile,
+    })
+}
+
+/// Starts a flamegraph over the whole publishing phase when asked for.
+fn start_profile(run: &Run, wanted: bool) -> Profile {
+    let seconds = run.s.publish.rates.len() as f64 * run.s.publish.step_seconds;
+    (wanted && seconds > 0.0).then(|| {
+        let (http, base) = (run.http.clone(), run.hub.http.clone());
+        tokio::spawn(crate::hub::fetch_flamegraph(http, base, seconds))
+    })
+}
+
+/// Writes the flamegraph to `path` once taken; returns where it went.
+pub(super) async fn save_flamegraph(
+    profile: Profile,
+    path: Option<&Path>,
+) -> anyhow::Result<Option<String>> {
+    let (Some(p), Some(path)) = (profile, path) else {
+        return Ok(None);
+    };
+    let svg = match p.await {
+        Ok(Ok(svg)) => svg,
+        Ok(Err(e)) => {
+            eprintln!("flamegraph: {e}");
+            return Ok(None);
+        }
+        Err(e) => {
+            eprintln!("flamegraph: {e}");
+            return Ok(None);
+        }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, svg)?;
+    Ok(Some(path.display().to_string()))
+}
+
+/// Runs one step at `rate` and judges it; returns it and the hub's drop count after it.
+async fn step(
+    run: &Run,
+    rate: f64,
+    seqs: &Arc<Vec<AtomicU64>>,
+    drops_before: f64,
+) -> anyhow::Result<(StepResult, Option<f64>)> {
+    let from = run.started.elapsed().as_secs_f64().ceil() as usize;
+    let t0 = Instant::now();
+    let sent = publish_at(run, rate, seqs).await?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let to = run.started.elapsed().as_secs_f64().floor() as usize;
+    // Let the step's last events land before judging it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let drops_after = run.hub.metric(&run.http, "ws_events_dropped_total").await;
+    let window = run.collector.lock().window(from, to.max(from + 1));
+    let latency = stats::percentiles(&window);
+    let secs = (to.max(from + 1) - from) as f64;
+    let step = StepResult {
+        target_events_per_second: rate,
+        achieved_events_per_second: sent as f64 / elapsed,
+        events: sent,
+        deliveries_per_second: latency.count as f64 / secs,
+        latency,
+        hub_drops: (drops_after.unwrap_or(drops_before) - drops_before).max(0.0) as u64,
+    };
+    Ok((step, drops_after))
+}
+
+/// Whether stepping up must stop after `step`: too slow, dropping, or the publishers could not
+/// reach the rate.
+fn past_limits(run: &Run, step: &StepResult) -> bool {
+    let p = &run.s.publish;
+    let too_slow = p
+        .stop_when_p99_ms
+        .is_some_and(|limit| step.latency.p99_ms > limit);
+    let dropping = p.stop_on_drops && step.hub_drops > 0;
+    let saturated = step.achieved_events_per_second < 0.9 * step.target_events_per_second;
+    too_slow || dropping || saturated
+}
+
+/// Where a publisher sends events.
+#[derive(Clone)]
+enum Sink {
+    /// The hub's broadcast endpoint (or the generic target's URL).
+    Http(reqwest::Client, String),
+    /// `PUBLISH` on `{prefix}:all` of one Redis.
+    Redis(redis::aio::MultiplexedConnection, Channels),
+    /// `SPUBLISH` on `{prefix}:all` and `{prefix}:cluster:{id}` of a Redis Cluster.
+    Cluster(redis::cluster_async::ClusterConnection, Channels),
+}
+
+impl Sink {
+    /// The sink the scenario's `publish.via` names; `None` for `via: none`.
+    async fn open(run: &Run) -> anyhow::Result<Option<Self>> {
+        let p = &run.s.publish;
+        let channels = || {
+            Channels::from_all(&p.channel)
+                .ok_or_else(|| anyhow::anyhow!("publish.channel must end in :all"))
+        };
+        Ok(Some(match p.via {
+            Via::None => return Ok(None),
+            Via::Http => Sink::Http(run.http.clone(), publish_url(run)),
+            Via::Redis => {
+                let url = p.redis_url.clone().or_else(|| run.hub.redis_url());
+                let url = url.ok_or_else(|| anyhow::anyhow!("no redis to publish to"))?;
+                let conn = redis::Client::open(url)?
+                    .get_multiplexed_async_connection()
+                    .await?;
+                Sink::Redis(conn, channels()?)
+            }
+            Via::RedisCluster => {
+                let nodes = run.hub.redis_cluster_urls();
+                let nodes =
+                    nodes.ok_or_else(|| anyhow::anyhow!("no redis cluster to publish to"))?;
+                let client = redis::cluster::ClusterClient::new(nodes)?;
+                Sink::Cluster(client.get_async_connection().await?, channels()?)
+            }
+        }))
+    }
+
+    /// Sends one event; true when it was taken.
+    async fn send(&mut self, body: String, cluster: &str) -> bool {
+        match self {
+            Sink::Http(http, url) => http
+                .post(url.as_str())
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+            Sink::Redis(conn, channels) => streamhub_wire::publish(conn, channels, body.as_bytes())
+                .await
+                .is_ok(),
+            Sink::Cluster(conn, channels) => {
+                streamhub_wire::spublish(conn, channels, Some(cluster), body.as_bytes())
+                    .await
+                    .is_ok()
+            }
+        }
+    }
+}
+
+/// Where HTTP publishers post.
+fn publish_url(run: &Run) -> String {
+    match &run.s.generic {
+        Some(g) => g.publish_url.clone(),
+        None => format!("{}/api/v1/streaming/broadcast", run.hub.http),
+    }
+}
+
+/// Publishes at `rate` events/s for the step's duration; returns how many were sent.
+async fn publish_at(run: &Run, rate: f64, seqs: &Arc<Vec<AtomicU64>>) -> anyhow::Result<u64> {
+    let p = &run.s.publish;
+    let Some(sink) = Sink::open(run).await? else {
+        tokio::time::sleep(Duration::from_secs_f64(p.step_seconds)).await;
+        return Ok(0);
+    };
+    let per_publisher = rate / p.publishers as f64;
+    let total = (p.step_seconds * per_publisher).round() as u64;
+    let handles: Vec<_> = (0..p.publishers)
+        .map(|k| {
+            let publisher = Publisher {
+                id: k,
+                sink: sink.clone(),
+                template: run.s.generic.as_ref().map(|g| g.body_template.clone()),
+                pad: "x".repeat(p.payload_bytes),
+                plan: run.s.subscriptions.clone(),
+                expectation: run.expectation.clone(),
+                seqs: seqs.clone(),
+            };
+            tokio::spawn(publisher.run(total, per_publisher))
+        })
+        .collect();
+    let mut sent = 0;
+    for h in handles {
+        sent += h.await.unwrap_or(0);
+    }
+    Ok(sent)
+}
+
+/// One publishing connection.
+struct Publisher {
+    /// Its number (written into each event as `publisher`).
+    id: usize,
+    /// Where it sends.
+    sink: Sink,
+    /// The generic target's body template, if any.
+    template: Option<String>,
+    /// Payload padding.
+    pad: String,
+    /// How events are spread over types, clusters and namespaces.
+    plan: crate::scenario::SubscriptionPlan,
+    /// Who must receive what; updated for every event sent.
+    expectation: Arc<parking_lot::Mutex<workload::Expectation>>,
+    /// Each publisher's last sequence number, across steps.
+    seqs: Arc<Vec<AtomicU64>>,
+}
+
+impl Publisher {
+    /// Sends `total` events at `rate` per second (stopping 5 s past the schedule); returns how
+    /// many were taken.
+    async fn run(mut self, total: u64, rate: f64) -> u64 {
+        let mut rng =
+            fastrand::Rng::with_seed(1000 + self.id as u64 + self.seqs[self.id].load(Relaxed));
+        let start = tokio::time::Instant::now();
+        let deadline = start + Duration::from_secs_f64(total as f64 / rate + 5.0);
+        let mut sent = 0u64;
+        for k in 0..total {
+            let due = start + Duration::from_secs_f64(k as f64 / rate);
+            if due > tokio::time::Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
+            if tokio::time::Instant::now() > deadline {
+                break; // the server cannot keep up; stop this step
+            }
+            let attrs = workload::next_event(&self.plan, &mut rng);
+            if self.send(&attrs).await {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    /// Builds and sends one event; on success, records who must receive it.
+    async fn send(&mut self, attrs: &EventAttrs) -> bool {
+        let seq = self.seqs[self.id].fetch_add(1, Relaxed) + 1;
+        let sent_ns = client::now_ns();
+        let body = match &self.template {
+            Some(t) => t
+                .replace("{seq}", &seq.to_string())
+                .replace("{sent_ns}", &sent_ns.to_string())
+                .replace("{publisher}", &self.id.to_string())
+                .replace("{pad}", &self.pad),
+            None => workload::event_body(attrs, self.id, seq, sent_ns, &self.pad),
+        };
+        let cluster = workload::cluster_name(attrs.cluster);
+        if !self.sink.send(body, &cluster).await {
+            return false;
+        }
+        let mut e = self.expectation.lock();
+        match &self.template {
+            Some(_) => e.expected.iter_mut().for_each(|x| *x += 1),
+            None => e.publish(attrs),
+        }
+        true
+    }
+}
