@@ -90,8 +90,25 @@ pub struct BackpressureConfig {
 pub struct AuthConfig {
     /// Whether clients must send a valid `auth` message first.
     pub enabled: bool,
-    /// Token validation endpoint (not used yet: see README, "Authentication").
+    /// Token validation endpoint: `GET` with `Authorization: Bearer <token>`; a 2xx answer
+    /// carries the claims as JSON (`sub`, `exp`, `roles`, `clusters`, `namespaces`).
     pub token_validation_url: Option<String>,
+    /// Seconds a validation endpoint's answer is reused for the same token (never past `exp`).
+    pub validation_cache_seconds: f64,
+    /// Seconds to wait for the validation endpoint; past it the token is refused.
+    pub validation_timeout_seconds: f64,
+    /// HS256 secret: JWTs signed with it are accepted.
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA for RS256, EC P-256 for ES256) that JWTs are verified with.
+    pub jwt_public_key_file: Option<String>,
+    /// JWKS file (RSA and EC P-256 keys, chosen by `kid`), re-read when it changes.
+    pub jwks_file: Option<String>,
+    /// When set, a JWT's `iss` must equal it.
+    pub jwt_issuer: Option<String>,
+    /// When set, a JWT's `aud` must contain it.
+    pub jwt_audience: Option<String>,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub jwt_leeway_seconds: u64,
     /// Seconds a new connection has to authenticate.
     pub timeout_seconds: f64,
     /// Seconds a client has to re-authenticate after `AUTH_EXPIRED`.
@@ -115,6 +132,12 @@ pub struct StaticToken {
     /// Seconds after start-up at which the token expires; absent never expires.
     #[serde(default)]
     pub expires_in_seconds: Option<f64>,
+    /// The only clusters the token may receive; absent: any.
+    #[serde(default)]
+    pub clusters: Option<Vec<String>>,
+    /// The only namespaces the token may receive; absent: any.
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
 }
 
 /// `realtime_streaming.scaling`.
@@ -203,6 +226,14 @@ impl Default for AuthConfig {
         Self {
             enabled: false,
             token_validation_url: None,
+            validation_cache_seconds: 30.0,
+            validation_timeout_seconds: 2.0,
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_seconds: 30,
             timeout_seconds: 10.0,
             reauth_grace_seconds: 30.0,
             static_tokens: Vec::new(),
@@ -479,6 +510,64 @@ impl AuthConfig {
                     "must be a number >= 0",
                 );
             }
+            if t.token.is_empty() {
+                return bad("auth.static_tokens.token", "must not be empty");
+            }
+        }
+        if !non_negative(self.validation_cache_seconds) {
+            return bad("auth.validation_cache_seconds", "must be a number >= 0");
+        }
+        if !positive(self.validation_timeout_seconds) {
+            return bad("auth.validation_timeout_seconds", "must be a number > 0");
+        }
+        self.validate_sources()
+    }
+
+    /// Checks the token sources: at most one JWT key, readable key files, an `http://`
+    /// validation URL, and (fail closed) at least one source while auth is enabled.
+    fn validate_sources(&self) -> Result<(), ConfigError> {
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+        let keys = [
+            ("auth.jwt_secret", set(&self.jwt_secret)),
+            ("auth.jwt_public_key_file", set(&self.jwt_public_key_file)),
+            ("auth.jwks_file", set(&self.jwks_file)),
+        ];
+        if keys.iter().filter(|(_, on)| *on).count() > 1 {
+            return bad(
+                "auth.jwt_secret",
+                "set at most one of jwt_secret, jwt_public_key_file and jwks_file",
+            );
+        }
+        for (key, path) in [
+            ("auth.jwt_public_key_file", &self.jwt_public_key_file),
+            ("auth.jwks_file", &self.jwks_file),
+        ] {
+            if let Some(p) = path.as_deref().filter(|p| !p.is_empty()) {
+                if let Err(e) = std::fs::metadata(p) {
+                    return bad(key, &format!("cannot read {p:?}: {e}"));
+                }
+            }
+        }
+        if let Some(url) = self
+            .token_validation_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+        {
+            let ok = url
+                .parse::<hyper::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+            if !ok {
+                return bad("auth.token_validation_url", "must be an http:// URL");
+            }
+        }
+        let any = keys.iter().any(|(_, on)| *on)
+            || set(&self.token_validation_url)
+            || !self.static_tokens.is_empty();
+        if self.enabled && !any {
+            return bad(
+                "auth",
+                "enabled with no way to verify a token: set jwt_secret, jwt_public_key_file, jwks_file, token_validation_url or static_tokens",
+            );
         }
         Ok(())
     }

@@ -109,18 +109,19 @@ fn refusal(hub: &Hub, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> 
             &rest::error_body("shutting down"),
         ));
     }
+    // Cross-site WebSocket hijacking: with a list, a browser origin not on it (or not even
+    // valid ASCII) is refused; clients that send no Origin (not browsers) pass.
     let allowed = &hub.config.websocket.allowed_origins;
-    let origin = req
-        .headers()
-        .get(hyper::header::ORIGIN)
-        .and_then(|o| o.to_str().ok());
-    match origin {
-        Some(o) if !allowed.is_empty() && !allowed.iter().any(|a| a == o) => Some(json_response(
+    let origin = req.headers().get(hyper::header::ORIGIN)?;
+    let listed = origin
+        .to_str()
+        .is_ok_and(|o| allowed.iter().any(|a| a == o));
+    (!allowed.is_empty() && !listed).then(|| {
+        json_response(
             StatusCode::FORBIDDEN,
             &rest::error_body("origin not allowed"),
-        )),
-        _ => None,
-    }
+        )
+    })
 }
 
 /// Once the 101 is sent: takes the TCP stream back from hyper, so the writer can `writev` on it

@@ -26,6 +26,9 @@ pub enum ErrorCode {
     INVALID_MESSAGE,
     /// Bad subscription request; the connection stays open.
     INVALID_SUBSCRIPTION,
+    /// The token does not grant what was asked (a cluster or namespace outside its scope);
+    /// nothing is stored and the connection stays open.
+    FORBIDDEN,
     /// Too many messages.
     RATE_LIMITED,
     /// Events were dropped by backpressure.
@@ -132,6 +135,19 @@ fn event_type_list(raw: Option<&RawValue>) -> Result<Vec<EventType>, Refusal> {
     Ok(out)
 }
 
+/// Refuses a subscription of more than [`MAX_SUBSCRIPTION_KEYS`] type/cluster/namespace
+/// combinations.
+pub fn check_breadth(sub: &Subscription) -> Result<(), Refusal> {
+    let keys =
+        sub.event_types.len() * sub.cluster_filter.len().max(1) * sub.namespace_filter.len().max(1);
+    if keys > MAX_SUBSCRIPTION_KEYS {
+        return Err(invalid_subscription(format!(
+            "subscription is too broad: {keys} type/cluster/namespace combinations (most {MAX_SUBSCRIPTION_KEYS})"
+        )));
+    }
+    Ok(())
+}
+
 /// Parses one text message from a client.
 pub fn parse_request(text: &str) -> Result<Request, Refusal> {
     if !text.trim_start().starts_with('{') {
@@ -171,18 +187,13 @@ pub fn parse_request(text: &str) -> Result<Request, Refusal> {
             }
             let cluster_filter = string_list(s.cluster_filter, "cluster_filter")?;
             let namespace_filter = string_list(s.namespace_filter, "namespace_filter")?;
-            let keys =
-                event_types.len() * cluster_filter.len().max(1) * namespace_filter.len().max(1);
-            if keys > MAX_SUBSCRIPTION_KEYS {
-                return Err(invalid_subscription(format!(
-                    "subscription is too broad: {keys} type/cluster/namespace combinations (most {MAX_SUBSCRIPTION_KEYS})"
-                )));
-            }
-            Ok(Request::Subscribe(Subscription {
+            let sub = Subscription {
                 event_types,
                 cluster_filter,
                 namespace_filter,
-            }))
+            };
+            check_breadth(&sub)?;
+            Ok(Request::Subscribe(sub))
         }
         "unsubscribe" => match env.event_types {
             None => Ok(Request::Unsubscribe(None)),

@@ -16,64 +16,78 @@ use std::sync::Arc;
 /// The OpenAPI document of these endpoints.
 const OPENAPI: &str = include_str!("openapi.json");
 
-/// Answers one REST request.
+/// Answers one REST request. While auth is enabled, every `/api/v1/streaming/*` endpoint and
+/// the profiler need a bearer token: `admin` for status, clients, subscriptions and the profiler,
+/// `internal` for broadcast, any valid token for the OpenAPI document. `/metrics`, `/healthz` and
+/// `/readyz` stay open for scrapers and load balancers.
 pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    match (method, path.as_str()) {
-        (Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        (Method::GET, "/readyz") => readyz(&hub),
-        (Method::GET, "/metrics") => {
-            let mut text = hub.metrics.render();
-            if let Some(up) = hub.broker.connected() {
-                text.push_str(&format!(
-                    "# HELP redis_connected Whether the Redis subscription is live.\n# TYPE redis_connected gauge\nredis_connected {}\n",
-                    u8::from(up)
-                ));
-            }
-            text_response(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                text,
+    let role = match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => {
+            return json_response(StatusCode::OK, &json!({"status": "ok"}))
+        }
+        (&Method::GET, "/readyz") => return readyz(&hub),
+        (&Method::GET, "/metrics") => return metrics(&hub),
+        (&Method::POST, "/api/v1/streaming/broadcast") => Some(ROLE_INTERNAL),
+        (&Method::GET, "/api/v1/streaming/openapi.json") => None,
+        (&Method::GET, "/debug/pprof/flamegraph") if hub.config.profiling.enabled => {
+            Some(ROLE_ADMIN)
+        }
+        (&Method::GET, p) if ADMIN_PATHS.contains(&p) => Some(ROLE_ADMIN),
+        (_, p) if KNOWN_PATHS.contains(&p) || ADMIN_PATHS.contains(&p) => {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &error_body("method not allowed"),
             )
         }
-        (Method::GET, "/api/v1/streaming/status") => json_response(StatusCode::OK, &status(&hub)),
-        (Method::GET, "/api/v1/streaming/subscriptions") => {
-            json_response(StatusCode::OK, &subscriptions(&hub))
-        }
-        (Method::GET, "/api/v1/streaming/clients") => match authorize(&hub, &req, ROLE_ADMIN).await
-        {
-            Err(r) => r,
-            Ok(()) => json_response(StatusCode::OK, &clients(&hub, req.uri().query())),
-        },
-        (Method::POST, "/api/v1/streaming/broadcast") => {
-            match authorize(&hub, &req, ROLE_INTERNAL).await {
-                Err(r) => r,
-                Ok(()) => broadcast(&hub, req).await,
-            }
-        }
-        (Method::GET, "/debug/pprof/flamegraph") if hub.config.profiling.enabled => {
-            profile(req.uri().query()).await
-        }
-        (Method::GET, "/api/v1/streaming/openapi.json") => {
-            text_response(StatusCode::OK, "application/json", OPENAPI.to_string())
-        }
-        (
-            _,
-            "/healthz"
-            | "/readyz"
-            | "/metrics"
-            | "/api/v1/streaming/status"
-            | "/api/v1/streaming/subscriptions"
-            | "/api/v1/streaming/clients"
-            | "/api/v1/streaming/broadcast"
-            | "/api/v1/streaming/openapi.json",
-        ) => json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &error_body("method not allowed"),
-        ),
-        _ => json_response(StatusCode::NOT_FOUND, &error_body("not found")),
+        _ => return json_response(StatusCode::NOT_FOUND, &error_body("not found")),
+    };
+    if let Err(refused) = authorize(&hub, &req, role).await {
+        return refused;
     }
+    match path.as_str() {
+        "/api/v1/streaming/status" => json_response(StatusCode::OK, &status(&hub)),
+        "/api/v1/streaming/subscriptions" => json_response(StatusCode::OK, &subscriptions(&hub)),
+        "/api/v1/streaming/clients" => {
+            json_response(StatusCode::OK, &clients(&hub, req.uri().query()))
+        }
+        "/api/v1/streaming/broadcast" => broadcast(&hub, req).await,
+        "/debug/pprof/flamegraph" => profile(req.uri().query()).await,
+        _ => text_response(StatusCode::OK, "application/json", OPENAPI.to_string()),
+    }
+}
+
+/// The endpoints that need the `admin` role.
+const ADMIN_PATHS: [&str; 3] = [
+    "/api/v1/streaming/status",
+    "/api/v1/streaming/subscriptions",
+    "/api/v1/streaming/clients",
+];
+
+/// The other endpoints, for telling 405 from 404.
+const KNOWN_PATHS: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/streaming/broadcast",
+    "/api/v1/streaming/openapi.json",
+];
+
+/// `GET /metrics`: Prometheus text, with `redis_connected` when the broker has a connection.
+fn metrics(hub: &Hub) -> Response<Full<Bytes>> {
+    let mut text = hub.metrics.render();
+    if let Some(up) = hub.broker.connected() {
+        text.push_str(&format!(
+            "# HELP redis_connected Whether the Redis subscription is live.\n# TYPE redis_connected gauge\nredis_connected {}\n",
+            u8::from(up)
+        ));
+    }
+    text_response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        text,
+    )
 }
 
 /// `{"error": message}`.
@@ -96,11 +110,11 @@ fn text_response(status: StatusCode, content_type: &str, body: String) -> Respon
     r
 }
 
-/// Checks the bearer token's role while auth is on.
+/// Checks the bearer token (and its `role`, when one is needed) while auth is on.
 async fn authorize(
     hub: &Hub,
     req: &Request<Incoming>,
-    role: &str,
+    role: Option<&str>,
 ) -> Result<(), Response<Full<Bytes>>> {
     if !hub.config.auth.enabled {
         return Ok(());
@@ -120,9 +134,9 @@ async fn authorize(
             StatusCode::UNAUTHORIZED,
             &error_body(&e.to_string()),
         )),
-        Ok(p) if !p.has_role(role) => Err(json_response(
+        Ok(p) if role.is_some_and(|r| !p.has_role(r)) => Err(json_response(
             StatusCode::FORBIDDEN,
-            &error_body(&format!("needs the {role} role")),
+            &error_body(&format!("needs the {} role", role.unwrap_or_default())),
         )),
         Ok(_) => Ok(()),
     }

@@ -30,13 +30,9 @@ pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
     let metrics = Arc::new(Metrics::new(shards));
     let index = Arc::new(SubscriptionIndex::start(shards)?);
     let router = Arc::new(Router::new(index.clone(), metrics.clone(), shards));
-    if config.auth.enabled && config.auth.static_tokens.is_empty() {
-        tracing::warn!(
-            "auth is enabled with no token source configured: any non-empty token is accepted"
-        );
-    }
+    warn_if_open(&config);
     let broker = broker::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
-    let authenticator = auth::from_config(&config.auth);
+    let authenticator = auth::from_config(&config.auth).map_err(|e| anyhow::anyhow!(e))?;
     let hub = Arc::new(Hub::new(
         config,
         shards,
@@ -48,6 +44,23 @@ pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
     ));
     hub.broker.start(hub.clone())?;
     Ok(hub)
+}
+
+/// Warns loudly when auth is off on an address other machines can reach: anyone there may read
+/// every event, list clients and publish.
+fn warn_if_open(config: &Config) {
+    let loopback = config.host == "localhost"
+        || config
+            .host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !config.auth.enabled && !loopback {
+        tracing::warn!(
+            host = %config.host,
+            "AUTH IS DISABLED on a non-loopback address: any client may subscribe to every event, \
+             and /api/v1/streaming/broadcast, /clients, /status and /subscriptions need no token"
+        );
+    }
 }
 
 /// Runs the service until SIGTERM or SIGINT, then shuts down gracefully.

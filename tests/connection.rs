@@ -154,15 +154,34 @@ async fn rest_roles_while_auth_is_on() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    // Status and subscriptions stay open.
-    assert_eq!(
-        http.get(hub.url("/api/v1/streaming/status"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    // Status, subscriptions and clients need admin; the OpenAPI document any valid token;
+    // metrics and probes stay open.
+    for path in ["status", "subscriptions", "clients"] {
+        let url = hub.url(&format!("/api/v1/streaming/{path}"));
+        let status = |token: Option<&'static str>| {
+            let mut r = http.get(&url);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            async move { r.send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(status(None).await, 401, "{path}");
+        assert_eq!(status(Some("viewer")).await, 403, "{path}");
+        assert_eq!(status(Some("good")).await, 200, "{path}");
+    }
+    let openapi = hub.url("/api/v1/streaming/openapi.json");
+    assert_eq!(http.get(&openapi).send().await.unwrap().status(), 401);
+    let r = http
+        .get(&openapi)
+        .bearer_auth("viewer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for open in ["/metrics", "/healthz", "/readyz"] {
+        let r = http.get(hub.url(open)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{open}");
+    }
 }
 
 #[tokio::test]
@@ -327,6 +346,23 @@ async fn bad_config_stops_startup_naming_the_key() {
             "heartbeat_timeout_seconds",
         ),
         ("other_root: {}\n", "other_root"),
+        // Fail closed: auth on with no way to verify a token.
+        (
+            "realtime_streaming:\n  auth:\n    enabled: true\n",
+            "realtime_streaming.auth: enabled with no way to verify a token",
+        ),
+        (
+            "realtime_streaming:\n  auth:\n    enabled: true\n    jwt_secret: s\n    jwks_file: /x\n",
+            "auth.jwt_secret",
+        ),
+        (
+            "realtime_streaming:\n  auth:\n    enabled: true\n    jwt_public_key_file: /no/such.pem\n",
+            "auth.jwt_public_key_file",
+        ),
+        (
+            "realtime_streaming:\n  auth:\n    enabled: true\n    token_validation_url: \"ftp://x\"\n",
+            "auth.token_validation_url",
+        ),
     ] {
         let path = dir.path().join("bad.yaml");
         std::fs::write(&path, yaml).unwrap();

@@ -360,3 +360,15 @@ async fn publish_and_tail_tools() {
         .collect();
     assert_eq!(events, vec!["one", "two"], "{lines:?}");
 }
+
+#[tokio::test]
+async fn scoped_tokens_hold_in_redis_mode() {
+    let redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");
+    let hub = HubProcess::start(&format!("  redis_url: \"{}\"\n{SCOPED_AUTH}", redis.url()));
+    assert!(
+        hub.wait_ready(200, Duration::from_secs(10)).await,
+        "hub ready"
+    );
+    scoped_client_sees_only_its_grant(&hub, "c1-prod", |body| broadcast_as(&hub, "ops", body))
+        .await;
+}

@@ -272,3 +272,26 @@ async fn cluster_node_lost_and_back() {
     );
     assert_eq!(status["connections"]["total"], 1, "never reconnected");
 }
+
+#[tokio::test]
+async fn scoped_tokens_hold_in_redis_cluster_mode() {
+    let cluster = RedisCluster::start().expect("redis cluster (redis-server, redis-cli)");
+    let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let hub = HubProcess::start(&format!(
+        "  redis_cluster_nodes: [{}]\n{SCOPED_AUTH}",
+        nodes.join(", ")
+    ));
+    assert!(
+        hub.wait_ready(200, Duration::from_secs(20)).await,
+        "hub ready"
+    );
+    scoped_client_sees_only_its_grant(&hub, "c1-prod", |body| broadcast_as(&hub, "ops", body))
+        .await;
+    // The narrowed subscription holds only its grant's channel (the unscoped one holds :all).
+    let status = hub.get_json_as("/api/v1/streaming/status", "ops").await;
+    assert_eq!(
+        status["broker"]["stats"]["shard_channels"],
+        json!(["aiops:events:all", "aiops:events:cluster:c1"]),
+        "{status}"
+    );
+}

@@ -7,7 +7,7 @@
 //! deadline or sending a bad token ends the connection with `AUTH_FAILED` and close 1008.
 
 use super::refuse_and_close;
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Grant};
 use crate::client::ClientHandle;
 use crate::config::AuthConfig;
 use crate::hub::Hub;
@@ -44,6 +44,8 @@ impl Phase {
 pub(super) struct Login {
     /// The phase (this connection's own lock).
     phase: Mutex<Phase>,
+    /// What the current token grants (no limit while auth is off).
+    grant: Mutex<Grant>,
     /// Wakes the watchdog when the phase changes.
     changed: Notify,
 }
@@ -59,8 +61,14 @@ impl Login {
         };
         Self {
             phase: Mutex::new(phase),
+            grant: Mutex::new(Grant::default()),
             changed: Notify::new(),
         }
+    }
+
+    /// What the current token grants.
+    pub(super) fn grant(&self) -> Grant {
+        self.grant.lock().clone()
     }
 
     /// Whether the client has yet to authenticate (only `auth` and `ping` are allowed).
@@ -76,6 +84,7 @@ impl Login {
         }
         match hub.auth.authenticate(token).await {
             Ok(p) => {
+                *self.grant.lock() = p.grant;
                 *self.phase.lock() = Phase::Authed(p.expires_at);
                 self.changed.notify_one();
                 *client.subject.lock() = Some(p.subject);
@@ -87,6 +96,7 @@ impl Login {
                 let message = match e {
                     AuthError::Invalid => "invalid token",
                     AuthError::Expired => "token expired",
+                    AuthError::Unavailable => "token validation unavailable",
                 };
                 refuse_and_close(client, ErrorCode::AUTH_FAILED, message);
                 false

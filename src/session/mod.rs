@@ -7,7 +7,7 @@ mod login;
 
 use crate::client::ClientHandle;
 use crate::hub::Hub;
-use crate::protocol::{parse_request, reply, ErrorCode, Request};
+use crate::protocol::{check_breadth, parse_request, reply, ErrorCode, Request};
 use crate::subscription::{all_types, remove_types, Subscription};
 use crate::ws::close::CloseCode;
 use crate::ws::frame::OutFrame;
@@ -51,7 +51,14 @@ impl Session {
                 client.send_control(reply::error(refusal.code, &refusal.message));
                 true
             }
-            Ok(Request::Auth { token }) => self.login.authenticate(&self.hub, client, &token).await,
+            Ok(Request::Auth { token }) => {
+                let before = self.login.grant();
+                let ok = self.login.authenticate(&self.hub, client, &token).await;
+                if ok && self.login.grant() != before {
+                    self.regrant().await;
+                }
+                ok
+            }
             Ok(Request::Ping { timestamp }) => {
                 client.send_control(reply::pong(timestamp.as_deref()));
                 true
@@ -67,9 +74,35 @@ impl Session {
         }
     }
 
-    /// Adds a subscription (within `max_subscriptions_per_client`) and answers `subscribed` once
-    /// routing sees it.
+    /// Handles a binary message: refused before authentication (close 1008), else
+    /// `INVALID_MESSAGE` (the protocol is JSON text); false when the connection must close.
+    pub(crate) fn handle_binary(&self) -> bool {
+        if self.login.is_pending() {
+            refuse_and_close(&self.client, ErrorCode::AUTH_FAILED, "authenticate first");
+            return false;
+        }
+        self.client.send_control(reply::error(
+            ErrorCode::INVALID_MESSAGE,
+            "binary messages are not supported; send JSON text",
+        ));
+        true
+    }
+
+    /// Adds a subscription (within `max_subscriptions_per_client` and the token's grant,
+    /// narrowed to it) and answers `subscribed` once routing sees it.
     async fn subscribe(&self, sub: Subscription) {
+        let sub = match self.login.grant().admit(sub) {
+            Ok(s) => s,
+            Err(why) => {
+                self.client
+                    .send_control(reply::error(ErrorCode::FORBIDDEN, &why));
+                return;
+            }
+        };
+        if let Err(r) = check_breadth(&sub) {
+            self.client.send_control(reply::error(r.code, &r.message));
+            return;
+        }
         let max = self.hub.config.websocket.max_subscriptions_per_client;
         let mut subs = self.client.subscriptions.lock().clone();
         if subs.len() >= max {
@@ -99,6 +132,23 @@ impl Session {
         };
         self.hub.set_subscriptions(&self.client, subs).await;
         self.client.send_control(reply::unsubscribed(&removed));
+    }
+}
+
+impl Session {
+    /// After a fresh token with another grant: every stored subscription is checked against it
+    /// again; one it no longer admits is dropped (the client re-subscribes if it wants).
+    async fn regrant(&self) {
+        let grant = self.login.grant();
+        let subs: Vec<Subscription> = self.client.subscriptions.lock().clone();
+        let kept: Vec<Subscription> = subs
+            .iter()
+            .filter_map(|s| grant.admit(s.clone()).ok())
+            .filter(|s| check_breadth(s).is_ok())
+            .collect();
+        if kept != subs {
+            self.hub.set_subscriptions(&self.client, kept).await;
+        }
     }
 }
 

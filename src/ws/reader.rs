@@ -9,7 +9,6 @@ use super::frame::OutFrame;
 use super::frame_reader::{read_frame, FrameError};
 use super::message::Assembler;
 use crate::client::ClientHandle;
-use crate::protocol::{reply, ErrorCode};
 use crate::session::Session;
 use fastwebsockets::OpCode;
 use std::sync::atomic::Ordering::Relaxed;
@@ -63,10 +62,9 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(s: &Session, mut read: R) ->
             .fetch_add(1, Relaxed);
         client.received.fetch_add(1, Relaxed);
         if !message.text {
-            client.send_control(reply::error(
-                ErrorCode::INVALID_MESSAGE,
-                "binary messages are not supported; send JSON text",
-            ));
+            if !s.handle_binary() {
+                return ReaderExit::CloseQueued;
+            }
             continue;
         }
         let Ok(text) = std::str::from_utf8(&message.data) else {

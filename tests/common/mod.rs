@@ -68,6 +68,19 @@ impl HubProcess {
             .expect("json")
     }
 
+    /// GET a JSON document with a bearer token (auth on).
+    pub async fn get_json_as(&self, path: &str, token: &str) -> Value {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// POST an event to the broadcast endpoint; returns the status and body.
     pub async fn broadcast(&self, body: &str) -> (u16, Value) {
         let r = reqwest::Client::new()
@@ -321,4 +334,104 @@ impl HubProcess {
         }
         false
     }
+}
+
+/// `auth` lines for the scoped-token checks: `ops` may broadcast, `all` sees everything,
+/// `c1-prod` only cluster c1, namespace prod.
+pub const SCOPED_AUTH: &str = "  auth:
+    enabled: true
+    static_tokens:
+      - {token: ops, subject: ops, roles: [internal, admin]}
+      - {token: all, subject: all}
+      - {token: c1-prod, subject: team, clusters: [c1], namespaces: [prod]}
+";
+
+/// Opens a client and authenticates it with `token`.
+pub async fn authed(hub: &HubProcess, token: &str) -> Ws {
+    let mut ws = hub.ws().await;
+    send(
+        &mut ws,
+        &serde_json::json!({"type": "auth", "token": token}),
+    )
+    .await;
+    let r = recv(&mut ws).await;
+    assert_eq!(r["type"], "auth_response", "{r}");
+    ws
+}
+
+/// Checks the client of a token granting only cluster c1 and namespace prod (`token`, as in
+/// [`SCOPED_AUTH`]): naming another cluster or namespace is `FORBIDDEN` and stores nothing; no
+/// filter is narrowed to the grant; of five events (published with `publish`) it receives
+/// exactly those of c1 in prod or in no namespace, while an unscoped client gets all five.
+pub async fn scoped_client_sees_only_its_grant<F, Fut>(hub: &HubProcess, token: &str, publish: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut scoped = authed(hub, token).await;
+    for (clusters, namespaces) in [(vec!["c2"], vec![]), (vec!["c1"], vec!["dev"])] {
+        send(
+            &mut scoped,
+            &serde_json::json!({"type": "subscribe", "subscription": {
+                "event_types": ["ALERT_FIRED"], "cluster_filter": clusters,
+                "namespace_filter": namespaces}}),
+        )
+        .await;
+        let r = recv(&mut scoped).await;
+        assert_eq!(r["code"], "FORBIDDEN", "{r}");
+    }
+    let narrowed = subscribe(&mut scoped, &["ALERT_FIRED"], &[], &[]).await;
+    assert_eq!(narrowed["cluster_filter"], serde_json::json!(["c1"]));
+    assert_eq!(narrowed["namespace_filter"], serde_json::json!(["prod"]));
+    let mut everything = authed(hub, "all").await;
+    subscribe(&mut everything, &["ALERT_FIRED"], &[], &[]).await;
+    let events = [
+        (
+            "c1-prod",
+            r#""cluster_id":"c1","payload":{"namespace":"prod"}"#,
+        ),
+        (
+            "c1-dev",
+            r#""cluster_id":"c1","payload":{"namespace":"dev"}"#,
+        ),
+        (
+            "c2-prod",
+            r#""cluster_id":"c2","payload":{"namespace":"prod"}"#,
+        ),
+        ("c1-none", r#""cluster_id":"c1""#),
+        ("none", r#""payload":{"namespace":"prod"}"#),
+    ];
+    for (id, rest) in events {
+        publish(format!(
+            r#"{{"event_type":"ALERT_FIRED","event_id":"{id}",{rest}}}"#
+        ))
+        .await;
+    }
+    let mut all_ids = Vec::new();
+    while all_ids.len() < events.len() {
+        let e = recv(&mut everything).await;
+        all_ids.push(e["event_id"].as_str().unwrap_or_default().to_string());
+    }
+    let mut got = Vec::new();
+    loop {
+        match next_seen(&mut scoped, Duration::from_millis(500)).await {
+            Seen::Json(e) => got.push(e["event_id"].as_str().unwrap_or_default().to_string()),
+            Seen::Nothing => break,
+            other => panic!("scoped client: {other:?}"),
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["c1-none", "c1-prod"], "unscoped got {all_ids:?}");
+}
+
+/// POSTs an event to the broadcast endpoint with a bearer token; expects 202.
+pub async fn broadcast_as(hub: &HubProcess, token: &str, body: String) {
+    let r = reqwest::Client::new()
+        .post(hub.url("/api/v1/streaming/broadcast"))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202, "broadcast");
 }
