@@ -48,6 +48,27 @@ pub struct Config {
     pub rest: RestConfig,
     /// Opt-in CPU profiling endpoint.
     pub profiling: ProfilingConfig,
+    /// Per-client message rate limit.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `realtime_streaming.rate_limit`: a token bucket per client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Messages a client may send per second, sustained.
+    pub messages_per_second: f64,
+    /// Messages a client may send at once before the rate applies.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            messages_per_second: 50.0,
+            burst: 100,
+        }
+    }
 }
 
 /// `realtime_streaming.websocket`.
@@ -193,6 +214,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             rest: RestConfig::default(),
             profiling: ProfilingConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -374,6 +396,14 @@ impl Config {
         }
         if self.backpressure.max_queue_size == 0 {
             return bad("backpressure.max_queue_size", "must be at least 1");
+        }
+        if !(self.rate_limit.messages_per_second > 0.0
+            && self.rate_limit.messages_per_second <= 1e6)
+        {
+            return bad("rate_limit.messages_per_second", "must be a number > 0");
+        }
+        if self.rate_limit.burst == 0 {
+            return bad("rate_limit.burst", "must be at least 1");
         }
         self.websocket.validate()?;
         self.auth.validate()?;

@@ -369,3 +369,44 @@ async fn upgrade_status(addr: std::net::SocketAddr, origin: Option<&[u8]>) -> St
         .unwrap_or_default()
         .to_string()
 }
+
+#[tokio::test]
+async fn rate_limit_drops_warns_recovers_and_closes_a_flood() {
+    let hub = HubProcess::start("  rate_limit:\n    messages_per_second: 5\n    burst: 5\n");
+    let mut ws = hub.ws().await;
+    let mut calm = hub.ws().await;
+    for _ in 0..5 {
+        send(&mut ws, &json!({"type": "ping"})).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(recv(&mut ws).await["type"], "pong");
+    }
+    // Past the burst: one warning, and the excess is dropped (subscriptions count too).
+    send(&mut ws, &json!({"type": "ping"})).await;
+    let r = recv(&mut ws).await;
+    assert_eq!(r["code"], "RATE_LIMITED", "{r}");
+    send(
+        &mut ws,
+        &json!({"type": "subscribe", "subscription": {"event_types": ["GPU_UPDATE"]}}),
+    )
+    .await;
+    expect_silence(&mut ws, Duration::from_millis(150)).await;
+    // Another client is not affected.
+    send(&mut calm, &json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut calm).await["type"], "pong");
+    // Tokens come back at the configured rate.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    send(&mut ws, &json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong");
+    // A flood is closed with 1008.
+    for _ in 0..30 {
+        send(&mut ws, &json!({"type": "ping"})).await;
+    }
+    let before = expect_close(&mut ws, 1008).await;
+    assert!(
+        before.iter().any(|m| m["code"] == "RATE_LIMITED"),
+        "{before:?}"
+    );
+    send(&mut calm, &json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut calm).await["type"], "pong");
+}

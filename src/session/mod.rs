@@ -4,6 +4,9 @@
 //! through the client's lossless control queue.
 
 mod login;
+mod rate;
+
+pub(crate) use rate::Admit;
 
 use crate::client::ClientHandle;
 use crate::hub::Hub;
@@ -22,19 +25,51 @@ pub(crate) struct Session {
     pub(crate) client: Arc<ClientHandle>,
     /// Where the client stands with authentication.
     login: Login,
+    /// The client's message rate limit (this connection's own lock).
+    rate: parking_lot::Mutex<rate::Bucket>,
 }
 
 impl Session {
     /// A new session for `client`, waiting for `auth` when authentication is on.
     pub(crate) fn new(hub: Arc<Hub>, client: Arc<ClientHandle>) -> Self {
         let login = Login::new(&hub.config.auth, &client);
-        Self { hub, client, login }
+        let rate = rate::Bucket::new(&hub.config.rate_limit, std::time::Instant::now());
+        Self {
+            hub,
+            client,
+            login,
+            rate: parking_lot::Mutex::new(rate),
+        }
     }
 
     /// Ends the connection when authentication does not happen or lapses; never returns while
     /// authentication is off or in order.
     pub(crate) async fn auth_watchdog(&self) {
         self.login.watchdog(&self.hub, &self.client).await
+    }
+
+    /// Takes one message against the client's rate limit; tells the client when it drops one
+    /// and closes it (1008) when it keeps flooding.
+    pub(crate) fn admit(&self) -> Admit {
+        let verdict = self.rate.lock().admit(std::time::Instant::now());
+        let client = &self.client;
+        match verdict {
+            Admit::Pass | Admit::Drop => {}
+            Admit::DropAndWarn => {
+                client.send_control(reply::error(
+                    ErrorCode::RATE_LIMITED,
+                    "too many messages: this one and any more this second are dropped",
+                ));
+            }
+            Admit::Close => {
+                client.send_control(reply::error(
+                    ErrorCode::RATE_LIMITED,
+                    "too many messages: closing",
+                ));
+                client.send_control(OutFrame::close(CloseCode::Policy, "rate limit exceeded"));
+            }
+        }
+        verdict
     }
 
     /// Handles one text message; false when the connection must close.

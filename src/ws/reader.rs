@@ -9,7 +9,7 @@ use super::frame::OutFrame;
 use super::frame_reader::{read_frame, FrameError};
 use super::message::Assembler;
 use crate::client::ClientHandle;
-use crate::session::Session;
+use crate::session::{Admit, Session};
 use fastwebsockets::OpCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -61,6 +61,11 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(s: &Session, mut read: R) ->
             .messages_received
             .fetch_add(1, Relaxed);
         client.received.fetch_add(1, Relaxed);
+        match s.admit() {
+            Admit::Pass => {}
+            Admit::Drop | Admit::DropAndWarn => continue,
+            Admit::Close => return ReaderExit::CloseQueued,
+        }
         if !message.text {
             if !s.handle_binary() {
                 return ReaderExit::CloseQueued;
