@@ -28,10 +28,12 @@ pub enum Target {
     },
     /// `POST {base}/api/v1/streaming/broadcast`.
     Http {
-        /// `http://host:port`.
+        /// `http://host:port`, or `https://host:port` for a hub with TLS.
         base: String,
         /// Bearer token, if auth is on.
         token: Option<String>,
+        /// PEM certificates to trust for `https://`.
+        ca_file: Option<String>,
     },
 }
 
@@ -72,8 +74,12 @@ pub async fn publish(event: &[u8], target: Target) -> anyhow::Result<String> {
             }
             Ok(id)
         }
-        Target::Http { base, token } => {
-            let (host, stream) = connect(&base, "http://").await?;
+        Target::Http {
+            base,
+            token,
+            ca_file,
+        } => {
+            let (host, _, stream) = dial(&base, ca_file.as_deref()).await?;
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
@@ -120,16 +126,14 @@ pub struct TailOptions {
     /// Exit after this many events.
     #[arg(long)]
     pub count: Option<u64>,
+    /// PEM certificates to trust for a `wss://` URL.
+    #[arg(long)]
+    pub ca_file: Option<String>,
 }
 
 /// Connects, subscribes, and prints each message as one JSON line on stdout.
 pub async fn tail(o: TailOptions) -> anyhow::Result<()> {
-    let (host, stream) = connect(&o.url, "ws://").await?;
-    let path = o
-        .url
-        .trim_start_matches("ws://")
-        .split_once('/')
-        .map_or("/ws".to_string(), |(_, p)| format!("/{p}"));
+    let (host, path, stream) = dial(&o.url, o.ca_file.as_deref()).await?;
     let req = hyper::Request::get(path)
         .header(hyper::header::HOST, host)
         .header(hyper::header::UPGRADE, "websocket")
@@ -184,12 +188,50 @@ pub async fn tail(o: TailOptions) -> anyhow::Result<()> {
     }
 }
 
-/// Opens a TCP connection to the host of `url` (after `scheme`); returns the host and stream.
-async fn connect(url: &str, scheme: &str) -> anyhow::Result<(String, tokio::net::TcpStream)> {
-    let rest = url
-        .strip_prefix(scheme)
-        .ok_or_else(|| anyhow::anyhow!("{url}: expected a {scheme} URL"))?;
-    let host = rest.split('/').next().unwrap_or(rest).to_string();
-    let stream = tokio::net::TcpStream::connect(&host).await?;
-    Ok((host, stream))
+/// A connection to a hub: TCP, or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Connects to the host of `url` (`http`, `ws`, or with TLS `https`, `wss`, trusting the
+/// certificates of `ca_file`); returns the host, the path (default `/ws`) and the stream.
+async fn dial(url: &str, ca_file: Option<&str>) -> anyhow::Result<(String, String, Box<dyn Io>)> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| anyhow::anyhow!("{url}: expected scheme://host:port"))?;
+    let (host, path) = match rest.split_once('/') {
+        Some((h, p)) => (h.to_string(), format!("/{p}")),
+        None => (rest.to_string(), "/ws".to_string()),
+    };
+    let tcp = tokio::net::TcpStream::connect(&host).await?;
+    let stream: Box<dyn Io> = match scheme {
+        "http" | "ws" => Box::new(tcp),
+        "https" | "wss" => {
+            let ca = ca_file.ok_or_else(|| anyhow::anyhow!("{url}: give --ca-file to trust"))?;
+            Box::new(tls_connect(tcp, &host, ca).await?)
+        }
+        other => anyhow::bail!("{url}: unknown scheme {other}"),
+    };
+    Ok((host, path, stream))
+}
+
+/// A TLS client session over `tcp` to `host` (its name or address), trusting `ca_file`.
+async fn tls_connect(
+    tcp: tokio::net::TcpStream,
+    host: &str,
+    ca_file: &str,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)? {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let name = ServerName::try_from(name.trim_matches(['[', ']']).to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    Ok(connector.connect(name, tcp).await?)
 }

@@ -50,6 +50,18 @@ pub struct Config {
     pub profiling: ProfilingConfig,
     /// Per-client message rate limit.
     pub rate_limit: RateLimitConfig,
+    /// TLS (`wss://`, `https://`) on the service port.
+    pub tls: TlsConfig,
+}
+
+/// `realtime_streaming.tls`: both set serve TLS (rustls) on the port; neither, plain TCP.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<String>,
 }
 
 /// `realtime_streaming.rate_limit`: a token bucket per client.
@@ -215,6 +227,7 @@ impl Default for Config {
             rest: RestConfig::default(),
             profiling: ProfilingConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -405,6 +418,7 @@ impl Config {
         if self.rate_limit.burst == 0 {
             return bad("rate_limit.burst", "must be at least 1");
         }
+        self.tls.validate()?;
         self.websocket.validate()?;
         self.auth.validate()?;
         self.validate_redis()?;
@@ -515,6 +529,35 @@ impl WebSocketConfig {
             );
         }
         Ok(())
+    }
+}
+
+impl TlsConfig {
+    /// Checks `tls.*`: both files or neither, and both readable.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let given = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+        match (given(&self.cert_file), given(&self.key_file)) {
+            (None, None) => Ok(()),
+            (Some(cert), Some(key)) => {
+                for (k, path) in [("tls.cert_file", cert), ("tls.key_file", key)] {
+                    if let Err(e) = std::fs::metadata(&path) {
+                        return bad(k, &format!("cannot read {path:?}: {e}"));
+                    }
+                }
+                Ok(())
+            }
+            _ => bad(
+                "tls.cert_file",
+                "set both tls.cert_file and tls.key_file, or neither",
+            ),
+        }
+    }
+
+    /// The certificate and key files, when TLS is on.
+    pub fn files(&self) -> Option<(&str, &str)> {
+        let cert = self.cert_file.as_deref().filter(|s| !s.is_empty())?;
+        let key = self.key_file.as_deref().filter(|s| !s.is_empty())?;
+        Some((cert, key))
     }
 }
 

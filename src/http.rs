@@ -8,6 +8,7 @@
 use crate::hub::{ConnectionSlot, Hub};
 use crate::rest::{self, json_response};
 use crate::ws::connection;
+use crate::ws::socket::Socket;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -18,14 +19,34 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
-/// Serves one accepted TCP connection on the current shard.
+/// Longest a client may take over the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one accepted TCP connection on the current shard (after the TLS handshake, when TLS
+/// is on).
 pub(crate) async fn serve(hub: Arc<Hub>, shard: usize, stream: TcpStream, remote: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let sndbuf = hub.config.websocket.socket_send_buffer_bytes;
     if sndbuf > 0 {
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(sndbuf);
     }
+    let Some(acceptor) = hub.tls.clone() else {
+        return serve_http(hub, shard, stream, remote).await;
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_http(hub, shard, tls, remote).await,
+        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+    }
+}
+
+/// Serves HTTP/1.1 (and upgrades) on `io`.
+async fn serve_http<I>(hub: Arc<Hub>, shard: usize, io: I, remote: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc_hub = hub.clone();
     let service = hyper::service::service_fn(move |req| {
         let hub = svc_hub.clone();
@@ -34,7 +55,7 @@ pub(crate) async fn serve(hub: Arc<Hub>, shard: usize, stream: TcpStream, remote
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(%remote, error = %e, "http connection ended with an error");
@@ -140,15 +161,13 @@ async fn adopt(
             return;
         }
     };
-    match ws
-        .into_inner()
-        .into_inner()
-        .downcast::<TokioIo<TcpStream>>()
-    {
-        Ok(parts) => {
-            let (stream, leftover) = (parts.io.into_inner(), parts.read_buf);
-            connection::run(hub, shard, remote, stream, leftover, slot).await
-        }
-        Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
-    }
+    let upgraded = ws.into_inner().into_inner();
+    let (socket, leftover) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => (Socket::Plain(parts.io.into_inner()), parts.read_buf),
+        Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+            Ok(parts) => (Socket::Tls(Box::new(parts.io.into_inner())), parts.read_buf),
+            Err(_) => return tracing::error!("upgraded connection is neither TCP nor TLS"),
+        },
+    };
+    connection::run(hub, shard, remote, socket, leftover, slot).await
 }

@@ -34,6 +34,8 @@ pub struct Hub {
     pub broker: Box<dyn Broker>,
     /// Validates tokens.
     pub auth: Box<dyn Authenticator>,
+    /// Accepts TLS on the service port, when configured.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// Connected clients by id (connect, disconnect and REST listings only; never per event).
     pub(crate) clients: DashMap<Uuid, Arc<ClientHandle>>,
     /// Number of shard runtimes.
@@ -42,6 +44,16 @@ pub struct Hub {
     pub(crate) shutting_down: AtomicBool,
     /// When the hub started.
     pub(crate) started: Instant,
+}
+
+/// What the hub talks to at its edges, built from the configuration.
+pub struct Edges {
+    /// Where published events go.
+    pub broker: Box<dyn Broker>,
+    /// Validates tokens.
+    pub auth: Box<dyn Authenticator>,
+    /// Accepts TLS, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A reserved WebSocket slot; gives it back when dropped.
@@ -64,16 +76,16 @@ impl Hub {
         index: Arc<SubscriptionIndex>,
         metrics: Arc<Metrics>,
         router: Arc<Router>,
-        broker: Box<dyn Broker>,
-        auth: Box<dyn Authenticator>,
+        edges: Edges,
     ) -> Self {
         Self {
             config,
             metrics,
             index,
             router,
-            broker,
-            auth,
+            broker: edges.broker,
+            auth: edges.auth,
+            tls: edges.tls,
             clients: DashMap::new(),
             shards,
             shutting_down: AtomicBool::new(false),

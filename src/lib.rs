@@ -58,4 +58,5 @@ pub mod router;
 pub mod server;
 pub(crate) mod session;
 pub mod subscription;
+pub(crate) mod tls;
 pub mod ws;

@@ -62,6 +62,9 @@ enum Tool {
         /// Bearer token (internal role) when the hub has auth on.
         #[arg(long)]
         token: Option<String>,
+        /// PEM certificates to trust for an `https://` hub.
+        #[arg(long)]
+        ca_file: Option<String>,
     },
     /// Connect as a client, subscribe, and print every message as a JSON line.
     Tail(cli::TailOptions),
@@ -141,6 +144,7 @@ fn run_tool(tool: Tool) -> ExitCode {
                 channel_prefix,
                 url,
                 token,
+                ca_file,
             } => {
                 let event = match event {
                     Some(e) => e.into_bytes(),
@@ -159,7 +163,11 @@ fn run_tool(tool: Tool) -> ExitCode {
                         nodes,
                         prefix: channel_prefix,
                     },
-                    (None, None) => cli::Target::Http { base: url, token },
+                    (None, None) => cli::Target::Http {
+                        base: url,
+                        token,
+                        ca_file,
+                    },
                 };
                 let id = cli::publish(&event, target).await?;
                 println!("{id}");

@@ -11,10 +11,11 @@ use crate::auth;
 use crate::broker;
 use crate::config::Config;
 use crate::http;
-use crate::hub::Hub;
+use crate::hub::{Edges, Hub};
 use crate::index::SubscriptionIndex;
 use crate::metrics::{set_thread_shard, Metrics};
 use crate::router::Router;
+use crate::tls;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -32,16 +33,12 @@ pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
     let router = Arc::new(Router::new(index.clone(), metrics.clone(), shards));
     warn_if_open(&config);
     let broker = broker::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
-    let authenticator = auth::from_config(&config.auth).map_err(|e| anyhow::anyhow!(e))?;
-    let hub = Arc::new(Hub::new(
-        config,
-        shards,
-        index,
-        metrics,
-        router,
+    let edges = Edges {
         broker,
-        authenticator,
-    ));
+        auth: auth::from_config(&config.auth).map_err(|e| anyhow::anyhow!(e))?,
+        tls: tls::acceptor(&config.tls).map_err(|e| anyhow::anyhow!(e))?,
+    };
+    let hub = Arc::new(Hub::new(config, shards, index, metrics, router, edges));
     hub.broker.start(hub.clone())?;
     Ok(hub)
 }
@@ -135,8 +132,12 @@ async fn accept_until_signal(
     let listener = tokio::net::TcpListener::from_std(socket.into())?;
     let local = listener.local_addr()?;
     let mode = hub.broker.mode();
+    let (http, ws) = match hub.tls {
+        Some(_) => ("https", "wss"),
+        None => ("http", "ws"),
+    };
     println!(
-        "streamhub listening on http://{local} (ws://{local}/ws), {} shard(s), mode {mode}",
+        "streamhub listening on {http}://{local} ({ws}://{local}/ws), {} shard(s), mode {mode}",
         shards.len()
     );
     tracing::info!(%local, shards = shards.len(), mode, "listening");

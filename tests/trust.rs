@@ -410,3 +410,128 @@ async fn rate_limit_drops_warns_recovers_and_closes_a_flood() {
     send(&mut calm, &json!({"type": "ping"})).await;
     assert_eq!(recv(&mut calm).await["type"], "pong");
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files in `dir`;
+/// returns (certificate path, key path).
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// A TLS session to `addr` as `localhost`, trusting the certificate at `ca`.
+async fn tls_to(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+/// `POST /api/v1/streaming/broadcast` over TLS; returns the status.
+async fn https_broadcast(addr: std::net::SocketAddr, ca: &std::path::Path, body: String) -> u16 {
+    use http_body_util::Full;
+    let tls = tls_to(addr, ca).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::post("/api/v1/streaming/broadcast")
+        .header("host", "localhost")
+        .body(Full::new(hyper::body::Bytes::from(body)))
+        .unwrap();
+    sender.send_request(req).await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn tls_serves_wss_and_https_on_one_port_and_the_tools_speak_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let hub = HubProcess::start(&format!(
+        "  tls:\n    cert_file: \"{}\"\n    key_file: \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    assert!(hub.banner.contains("wss://"), "{}", hub.banner);
+    let port = hub.addr.port();
+    let tls = tls_to(hub.addr, &cert).await.unwrap();
+    let url = format!("wss://localhost:{port}/ws");
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tls)
+        .await
+        .unwrap();
+    subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+    // Many 1 KB events at once: the TLS writer batches and flushes; all arrive, in order.
+    let pad = "x".repeat(1000);
+    for i in 0..300 {
+        let body = format!(
+            r#"{{"event_type":"GPU_UPDATE","event_id":"e{i}","payload":{{"pad":"{pad}"}}}}"#
+        );
+        assert_eq!(https_broadcast(hub.addr, &cert, body).await, 202);
+    }
+    for i in 0..300 {
+        assert_eq!(recv(&mut ws).await["event_id"], format!("e{i}"));
+    }
+    // Plain WebSocket on the TLS port gets nowhere.
+    let plain = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", hub.addr)),
+    )
+    .await
+    .expect("refused in time");
+    assert!(plain.is_err());
+
+    // `streamhub tail` and `streamhub publish` over TLS.
+    let bin = env!("CARGO_BIN_EXE_streamhub");
+    let mut tail = std::process::Command::new(bin)
+        .args([
+            "tail",
+            "--url",
+            &url,
+            "--types",
+            "ALERT_FIRED",
+            "--count",
+            "1",
+        ])
+        .arg("--ca-file")
+        .arg(&cert)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(tail.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("auth_response"), "{first}");
+    let second = lines.next().unwrap().unwrap();
+    assert!(second.contains("subscribed"), "{second}");
+    let published = std::process::Command::new(bin)
+        .args(["publish", "--url", &format!("https://localhost:{port}")])
+        .arg("--ca-file")
+        .arg(&cert)
+        .args([
+            "--event",
+            r#"{"event_type":"ALERT_FIRED","event_id":"over-tls"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(published.status.success(), "{published:?}");
+    let event = lines.next().unwrap().unwrap();
+    assert!(event.contains("over-tls"), "{event}");
+    assert!(tail.wait().unwrap().success());
+}

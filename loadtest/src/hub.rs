@@ -221,12 +221,14 @@ pub fn spawn_hub(bin: &Path, config: &Path) -> anyhow::Result<Spawned> {
     }
 }
 
-/// The address in the hub's start-up line (`streamhub listening on http://ADDR ...`).
+/// The address in the hub's start-up line (`streamhub listening on http://ADDR ...`, or
+/// `https://ADDR` with TLS).
 pub fn banner_addr(line: &str) -> Option<SocketAddr> {
-    line.split("http://")
+    line.split("listening on ")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| s.split_once("://"))
+        .and_then(|(_, addr)| addr.parse().ok())
 }
 
 #[cfg(test)]
@@ -238,5 +240,7 @@ mod tests {
         let l = "streamhub listening on http://127.0.0.1:4321 (ws://127.0.0.1:4321/ws), 2 shard(s)";
         assert_eq!(banner_addr(l), Some("127.0.0.1:4321".parse().unwrap()));
         assert_eq!(banner_addr("nothing"), None);
+        let tls = "streamhub listening on https://127.0.0.1:9 (wss://127.0.0.1:9/ws), mode redis";
+        assert_eq!(banner_addr(tls), Some("127.0.0.1:9".parse().unwrap()));
     }
 }

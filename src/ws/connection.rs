@@ -4,6 +4,7 @@
 
 use super::close::CLOSE_GRACE;
 use super::reader::{read_loop, ReaderExit};
+use super::socket::Socket;
 use super::writer::{self, WriterExit};
 use crate::backoff::spread;
 use crate::client::{ClientHandle, Goodbye};
@@ -14,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 /// The side of a connection left to finish its part of the closing handshake.
 enum Finish {
@@ -30,7 +30,7 @@ pub(crate) async fn run(
     hub: Arc<Hub>,
     shard: usize,
     remote: SocketAddr,
-    stream: TcpStream,
+    socket: Socket,
     leftover: Bytes,
     slot: ConnectionSlot,
 ) {
@@ -50,7 +50,7 @@ pub(crate) async fn run(
         client.request_goodbye(Goodbye::shutdown(advice));
     }
 
-    let (read_half, write_half) = stream.into_split();
+    let (read_half, write_half) = socket.split();
     // The writer is a task of its own, so waking it for an event never polls the reader.
     let mut writer = tokio::spawn(writer::run(write_half, client.clone(), hub.clone()));
     let reader = read_loop(&session, std::io::Cursor::new(leftover).chain(read_half));

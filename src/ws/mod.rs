@@ -7,6 +7,7 @@
 //! - [`frame_reader`]: one client frame at a time, read straight from the socket, no buffer held
 //!   while idle; [`message`]: fragments reassembled under the message size cap.
 //! - [`close`]: the close codes by name and the hub's side of the closing handshake.
+//! - [`socket`]: plain TCP or TLS under the connection, split for the reader and the writer.
 //! - [`writer`]: the only code that writes to a client's socket (batches, `writev`, heartbeat
 //!   pings, goodbye); [`frame`]: server frames encoded once and shared by every client.
 
@@ -16,4 +17,5 @@ pub mod frame;
 pub(crate) mod frame_reader;
 pub(crate) mod message;
 pub(crate) mod reader;
+pub(crate) mod socket;
 pub(crate) mod writer;

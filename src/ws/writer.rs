@@ -7,21 +7,19 @@
 //! `heartbeat_interval + heartbeat_timeout` is treated like a missed heartbeat.
 
 use super::frame::OutFrame;
+use super::socket::WriteHalf;
 use crate::client::ClientHandle;
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::hub::Hub;
 use crate::protocol::reply;
 use fastwebsockets::OpCode;
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::tcp::OwnedWriteHalf;
 
 /// Most frames taken from the ring per write.
 pub(crate) const MAX_BATCH: usize = 64;
-/// Most buffers passed to one `writev`.
-const MAX_IOV: usize = 64;
 
 /// Why a writer stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,7 +34,7 @@ pub(crate) enum WriterExit {
 
 /// Runs the writer of one client until the connection ends.
 pub(crate) async fn run(
-    mut half: OwnedWriteHalf,
+    mut half: WriteHalf,
     client: Arc<ClientHandle>,
     hub: Arc<Hub>,
 ) -> WriterExit {
@@ -77,7 +75,7 @@ pub(crate) async fn run(
             now = Instant::now();
             continue;
         }
-        let result = write_all(&half, &batch, &client, stall_limit).await;
+        let result = half.write_batch(&batch, &client, stall_limit).await;
         now = Instant::now();
         client.mark_progress(now);
         account(&hub, &client, &batch, now);
@@ -91,7 +89,7 @@ pub(crate) async fn run(
             Err(_) => return WriterExit::SocketError,
         }
         if closing {
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut half).await;
+            half.shutdown().await;
             return WriterExit::Closed;
         }
     }
@@ -147,63 +145,4 @@ fn account(hub: &Hub, client: &ClientHandle, batch: &[Arc<OutFrame>], now: Insta
     }
     local.messages_sent.fetch_add(texts, Relaxed);
     client.sent.fetch_add(texts, Relaxed);
-}
-
-/// Writes every frame of `batch`, many per system call. Fails with `TimedOut` when the socket
-/// accepts nothing for `stall_limit`.
-async fn write_all(
-    half: &OwnedWriteHalf,
-    batch: &[Arc<OutFrame>],
-    client: &ClientHandle,
-    stall_limit: Duration,
-) -> io::Result<()> {
-    // (frame index, offset in that frame) of the first unwritten byte.
-    let mut pos = (0usize, 0usize);
-    loop {
-        match try_write(half, batch, &mut pos) {
-            Ok(true) => return Ok(()),
-            // Partial progress on a full socket: the client is reading, if slowly.
-            Ok(false) => client.mark_progress(Instant::now()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match tokio::time::timeout(stall_limit, half.writable()).await {
-                    Ok(r) => r?,
-                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// One non-blocking `writev` from `pos`; true when all is written, false on partial progress.
-fn try_write(
-    half: &OwnedWriteHalf,
-    batch: &[Arc<OutFrame>],
-    pos: &mut (usize, usize),
-) -> io::Result<bool> {
-    let mut iov = [IoSlice::new(&[]); MAX_IOV];
-    let mut n = 0;
-    for (i, f) in batch[pos.0..].iter().take(MAX_IOV).enumerate() {
-        let b = f.bytes();
-        iov[i] = IoSlice::new(if i == 0 { &b[pos.1..] } else { b });
-        n = i + 1;
-    }
-    if n == 0 {
-        return Ok(true);
-    }
-    let mut written = half.try_write_vectored(&iov[..n])?;
-    if written == 0 {
-        return Err(io::ErrorKind::WriteZero.into());
-    }
-    while written > 0 && pos.0 < batch.len() {
-        let left = batch[pos.0].bytes().len() - pos.1;
-        if written >= left {
-            written -= left;
-            *pos = (pos.0 + 1, 0);
-        } else {
-            pos.1 += written;
-            written = 0;
-        }
-    }
-    Ok(pos.0 >= batch.len())
 }

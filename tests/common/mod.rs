@@ -16,6 +16,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// A WebSocket client.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// What a WebSocket client may run over (TCP, or TLS in the TLS tests).
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Stream for T {}
+
 /// A running hub process.
 pub struct HubProcess {
     /// The process.
@@ -142,7 +146,7 @@ pub enum Seen {
 }
 
 /// The next text message or close, skipping pings and pongs, waiting up to `limit`.
-pub async fn next_seen(ws: &mut Ws, limit: Duration) -> Seen {
+pub async fn next_seen<S: Stream>(ws: &mut WebSocketStream<S>, limit: Duration) -> Seen {
     let end = tokio::time::Instant::now() + limit;
     loop {
         match tokio::time::timeout_at(end, ws.next()).await {
@@ -159,7 +163,7 @@ pub async fn next_seen(ws: &mut Ws, limit: Duration) -> Seen {
 }
 
 /// The next JSON message, or panic.
-pub async fn recv(ws: &mut Ws) -> Value {
+pub async fn recv<S: Stream>(ws: &mut WebSocketStream<S>) -> Value {
     match next_seen(ws, Duration::from_secs(5)).await {
         Seen::Json(v) => v,
         other => panic!("expected a message, saw {other:?}"),
@@ -167,7 +171,7 @@ pub async fn recv(ws: &mut Ws) -> Value {
 }
 
 /// Expects the connection to close with `code`, possibly after some messages; returns those.
-pub async fn expect_close(ws: &mut Ws, code: u16) -> Vec<Value> {
+pub async fn expect_close<S: Stream>(ws: &mut WebSocketStream<S>, code: u16) -> Vec<Value> {
     let mut before = Vec::new();
     loop {
         match next_seen(ws, Duration::from_secs(5)).await {
@@ -182,18 +186,18 @@ pub async fn expect_close(ws: &mut Ws, code: u16) -> Vec<Value> {
 }
 
 /// Sends a JSON value as a text message.
-pub async fn send(ws: &mut Ws, v: &Value) {
+pub async fn send<S: Stream>(ws: &mut WebSocketStream<S>, v: &Value) {
     ws.send(Message::text(v.to_string())).await.expect("send");
 }
 
 /// Sends a raw text message.
-pub async fn send_text(ws: &mut Ws, t: &str) {
+pub async fn send_text<S: Stream>(ws: &mut WebSocketStream<S>, t: &str) {
     ws.send(Message::text(t.to_string())).await.expect("send");
 }
 
 /// Subscribes and waits for `subscribed`.
-pub async fn subscribe(
-    ws: &mut Ws,
+pub async fn subscribe<S: Stream>(
+    ws: &mut WebSocketStream<S>,
     types: &[&str],
     clusters: &[&str],
     namespaces: &[&str],
@@ -210,7 +214,7 @@ pub async fn subscribe(
 }
 
 /// Asserts nothing arrives within `d`.
-pub async fn expect_silence(ws: &mut Ws, d: Duration) {
+pub async fn expect_silence<S: Stream>(ws: &mut WebSocketStream<S>, d: Duration) {
     match next_seen(ws, d).await {
         Seen::Nothing => {}
         other => panic!("expected silence, saw {other:?}"),
