@@ -91,3 +91,46 @@ async fn small_run_writes_reports_that_add_up() {
     .unwrap();
     assert!(std::fs::read_to_string(cmp).unwrap().contains("<svg"));
 }
+
+/// The harness over TLS against a hub that checks ES256 JWTs: every client authenticates with
+/// its own signed token over `wss://`, events are published over `https://` with the harness's
+/// operator token, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_run_over_tls_with_jwt_auth() {
+    let scenario = Scenario::parse(
+        "
+name: e2e_tls_jwt
+clients: 100
+source_addresses: 2
+subscriptions: {kind: dashboards, clusters: 5, namespaces: 3}
+publish:
+  rates: [100]
+  step_seconds: 2
+goals:
+  zero_loss: true
+target:
+  tls: true
+  auth: es256
+",
+    )
+    .unwrap();
+    let opts = RunOptions {
+        hub_bin: env!("CARGO_BIN_EXE_streamhub").into(),
+        flamegraph: None,
+        progress: false,
+        clients: None,
+        step_seconds: None,
+        rate: None,
+    };
+    let summary = runner::run(&scenario, &opts).await.unwrap();
+    assert_eq!(summary.connect.ready, 100, "{:?}", summary.connect);
+    assert_eq!(summary.steps[0].events, 200);
+    let a = summary.accounting;
+    assert!(a.expected > 0);
+    assert_eq!(
+        (a.lost, a.duplicates, a.received),
+        (0, 0, a.expected),
+        "{a:?}"
+    );
+    assert!(summary.hub.cpu_us_per_connection.is_some());
+}

@@ -45,6 +45,8 @@ pub struct ClientSpec {
     pub publisher_key: Vec<u8>,
     /// Number of publishers.
     pub publishers: usize,
+    /// With TLS: connects through this (the hub's certificate trusted).
+    pub tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// When a client became ready, and what it saw.
@@ -94,6 +96,10 @@ pub fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
 /// server within a run instead of being absorbed by megabytes of kernel buffers.
 const STALLED_RCVBUF: u32 = 4096;
 
+/// A connection to the server: TCP, or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// Opens a WebSocket from `source`.
 pub async fn connect(
     spec: &ClientSpec,
@@ -107,6 +113,13 @@ pub async fn connect(
     }
     let stream = socket.connect(spec.server).await?;
     stream.set_nodelay(true)?;
+    let stream: Box<dyn Io> = match &spec.tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::IpAddress(spec.server.ip().into());
+            Box::new(tls.connect(name, stream).await?)
+        }
+    };
     let req = hyper::Request::builder()
         .method("GET")
         .uri(&spec.path)

@@ -2,7 +2,8 @@
 //! memory and CPU from /proc, and read its metrics, client list and flamegraph over HTTP.
 
 use crate::fixtures::{metric_sum, proc_sample, ProcSample, RedisCluster, RedisServer};
-use crate::scenario::Backend;
+use crate::scenario::{Backend, Target};
+use crate::tokens::Minter;
 use anyhow::Context;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -26,6 +27,32 @@ pub struct Hub {
     redis: Option<RedisServer>,
     /// The Redis Cluster the harness started for the hub, if any.
     cluster: Option<RedisCluster>,
+    /// Signs the clients' tokens.
+    pub minter: Minter,
+    /// With TLS: the client settings that trust the hub's certificate.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// With auth on: the harness's own bearer token (roles `internal` and `admin`).
+    pub operator: Option<String>,
+}
+
+/// The hub's settings under `realtime_streaming`: loopback on a free port, the scenario's own
+/// settings, then `extra` (empty mappings are left out).
+fn hub_config(target: &Target, extra: Vec<(&str, serde_norway::Value)>) -> serde_norway::Mapping {
+    let mut root = yaml_map([("host", "127.0.0.1".into()), ("port", 0.into())]);
+    if let Some(serde_norway::Value::Mapping(m)) = &target.hub_config {
+        root.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    for (k, v) in extra {
+        if !matches!(&v, serde_norway::Value::Null) {
+            root.insert(k.into(), v);
+        }
+    }
+    root
+}
+
+/// A YAML mapping of string keys.
+fn yaml_map<const N: usize>(entries: [(&str, serde_norway::Value); N]) -> serde_norway::Mapping {
+    entries.into_iter().map(|(k, v)| (k.into(), v)).collect()
 }
 
 impl Drop for Hub {
@@ -38,58 +65,54 @@ impl Drop for Hub {
 }
 
 impl Hub {
-    /// Starts `bin` on a free loopback port with `extra` settings under `realtime_streaming`.
-    pub fn start(
-        bin: &Path,
-        extra: Option<&serde_norway::Value>,
-        profiling: bool,
-        backend: Backend,
-    ) -> anyhow::Result<Self> {
+    /// Starts `bin` on a free loopback port as `target` asks: its extra settings under
+    /// `realtime_streaming`, the Redis its backend needs, and a JWT key when auth is on.
+    pub fn start(bin: &Path, target: &Target, profiling: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let redis = match backend {
+        let redis = match target.backend {
             Backend::Redis => Some(RedisServer::start()?),
             _ => None,
         };
-        let cluster = match backend {
+        let cluster = match target.backend {
             Backend::RedisCluster => Some(RedisCluster::start()?),
             _ => None,
         };
-        let mut root = serde_norway::Mapping::new();
-        root.insert("host".into(), "127.0.0.1".into());
-        root.insert("port".into(), 0.into());
-        if let Some(serde_norway::Value::Mapping(m)) = extra {
-            for (k, v) in m {
-                root.insert(k.clone(), v.clone());
-            }
-        }
+        let (minter, auth) = Minter::new(target.auth, dir.path())?;
+        let tls = match target.tls {
+            true => Some(crate::tls::make(dir.path())?),
+            false => None,
+        };
+        let mut extra: Vec<(&str, serde_norway::Value)> = vec![("auth", auth.unwrap_or_default())];
         if let Some(r) = &redis {
-            root.insert("redis_url".into(), r.url().into());
+            extra.push(("redis_url", r.url().into()));
         }
         if let Some(c) = &cluster {
             let nodes: Vec<serde_norway::Value> = c.urls().into_iter().map(Into::into).collect();
-            root.insert("redis_cluster_nodes".into(), nodes.into());
+            extra.push(("redis_cluster_nodes", nodes.into()));
+        }
+        if let Some(t) = &tls {
+            extra.push(("tls", t.hub_config.clone()));
         }
         if profiling {
-            let mut p = serde_norway::Mapping::new();
-            p.insert("enabled".into(), true.into());
-            root.insert("profiling".into(), serde_norway::Value::Mapping(p));
+            extra.push(("profiling", yaml_map([("enabled", true.into())]).into()));
         }
-        let mut doc = serde_norway::Mapping::new();
-        doc.insert(
-            "realtime_streaming".into(),
-            serde_norway::Value::Mapping(root),
-        );
+        let root = hub_config(target, extra);
         let path = dir.path().join("hub.yaml");
+        let doc = yaml_map([("realtime_streaming", root.into())]);
         std::fs::write(&path, serde_norway::to_string(&doc)?)?;
         let Spawned { child, addr, .. } = spawn_hub(bin, &path)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         Ok(Self {
             pid: Some(child.id()),
             child: Some(child),
             addr,
-            http: format!("http://{addr}"),
+            http: format!("{scheme}://{addr}"),
             _dir: Some(dir),
             redis,
             cluster,
+            operator: minter.operator()?,
+            minter,
+            tls: tls.map(|t| t.client),
         })
     }
 
@@ -103,6 +126,9 @@ impl Hub {
             _dir: None,
             redis: None,
             cluster: None,
+            minter: Minter::Off,
+            tls: None,
+            operator: None,
         }
     }
 
@@ -116,6 +142,14 @@ impl Hub {
         self.redis.as_ref().map(RedisServer::url)
     }
 
+    /// `request` with the harness's bearer token, when auth is on.
+    pub fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.operator {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        }
+    }
+
     /// Samples the process from /proc.
     pub fn sample(&self) -> Option<ProcSample> {
         proc_sample(self.pid?)
@@ -123,8 +157,8 @@ impl Hub {
 
     /// One metric's value (summed over label sets) from `/metrics`.
     pub async fn metric(&self, http: &reqwest::Client, name: &str) -> Option<f64> {
-        let text = http
-            .get(format!("{}/metrics", self.http))
+        let text = self
+            .authorized(http.get(format!("{}/metrics", self.http)))
             .send()
             .await
             .ok()?
@@ -137,7 +171,7 @@ impl Hub {
     /// Events dropped per client id, from `/api/v1/streaming/clients`.
     pub async fn drops_by_client(&self, http: &reqwest::Client) -> HashMap<String, u64> {
         let url = format!("{}/api/v1/streaming/clients?limit=10000000", self.http);
-        let Ok(r) = http.get(url).send().await else {
+        let Ok(r) = self.authorized(http.get(url)).send().await else {
             return HashMap::new();
         };
         let Ok(v) = r.json::<serde_json::Value>().await else {

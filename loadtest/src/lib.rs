@@ -5,6 +5,8 @@
 //! - [`scenario`]: scenario files (who connects, what they subscribe to, how events are published).
 //! - [`workload`]: subscriptions, events, and which clients each event must reach.
 //! - [`client`]: one WebSocket client: connect, subscribe, read, record latency.
+//! - [`tls`]: the certificate and client settings of a run over TLS.
+//! - [`tokens`]: the clients' tokens, and the hub's JWT key when a scenario turns auth on.
 //! - [`stats`]: HdrHistogram merging, percentiles, `.hgrm`, loss and duplicate accounting.
 //! - [`hub`]: the server under test: start or attach, /proc sampling, metrics, flamegraphs.
 //! - [`runner`]: one run, from connecting to settling.
@@ -18,4 +20,6 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod stats;
+pub mod tls;
+pub mod tokens;
 pub mod workload;

@@ -115,6 +115,10 @@ pub struct HubFigures {
     /// including publishing requests, divided by deliveries).
     #[serde(default)]
     pub cpu_us_per_delivery: Option<f64>,
+    /// Hub CPU time from before the first client connected until all were subscribed, per
+    /// subscribed client, in microseconds (accept, upgrade, authentication, subscription).
+    #[serde(default)]
+    pub cpu_us_per_connection: Option<f64>,
     /// `ws_events_dropped_total` at the end.
     pub drops_total: Option<u64>,
     /// Drops on clients that kept reading.
@@ -285,7 +289,7 @@ fn hub(o: &mut String, s: &Summary) {
     let h = &s.hub;
     let _ = writeln!(
         o,
-        "## Hub\n\n| RSS before | RSS connected | RSS peak | RSS end | RSS per connection | CPU mean | CPU peak | CPU per delivery | drops (reading / stalled) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n| {} KiB | {} KiB | {} KiB | {} KiB | {} KiB | {}% | {}% | {} µs | {} / {} |\n",
+        "## Hub\n\n| RSS before | RSS connected | RSS peak | RSS end | RSS per connection | CPU mean | CPU peak | CPU per connection | CPU per delivery | drops (reading / stalled) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n| {} KiB | {} KiB | {} KiB | {} KiB | {} KiB | {}% | {}% | {} µs | {} µs | {} / {} |\n",
         opt(h.rss_baseline_kib),
         opt(h.rss_connected_kib),
         opt(h.rss_peak_kib),
@@ -293,6 +297,7 @@ fn hub(o: &mut String, s: &Summary) {
         opt_f(h.rss_per_connection_kib, 2),
         opt_f(h.cpu_percent_mean, 0),
         opt_f(h.cpu_percent_peak, 0),
+        opt_f(h.cpu_us_per_connection, 1),
         opt_f(h.cpu_us_per_delivery, 2),
         h.drops_on_reading_clients,
         h.drops_on_stalled_clients

@@ -57,6 +57,24 @@ pub struct Target {
     pub pid: Option<u32>,
     /// What the started hub carries events through; the harness starts the Redis it needs.
     pub backend: Backend,
+    /// Whether the started hub checks JWTs, and of which kind.
+    pub auth: AuthMode,
+    /// Serve TLS from the started hub (a certificate made for the run); clients use `wss://`
+    /// and HTTP publishers `https://`.
+    pub tls: bool,
+}
+
+/// Authentication on the hub the harness starts.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Auth off.
+    #[default]
+    None,
+    /// JWTs signed with an HS256 secret.
+    Hs256,
+    /// JWTs signed with an ES256 (P-256) key; the hub gets the public key as a PEM file.
+    Es256,
 }
 
 impl Default for Target {
@@ -68,6 +86,8 @@ impl Default for Target {
             http_url: None,
             pid: None,
             backend: Backend::Embedded,
+            auth: AuthMode::None,
+            tls: false,
         }
     }
 }

@@ -58,7 +58,7 @@ pub(super) async fn connect(
         .map(|(i, sub)| {
             let opening = match &s.generic {
                 Some(_) => spec.opening.clone(),
-                None => streamhub_opening(sub),
+                None => streamhub_opening(sub, &run.tokens[i]),
             };
             let spec = Arc::new(ClientSpec {
                 opening,
@@ -121,6 +121,7 @@ fn client_spec(s: &Scenario, hub: &Hub) -> anyhow::Result<ClientSpec> {
                 seq_key: quoted(&g.seq_key),
                 publisher_key: quoted("publisher"),
                 publishers: s.publish.publishers,
+                tls: None,
             }
         }
         None => ClientSpec {
@@ -133,14 +134,15 @@ fn client_spec(s: &Scenario, hub: &Hub) -> anyhow::Result<ClientSpec> {
             seq_key: quoted("seq"),
             publisher_key: quoted("publisher"),
             publishers: s.publish.publishers,
+            tls: hub.tls.clone().map(tokio_rustls::TlsConnector::from),
         },
     })
 }
 
 /// A streamhub client's opening: authenticate, then subscribe.
-fn streamhub_opening(sub: &Sub) -> Vec<String> {
+fn streamhub_opening(sub: &Sub, token: &str) -> Vec<String> {
     vec![
-        serde_json::json!({"type": "auth", "token": "loadtest"}).to_string(),
+        serde_json::json!({"type": "auth", "token": token}).to_string(),
         sub.message().to_string(),
     ]
 }

@@ -82,6 +82,8 @@ pub(crate) struct Run {
     progress: ProgressBar,
     /// How many clients stop reading.
     stalled_n: usize,
+    /// Each client's token, signed before the clock started.
+    tokens: Vec<String>,
     /// How many events each client must receive, kept up to date by the publishers.
     expectation: Arc<Mutex<Expectation>>,
     /// Latency samples, merged as they arrive.
@@ -121,18 +123,24 @@ fn prepare(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<(Run, Vec<S
         anyhow::ensure!(r > 0.0 && r.is_finite(), "--rate must be positive");
         s.publish.rates = vec![r];
     }
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .build()?;
     let hub = open_target(&s, opts)?;
+    let mut http = reqwest::Client::builder().pool_max_idle_per_host(64);
+    if let Some(tls) = &hub.tls {
+        http = http.use_preconfigured_tls((**tls).clone());
+    }
+    let http = http.build()?;
     let mut rng = fastrand::Rng::with_seed(42);
     let subs: Vec<Sub> = (0..s.clients)
         .map(|_| workload::subscription_for(&s.subscriptions, &mut rng))
         .collect();
+    let tokens = (0..s.clients)
+        .map(|i| hub.minter.token(i))
+        .collect::<anyhow::Result<Vec<String>>>()?;
     let (stalled_n, all) = (s.stalled_clients(), s.clients);
     let expectation = Expectation::new(&subs, |i| !stalled(i, stalled_n, all));
     let run = Run {
         stalled_n,
+        tokens,
         progress: bar(opts.progress, s.clients as u64),
         s,
         hub,
@@ -263,9 +271,7 @@ fn open_target(s: &Scenario, opts: &RunOptions) -> anyhow::Result<Hub> {
         return Ok(Hub::attach(addr, format!("http://{addr}"), s.target.pid));
     }
     if s.target.start {
-        let config = s.target.hub_config.as_ref();
-        let profiling = opts.flamegraph.is_some();
-        return Hub::start(&opts.hub_bin, config, profiling, s.target.backend);
+        return Hub::start(&opts.hub_bin, &s.target, opts.flamegraph.is_some());
     }
     let url = s
         .target

@@ -157,8 +157,9 @@ fn past_limits(run: &Run, step: &StepResult) -> bool {
 /// Where a publisher sends events.
 #[derive(Clone)]
 enum Sink {
-    /// The hub's broadcast endpoint (or the generic target's URL).
-    Http(reqwest::Client, String),
+    /// The hub's broadcast endpoint (or the generic target's URL), with a bearer token when the
+    /// hub checks them.
+    Http(reqwest::Client, String, Option<String>),
     /// `PUBLISH` on `{prefix}:all` of one Redis.
     Redis(redis::aio::MultiplexedConnection, Channels),
     /// `SPUBLISH` on `{prefix}:all` and `{prefix}:cluster:{id}` of a Redis Cluster.
@@ -175,7 +176,7 @@ impl Sink {
         };
         Ok(Some(match p.via {
             Via::None => return Ok(None),
-            Via::Http => Sink::Http(run.http.clone(), publish_url(run)),
+            Via::Http => Sink::Http(run.http.clone(), publish_url(run), run.hub.operator.clone()),
             Via::Redis => {
                 let url = p.redis_url.clone().or_else(|| run.hub.redis_url());
                 let url = url.ok_or_else(|| anyhow::anyhow!("no redis to publish to"))?;
@@ -197,12 +198,13 @@ impl Sink {
     /// Sends one event; true when it was taken.
     async fn send(&mut self, body: String, cluster: &str) -> bool {
         match self {
-            Sink::Http(http, url) => http
-                .post(url.as_str())
-                .body(body)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success()),
+            Sink::Http(http, url, token) => {
+                let mut post = http.post(url.as_str()).body(body);
+                if let Some(t) = token {
+                    post = post.bearer_auth(t);
+                }
+                post.send().await.is_ok_and(|r| r.status().is_success())
+            }
             Sink::Redis(conn, channels) => streamhub_wire::publish(conn, channels, body.as_bytes())
                 .await
                 .is_ok(),

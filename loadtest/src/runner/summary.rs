@@ -137,6 +137,12 @@ fn hub_figures(run: &Run, p: &Phases, procs: &[(f64, ProcSample)], ready: usize)
         }
     }
     let cpu = cpu_figures(procs);
+    let cpu_us_per_connection = match (f.baseline, p.connected.after_connect) {
+        (Some(b), Some(a)) if ready > 0 => {
+            Some(1e6 * (a.cpu_seconds - b.cpu_seconds) / ready as f64)
+        }
+        _ => None,
+    };
     HubFigures {
         pid: run.hub.pid,
         rss_baseline_kib: f.baseline.map(|p| p.rss_kib),
@@ -147,6 +153,7 @@ fn hub_figures(run: &Run, p: &Phases, procs: &[(f64, ProcSample)], ready: usize)
         cpu_percent_mean: cpu.0,
         cpu_percent_peak: cpu.1,
         cpu_us_per_delivery: p.published.cpu_us_per_delivery,
+        cpu_us_per_connection,
         drops_total: f.drops_total.map(|d| d as u64),
         drops_on_reading_clients: on_reading,
         drops_on_stalled_clients: on_stalled,
