@@ -23,17 +23,22 @@ target:
     backpressure: {max_queue_size: 8}
 ";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_run_writes_reports_that_add_up() {
-    let scenario = Scenario::parse(SCENARIO).unwrap();
-    let opts = RunOptions {
+/// Runs the hub binary this test suite built, without flamegraph or progress bar.
+fn options() -> RunOptions {
+    RunOptions {
         hub_bin: env!("CARGO_BIN_EXE_streamhub").into(),
         flamegraph: None,
         progress: false,
         clients: None,
         step_seconds: None,
         rate: None,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_run_writes_reports_that_add_up() {
+    let scenario = Scenario::parse(SCENARIO).unwrap();
+    let opts = options();
     let summary = runner::run(&scenario, &opts).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     report::write_all(&summary, dir.path()).unwrap();
@@ -114,14 +119,7 @@ target:
 ",
     )
     .unwrap();
-    let opts = RunOptions {
-        hub_bin: env!("CARGO_BIN_EXE_streamhub").into(),
-        flamegraph: None,
-        progress: false,
-        clients: None,
-        step_seconds: None,
-        rate: None,
-    };
+    let opts = options();
     let summary = runner::run(&scenario, &opts).await.unwrap();
     assert_eq!(summary.connect.ready, 100, "{:?}", summary.connect);
     assert_eq!(summary.steps[0].events, 200);
