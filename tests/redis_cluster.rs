@@ -285,8 +285,9 @@ async fn scoped_tokens_hold_in_redis_cluster_mode() {
         hub.wait_ready(200, Duration::from_secs(20)).await,
         "hub ready"
     );
-    scoped_client_sees_only_its_grant(&hub, "c1-prod", |body| broadcast_as(&hub, "ops", body))
-        .await;
+    let _clients =
+        scoped_client_sees_only_its_grant(&hub, "c1-prod", |body| broadcast_as(&hub, "ops", body))
+            .await;
     // The narrowed subscription holds only its grant's channel (the unscoped one holds :all).
     let status = hub.get_json_as("/api/v1/streaming/status", "ops").await;
     assert_eq!(

@@ -535,3 +535,102 @@ async fn tls_serves_wss_and_https_on_one_port_and_the_tools_speak_it() {
     assert!(event.contains("over-tls"), "{event}");
     assert!(tail.wait().unwrap().success());
 }
+
+#[tokio::test]
+async fn a_jwt_expiring_on_an_open_connection_gets_auth_expired() {
+    let hub =
+        auth_hub("    jwt_secret: \"k\"\n    jwt_leeway_seconds: 0\n    reauth_grace_seconds: 1\n");
+    let key = EncodingKey::from_secret(b"k");
+    let short = sign(
+        Algorithm::HS256,
+        None,
+        &json!({"sub": "a", "exp": at(2)}),
+        &key,
+    );
+    let mut ws = hub.ws().await;
+    send(&mut ws, &json!({"type": "auth", "token": short})).await;
+    assert_eq!(recv(&mut ws).await["type"], "auth_response");
+    let expired = match next_seen(&mut ws, Duration::from_secs(4)).await {
+        Seen::Json(v) => v,
+        other => panic!("expected AUTH_EXPIRED, saw {other:?}"),
+    };
+    assert_eq!(expired["code"], "AUTH_EXPIRED", "{expired}");
+    // A fresh token within the grace keeps the connection.
+    let fresh = sign(Algorithm::HS256, None, &claims("a"), &key);
+    send(&mut ws, &json!({"type": "auth", "token": fresh})).await;
+    assert_eq!(recv(&mut ws).await["type"], "auth_response");
+    expect_silence(&mut ws, Duration::from_millis(1500)).await;
+}
+
+#[tokio::test]
+async fn tokens_never_reach_logs_listings_or_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.yaml");
+    let token = "sEcReT-tOkEn-4711";
+    std::fs::write(
+        &path,
+        format!(
+            "realtime_streaming:\n  host: \"127.0.0.1\"\n  port: 0\n  auth:\n    enabled: true\n    static_tokens:\n      - {{token: \"{token}\", subject: ops, roles: [admin, internal]}}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamhub"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("STREAMHUB_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = loadtest::hub::banner_addr(&line).unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    send(&mut ws, &json!({"type": "auth", "token": token})).await;
+    assert_eq!(recv(&mut ws).await["type"], "auth_response");
+    subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+    // A wrong token too, on REST and on a WebSocket.
+    let http = reqwest::Client::new();
+    let wrong = "wRoNg-tOkEn-0815";
+    let r = http
+        .get(format!("http://{addr}/api/v1/streaming/status"))
+        .bearer_auth(wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let mut seen = String::new();
+    for p in ["clients", "status", "subscriptions"] {
+        let r = http
+            .get(format!("http://{addr}/api/v1/streaming/{p}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        seen.push_str(&r.text().await.unwrap());
+    }
+    seen.push_str(
+        &http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(seen.contains("\"subject\":\"ops\""), "the listing is there");
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    seen.push_str(&String::from_utf8_lossy(&out.stderr));
+    assert!(!out.stderr.is_empty(), "trace logs were written");
+    for t in [token, wrong] {
+        assert!(!seen.contains(t), "{t} leaked");
+    }
+}

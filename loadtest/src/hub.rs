@@ -198,11 +198,13 @@ pub async fn fetch_flamegraph(
     http: reqwest::Client,
     base: String,
     seconds: f64,
+    token: Option<String>,
 ) -> anyhow::Result<Vec<u8>> {
-    let r = http
-        .get(format!("{base}/debug/pprof/flamegraph?seconds={seconds}"))
-        .send()
-        .await?;
+    let mut get = http.get(format!("{base}/debug/pprof/flamegraph?seconds={seconds}"));
+    if let Some(t) = token {
+        get = get.bearer_auth(t); // the profiler needs the admin role while auth is on
+    }
+    let r = get.send().await?;
     anyhow::ensure!(
         r.status().is_success(),
         "profiling endpoint answered {}",

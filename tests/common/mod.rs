@@ -367,7 +367,12 @@ pub async fn authed(hub: &HubProcess, token: &str) -> Ws {
 /// [`SCOPED_AUTH`]): naming another cluster or namespace is `FORBIDDEN` and stores nothing; no
 /// filter is narrowed to the grant; of five events (published with `publish`) it receives
 /// exactly those of c1 in prod or in no namespace, while an unscoped client gets all five.
-pub async fn scoped_client_sees_only_its_grant<F, Fut>(hub: &HubProcess, token: &str, publish: F)
+/// Returns both clients, still connected and subscribed (scoped, unscoped).
+pub async fn scoped_client_sees_only_its_grant<F, Fut>(
+    hub: &HubProcess,
+    token: &str,
+    publish: F,
+) -> (Ws, Ws)
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -426,6 +431,7 @@ where
     }
     got.sort();
     assert_eq!(got, ["c1-none", "c1-prod"], "unscoped got {all_ids:?}");
+    (scoped, everything)
 }
 
 /// POSTs an event to the broadcast endpoint with a bearer token; expects 202.

@@ -83,7 +83,8 @@ fn start_profile(run: &Run, wanted: bool) -> Profile {
     let seconds = run.s.publish.rates.len() as f64 * run.s.publish.step_seconds;
     (wanted && seconds > 0.0).then(|| {
         let (http, base) = (run.http.clone(), run.hub.http.clone());
-        tokio::spawn(crate::hub::fetch_flamegraph(http, base, seconds))
+        let token = run.hub.operator.clone();
+        tokio::spawn(crate::hub::fetch_flamegraph(http, base, seconds, token))
     })
 }
 
