@@ -409,3 +409,35 @@ async fn env_and_flags_override_the_file() {
     );
     assert!(line.contains("3 shard(s)"), "{line}");
 }
+
+#[tokio::test]
+async fn auth_off_on_a_non_loopback_address_warns_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |host: &str| {
+        let path = dir.path().join(format!("{host}.yaml"));
+        std::fs::write(
+            &path,
+            format!("realtime_streaming:\n  host: \"{host}\"\n  port: 0\n"),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamhub"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let _ = child.kill();
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).to_string()
+    };
+    let open = run("0.0.0.0");
+    assert!(open.contains("AUTH IS DISABLED"), "{open}");
+    assert!(open.contains("/api/v1/streaming/broadcast"), "{open}");
+    assert!(!run("127.0.0.1").contains("AUTH IS DISABLED"));
+}
