@@ -1,7 +1,7 @@
 //! Operator tools: `streamhub publish` sends one event (to Redis or to a hub's broadcast
 //! endpoint); `streamhub tail` connects as a client, subscribes, and prints what arrives.
 
-use crate::event::parse_event;
+use crate::event::{parse_event, ParsedEvent};
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload};
 use http_body_util::{BodyExt, Empty, Full};
@@ -37,72 +37,121 @@ pub enum Target {
     },
 }
 
-/// Validates `event` and publishes it; returns the event id.
-pub async fn publish(event: &[u8], target: Target) -> anyhow::Result<String> {
-    let parsed = parse_event(event).map_err(|e| anyhow::anyhow!("not a valid event: {e}"))?;
-    let id = parsed.event_id.clone();
+/// Validates `body` (one event, or a JSON array of events, all valid) and publishes it;
+/// returns the event ids in order.
+pub async fn publish(body: &[u8], target: Target) -> anyhow::Result<Vec<String>> {
+    let raws: Vec<&[u8]> = if body.trim_ascii_start().starts_with(b"[") {
+        let list: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
+            .map_err(|e| anyhow::anyhow!("not a JSON array of events: {e}"))?;
+        list.into_iter().map(|r| r.get().as_bytes()).collect()
+    } else {
+        vec![body]
+    };
+    let mut events = Vec::with_capacity(raws.len());
+    for (i, raw) in raws.iter().enumerate() {
+        let e = parse_event(raw).map_err(|e| anyhow::anyhow!("event {i} is not valid: {e}"))?;
+        events.push(e);
+    }
+    anyhow::ensure!(!events.is_empty(), "no event to publish");
     match target {
-        Target::Redis { url, prefix } => {
-            let channels = Channels::new(&prefix);
-            let client = redis::Client::open(url.as_str())?;
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            let receivers =
-                streamhub_wire::publish(&mut conn, &channels, &parsed.to_published()).await?;
-            eprintln!(
-                "published {id} to {} ({receivers} subscriber(s))",
-                channels.all()
-            );
-            Ok(id)
-        }
-        Target::RedisCluster { nodes, prefix } => {
-            let channels = Channels::new(&prefix);
-            let client = redis::cluster::ClusterClient::new(nodes)?;
-            let conn = client.get_async_connection().await?;
-            let cluster = parsed.cluster_id.as_deref();
-            let message = parsed.to_published();
-            let r = streamhub_wire::spublish(&conn, &channels, cluster, &message).await?;
-            eprintln!(
-                "published {id} to {} ({} subscriber(s))",
-                channels.all(),
-                r.all
-            );
-            if let (Some(c), Some(n)) = (cluster, r.cluster) {
-                eprintln!(
-                    "published {id} to {} ({n} subscriber(s))",
-                    channels.cluster(c)
-                );
-            }
-            Ok(id)
-        }
+        Target::Redis { url, prefix } => publish_redis(&events, &url, &prefix).await,
+        Target::RedisCluster { nodes, prefix } => publish_cluster(&events, nodes, &prefix).await,
         Target::Http {
             base,
             token,
             ca_file,
-        } => {
-            let (host, _, stream) = dial(&base, ca_file.as_deref()).await?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            let mut req = hyper::Request::post("/api/v1/streaming/broadcast")
-                .header(hyper::header::HOST, host)
-                .header(hyper::header::CONTENT_TYPE, "application/json");
-            if let Some(t) = token {
-                req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-            }
-            let resp = sender
-                .send_request(req.body(Full::new(Bytes::copy_from_slice(event)))?)
-                .await?;
-            let status = resp.status();
-            let body = resp.into_body().collect().await?.to_bytes();
-            anyhow::ensure!(
-                status.is_success(),
-                "hub answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-            let v: serde_json::Value = serde_json::from_slice(&body)?;
-            Ok(v["event_id"].as_str().unwrap_or(&id).to_string())
-        }
+        } => post(body, &base, token, ca_file).await,
     }
+}
+
+/// `PUBLISH`es each event to `{prefix}:all` of one Redis.
+async fn publish_redis(
+    events: &[ParsedEvent],
+    url: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<String>> {
+    let channels = Channels::new(prefix);
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut ids = Vec::new();
+    for e in events {
+        let n = streamhub_wire::publish(&mut conn, &channels, &e.to_published()).await?;
+        eprintln!(
+            "published {} to {} ({n} subscriber(s))",
+            e.event_id,
+            channels.all()
+        );
+        ids.push(e.event_id.clone());
+    }
+    Ok(ids)
+}
+
+/// `SPUBLISH`es each event to `{prefix}:all` and its cluster's channel of a Redis Cluster.
+async fn publish_cluster(
+    events: &[ParsedEvent],
+    nodes: Vec<String>,
+    prefix: &str,
+) -> anyhow::Result<Vec<String>> {
+    let channels = Channels::new(prefix);
+    let client = redis::cluster::ClusterClient::new(nodes)?;
+    let conn = client.get_async_connection().await?;
+    let mut ids = Vec::new();
+    for e in events {
+        let cluster = e.cluster_id.as_deref();
+        let r = streamhub_wire::spublish(&conn, &channels, cluster, &e.to_published()).await?;
+        eprintln!(
+            "published {} to {} ({} subscriber(s))",
+            e.event_id,
+            channels.all(),
+            r.all
+        );
+        if let (Some(c), Some(n)) = (cluster, r.cluster) {
+            eprintln!(
+                "published {} to {} ({n} subscriber(s))",
+                e.event_id,
+                channels.cluster(c)
+            );
+        }
+        ids.push(e.event_id.clone());
+    }
+    Ok(ids)
+}
+
+/// Posts `body` (one event or a batch) to a hub's broadcast endpoint; returns the ids it gave.
+async fn post(
+    body: &[u8],
+    base: &str,
+    token: Option<String>,
+    ca_file: Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    let (host, _, stream) = dial(base, ca_file.as_deref()).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = hyper::Request::post("/api/v1/streaming/broadcast")
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::copy_from_slice(body)))?)
+        .await?;
+    let status = resp.status();
+    let answer = resp.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(
+        status.is_success(),
+        "hub answered {status}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&answer)?;
+    let ids = match v["results"].as_array() {
+        Some(results) => results
+            .iter()
+            .map(|r| r["event_id"].as_str().unwrap_or("-").to_string())
+            .collect(),
+        None => vec![v["event_id"].as_str().unwrap_or("-").to_string()],
+    };
+    Ok(ids)
 }
 
 /// What `tail` subscribes to (the flags of `streamhub tail`).

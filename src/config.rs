@@ -198,8 +198,11 @@ pub struct ShutdownConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RestConfig {
-    /// Largest accepted request body (the broadcast endpoint), in bytes.
+    /// Largest accepted request body (the broadcast endpoint), in bytes; also the largest event
+    /// taken from Redis.
     pub max_body_bytes: usize,
+    /// Most events in one batch (a JSON array or NDJSON body) of the broadcast endpoint.
+    pub max_batch_events: usize,
 }
 
 /// `realtime_streaming.profiling`.
@@ -298,6 +301,7 @@ impl Default for RestConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1 << 20,
+            max_batch_events: 1000,
         }
     }
 }
@@ -400,6 +404,9 @@ impl Config {
         }
         if self.rest.max_body_bytes < 64 {
             return bad("rest.max_body_bytes", "must be at least 64");
+        }
+        if self.rest.max_batch_events == 0 {
+            return bad("rest.max_batch_events", "must be at least 1");
         }
         if !non_negative(self.shutdown.timeout_seconds) {
             return bad(

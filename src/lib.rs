@@ -4,7 +4,8 @@
 //!
 //! One event's path, top to bottom:
 //!
-//! - [`rest`]: the REST API; `POST /api/v1/streaming/broadcast` is where an event enters.
+//! - [`rest`]: the REST API; `broadcast`: `POST /api/v1/streaming/broadcast`, where an event
+//!   (or a batch of them) enters.
 //! - [`event`]: validates an event and serializes its `event` message once.
 //! - [`broker`]: carries events to every instance: in process (embedded), through Redis Pub/Sub,
 //!   or through a Redis Cluster's sharded Pub/Sub. A two-sided seam: a [`broker::Broker`]
@@ -40,6 +41,7 @@
 pub mod auth;
 pub(crate) mod backoff;
 pub mod backpressure;
+pub(crate) mod broadcast;
 pub mod broker;
 pub mod cli;
 pub mod client;

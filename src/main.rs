@@ -36,7 +36,8 @@ enum Command {
 /// The operator tools.
 #[derive(Subcommand)]
 enum Tool {
-    /// Publish one event (JSON from --event, or standard input) to Redis or a hub.
+    /// Publish one event, or a JSON array of events (from --event, or standard input), to Redis
+    /// or a hub; prints each event's id.
     Publish {
         /// The event, as JSON; read from standard input when absent.
         #[arg(long)]
@@ -169,8 +170,9 @@ fn run_tool(tool: Tool) -> ExitCode {
                         ca_file,
                     },
                 };
-                let id = cli::publish(&event, target).await?;
-                println!("{id}");
+                for id in cli::publish(&event, target).await? {
+                    println!("{id}");
+                }
                 Ok(())
             }
             Tool::Tail(options) => cli::tail(options).await,

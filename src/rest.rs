@@ -1,11 +1,10 @@
 //! The REST API of section 6.1 plus `/metrics`, `/healthz`, `/readyz` and the OpenAPI document.
 
 use crate::auth::{bearer, ROLE_ADMIN, ROLE_INTERNAL};
-use crate::broker::BrokerError;
-use crate::event::{parse_event, EventType};
+use crate::event::EventType;
 use crate::hub::Hub;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
@@ -52,7 +51,7 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
         "/api/v1/streaming/clients" => {
             json_response(StatusCode::OK, &clients(&hub, req.uri().query()))
         }
-        "/api/v1/streaming/broadcast" => broadcast(&hub, req).await,
+        "/api/v1/streaming/broadcast" => crate::broadcast::handle(&hub, req).await,
         "/debug/pprof/flamegraph" => profile(req.uri().query()).await,
         _ => text_response(StatusCode::OK, "application/json", OPENAPI.to_string()),
     }
@@ -274,34 +273,5 @@ async fn profile(query: Option<&str>) -> Response<Full<Bytes>> {
             StatusCode::INTERNAL_SERVER_ERROR,
             &error_body(&e.to_string()),
         ),
-    }
-}
-
-/// `POST /api/v1/streaming/broadcast`: validate, publish, answer 202 with the event id.
-async fn broadcast(hub: &Hub, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let max = hub.config.rest.max_body_bytes;
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return json_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &error_body(&format!("body larger than {max} bytes")),
-            )
-        }
-        Err(e) => return json_response(StatusCode::BAD_REQUEST, &error_body(&e.to_string())),
-    };
-    let event = match parse_event(&body) {
-        Ok(e) => e,
-        Err(e) => {
-            hub.metrics.events_rejected.fetch_add(1, Relaxed);
-            return json_response(StatusCode::BAD_REQUEST, &error_body(&e.to_string()));
-        }
-    };
-    let event_id = event.event_id.clone();
-    match hub.broker.publish(event).await {
-        Ok(()) => json_response(StatusCode::ACCEPTED, &json!({"event_id": event_id})),
-        Err(BrokerError::Unavailable(why)) => {
-            json_response(StatusCode::SERVICE_UNAVAILABLE, &error_body(&why))
-        }
     }
 }

@@ -338,6 +338,26 @@ async fn publish_and_tail_tools() {
         ]),
         "two"
     );
+    // Batches (events of c2, which tail filters out): one request, or one PUBLISH each.
+    let batch = |a: &str, b: &str| format!("[{}, {}]", e(a, "c2"), e(b, "c2"));
+    assert_eq!(
+        publish(vec![
+            "--url".into(),
+            format!("http://{}", a.addr),
+            "--event".into(),
+            batch("x", "y")
+        ]),
+        "x\ny"
+    );
+    assert_eq!(
+        publish(vec![
+            "--redis-url".into(),
+            redis.url(),
+            "--event".into(),
+            batch("p", "q")
+        ]),
+        "p\nq"
+    );
     // A malformed event is refused before it is sent.
     let bad = std::process::Command::new(bin)
         .args(["publish", "--redis-url", &redis.url(), "--event", "{}"])

@@ -172,3 +172,55 @@ async fn flamegraph_endpoint_is_opt_in() {
         &svg[..svg.len().min(300)]
     );
 }
+
+#[tokio::test]
+async fn broadcast_takes_batches_as_arrays_and_ndjson() {
+    let hub = HubProcess::start("  rest:\n    max_batch_events: 3\n");
+    let mut ws = hub.ws().await;
+    subscribe(&mut ws, &["ALERT_FIRED"], &[], &[]).await;
+    let post = |body: &str, content_type: &str| {
+        let req = reqwest::Client::new()
+            .post(hub.url("/api/v1/streaming/broadcast"))
+            .header("content-type", content_type.to_string())
+            .body(body.to_string());
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post(
+        r#"[{"event_type":"ALERT_FIRED","event_id":"b1"},{"event_type":"NOPE"},{"event_type":"ALERT_FIRED","event_id":"b2"}]"#,
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(body["results"][0]["event_id"], "b1");
+    assert!(body["results"][1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown event_type"));
+    assert_eq!(recv(&mut ws).await["event_id"], "b1");
+    assert_eq!(recv(&mut ws).await["event_id"], "b2");
+    let (status, body) = post(
+        "{\"event_type\":\"ALERT_FIRED\",\"event_id\":\"n1\"}\n{\"event_type\":\"ALERT_FIRED\",\"event_id\":\"n2\"}\n",
+        "application/x-ndjson",
+    )
+    .await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (202, Some(2)),
+        "{body}"
+    );
+    assert_eq!(recv(&mut ws).await["event_id"], "n1");
+    assert_eq!(recv(&mut ws).await["event_id"], "n2");
+    for bad in [r#"[{"event_type":"NOPE"}]"#, "[]", "[1,2,3,4]", "[{"] {
+        let (status, body) = post(bad, "application/json").await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    expect_silence(&mut ws, std::time::Duration::from_millis(200)).await;
+}

@@ -155,12 +155,24 @@ fn past_limits(run: &Run, step: &StepResult) -> bool {
     too_slow || dropping || saturated
 }
 
+/// Most events one HTTP request carries.
+const MAX_BATCH: u64 = 200;
+
 /// Where a publisher sends events.
 #[derive(Clone)]
 enum Sink {
     /// The hub's broadcast endpoint (or the generic target's URL), with a bearer token when the
-    /// hub checks them.
-    Http(reqwest::Client, String, Option<String>),
+    /// hub checks them, and whether it takes batches (streamhub does; a generic target may not).
+    Http {
+        /// The client.
+        http: reqwest::Client,
+        /// Where to post.
+        url: String,
+        /// Bearer token.
+        token: Option<String>,
+        /// Several events per request (a JSON array).
+        batches: bool,
+    },
     /// `PUBLISH` on `{prefix}:all` of one Redis.
     Redis(redis::aio::MultiplexedConnection, Channels),
     /// `SPUBLISH` on `{prefix}:all` and `{prefix}:cluster:{id}` of a Redis Cluster.
@@ -177,7 +189,12 @@ impl Sink {
         };
         Ok(Some(match p.via {
             Via::None => return Ok(None),
-            Via::Http => Sink::Http(run.http.clone(), publish_url(run), run.hub.operator.clone()),
+            Via::Http => Sink::Http {
+                http: run.http.clone(),
+                url: publish_url(run),
+                token: run.hub.operator.clone(),
+                batches: run.s.generic.is_none(),
+            },
             Via::Redis => {
                 let url = p.redis_url.clone().or_else(|| run.hub.redis_url());
                 let url = url.ok_or_else(|| anyhow::anyhow!("no redis to publish to"))?;
@@ -196,26 +213,67 @@ impl Sink {
         }))
     }
 
-    /// Sends one event; true when it was taken.
-    async fn send(&mut self, body: String, cluster: &str) -> bool {
+    /// Whether one request may carry several events.
+    fn batches(&self) -> bool {
+        matches!(self, Sink::Http { batches: true, .. })
+    }
+
+    /// Sends events (body, cluster); returns which were taken.
+    async fn send(&mut self, events: &[(String, String)]) -> Vec<bool> {
+        let mut taken = Vec::with_capacity(events.len());
         match self {
-            Sink::Http(http, url, token) => {
-                let mut post = http.post(url.as_str()).body(body);
-                if let Some(t) = token {
-                    post = post.bearer_auth(t);
-                }
-                post.send().await.is_ok_and(|r| r.status().is_success())
+            Sink::Http {
+                http, url, token, ..
+            } => {
+                return post(http, url, token.as_deref(), events).await;
             }
-            Sink::Redis(conn, channels) => streamhub_wire::publish(conn, channels, body.as_bytes())
-                .await
-                .is_ok(),
+            Sink::Redis(conn, channels) => {
+                for (body, _) in events {
+                    let r = streamhub_wire::publish(conn, channels, body.as_bytes()).await;
+                    taken.push(r.is_ok());
+                }
+            }
             Sink::Cluster(conn, channels) => {
-                streamhub_wire::spublish(conn, channels, Some(cluster), body.as_bytes())
-                    .await
-                    .is_ok()
+                for (body, cluster) in events {
+                    let r =
+                        streamhub_wire::spublish(conn, channels, Some(cluster), body.as_bytes());
+                    taken.push(r.await.is_ok());
+                }
             }
         }
+        taken
     }
+}
+
+/// Posts one event, or several as one JSON array (the answer says which were taken).
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    events: &[(String, String)],
+) -> Vec<bool> {
+    let body = match events {
+        [(one, _)] => one.clone(),
+        many => {
+            let bodies: Vec<&str> = many.iter().map(|(b, _)| b.as_str()).collect();
+            format!("[{}]", bodies.join(","))
+        }
+    };
+    let mut req = http.post(url).body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let ok = |r: &reqwest::Response| r.status().is_success();
+    let Ok(resp) = req.send().await else {
+        return vec![false; events.len()];
+    };
+    if events.len() == 1 || !ok(&resp) {
+        return vec![ok(&resp); events.len()];
+    }
+    let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+    (0..events.len())
+        .map(|i| answer["results"][i]["event_id"].is_string())
+        .collect()
 }
 
 /// Where HTTP publishers post.
@@ -276,50 +334,70 @@ struct Publisher {
 
 impl Publisher {
     /// Sends `total` events at `rate` per second (stopping 5 s past the schedule); returns how
-    /// many were taken.
+    /// many were taken. When the sink takes batches, every event already due goes in the same
+    /// request (at most [`MAX_BATCH`]): at low rates that is one event per request, sent on
+    /// time; when a request takes longer than the interval, the next one carries the backlog.
     async fn run(mut self, total: u64, rate: f64) -> u64 {
         let mut rng =
             fastrand::Rng::with_seed(1000 + self.id as u64 + self.seqs[self.id].load(Relaxed));
         let start = tokio::time::Instant::now();
+        let at = |k: u64| start + Duration::from_secs_f64(k as f64 / rate);
         let deadline = start + Duration::from_secs_f64(total as f64 / rate + 5.0);
-        let mut sent = 0u64;
-        for k in 0..total {
-            let due = start + Duration::from_secs_f64(k as f64 / rate);
-            if due > tokio::time::Instant::now() {
-                tokio::time::sleep_until(due).await;
+        let (mut sent, mut k) = (0u64, 0u64);
+        while k < total {
+            if at(k) > tokio::time::Instant::now() {
+                tokio::time::sleep_until(at(k)).await;
             }
-            if tokio::time::Instant::now() > deadline {
+            let now = tokio::time::Instant::now();
+            if now > deadline {
                 break; // the server cannot keep up; stop this step
             }
-            let attrs = workload::next_event(&self.plan, &mut rng);
-            if self.send(&attrs).await {
-                sent += 1;
+            let mut n = 1;
+            while self.sink.batches() && k + n < total && n < MAX_BATCH && at(k + n) <= now {
+                n += 1;
             }
+            let attrs: Vec<EventAttrs> = (0..n)
+                .map(|_| workload::next_event(&self.plan, &mut rng))
+                .collect();
+            sent += self.send(&attrs).await;
+            k += n;
         }
         sent
     }
 
-    /// Builds and sends one event; on success, records who must receive it.
-    async fn send(&mut self, attrs: &EventAttrs) -> bool {
+    /// Builds and sends events; records who must receive each one taken; returns how many were.
+    async fn send(&mut self, attrs: &[EventAttrs]) -> u64 {
+        let events: Vec<(String, String)> = attrs
+            .iter()
+            .map(|a| (self.body(a), workload::cluster_name(a.cluster)))
+            .collect();
+        let taken = self.sink.send(&events).await;
+        let mut e = self.expectation.lock();
+        let mut n = 0;
+        for (a, ok) in attrs.iter().zip(taken) {
+            if !ok {
+                continue;
+            }
+            n += 1;
+            match &self.template {
+                Some(_) => e.expected.iter_mut().for_each(|x| *x += 1),
+                None => e.publish(a),
+            }
+        }
+        n
+    }
+
+    /// One event's body, with its sequence number and send time.
+    fn body(&self, attrs: &EventAttrs) -> String {
         let seq = self.seqs[self.id].fetch_add(1, Relaxed) + 1;
         let sent_ns = client::now_ns();
-        let body = match &self.template {
+        match &self.template {
             Some(t) => t
                 .replace("{seq}", &seq.to_string())
                 .replace("{sent_ns}", &sent_ns.to_string())
                 .replace("{publisher}", &self.id.to_string())
                 .replace("{pad}", &self.pad),
             None => workload::event_body(attrs, self.id, seq, sent_ns, &self.pad),
-        };
-        let cluster = workload::cluster_name(attrs.cluster);
-        if !self.sink.send(body, &cluster).await {
-            return false;
         }
-        let mut e = self.expectation.lock();
-        match &self.template {
-            Some(_) => e.expected.iter_mut().for_each(|x| *x += 1),
-            None => e.publish(attrs),
-        }
-        true
     }
 }
