@@ -158,6 +158,11 @@ impl ClientHandle {
         self.control_len.load(Ordering::Relaxed) < CONTROL_QUEUE_LIMIT
     }
 
+    /// Whether a reply or control frame waits for the writer.
+    pub(crate) fn has_control(&self) -> bool {
+        self.control_len.load(Ordering::Relaxed) > 0
+    }
+
     /// Takes the next control frame.
     pub(crate) fn pop_control(&self) -> Option<Arc<OutFrame>> {
         if self.control_len.load(Ordering::Relaxed) == 0 {

@@ -103,6 +103,10 @@ pub struct WebSocketConfig {
     /// can hold in kernel memory beyond its ring; 0 leaves the kernel's autotuning (up to
     /// `net.ipv4.tcp_wmem`'s maximum, often 4 MiB per socket).
     pub socket_send_buffer_bytes: usize,
+    /// Write coalescing window, milliseconds (0 = off): after a write, a client's next write
+    /// waits until this long after it, so that the events arriving meanwhile leave in one
+    /// system call. A client idle for the window gets its event at once; replies never wait.
+    pub write_coalesce_ms: f64,
 }
 
 /// `realtime_streaming.backpressure`.
@@ -245,6 +249,7 @@ impl Default for WebSocketConfig {
             max_subscriptions_per_client: 64,
             allowed_origins: Vec::new(),
             socket_send_buffer_bytes: 256 * 1024,
+            write_coalesce_ms: 5.0,
         }
     }
 }
@@ -533,6 +538,12 @@ impl WebSocketConfig {
             return bad(
                 "websocket.max_subscriptions_per_client",
                 "must be at least 1",
+            );
+        }
+        if !(0.0..=1000.0).contains(&self.write_coalesce_ms) {
+            return bad(
+                "websocket.write_coalesce_ms",
+                "must be a number from 0 (off) to 1000",
             );
         }
         Ok(())

@@ -189,3 +189,52 @@ async fn drop_newest_reports_every_drop_and_keeps_the_oldest() {
     assert_eq!(events[0], 0, "drop-newest keeps the oldest");
     assert_ne!(*events.last().unwrap(), n - 1, "the newest were dropped");
 }
+
+#[tokio::test]
+async fn writes_coalesce_under_load_but_idle_clients_and_replies_never_wait() {
+    // A long window, so the hold-back is plain to see (the default is 5 ms).
+    let hub = HubProcess::start("  websocket:\n    write_coalesce_ms: 400\n");
+    let mut ws = hub.ws().await;
+    subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+    // Idle for the window already: the first event leaves at once.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let t0 = std::time::Instant::now();
+    hub.broadcast(r#"{"event_type":"GPU_UPDATE","event_id":"first"}"#)
+        .await;
+    assert_eq!(recv(&mut ws).await["event_id"], "first");
+    let first = t0.elapsed();
+    assert!(
+        first < Duration::from_millis(300),
+        "the first event waited {first:?}"
+    );
+    // Right after a write, events are held back until the window has passed since it, and then
+    // leave together.
+    hub.broadcast(r#"{"event_type":"GPU_UPDATE","event_id":"second"}"#)
+        .await;
+    hub.broadcast(r#"{"event_type":"GPU_UPDATE","event_id":"third"}"#)
+        .await;
+    assert_eq!(recv(&mut ws).await["event_id"], "second");
+    assert_eq!(recv(&mut ws).await["event_id"], "third");
+    let held = t0.elapsed();
+    assert!(
+        held >= Duration::from_millis(350),
+        "events were not held back: {held:?}"
+    );
+    // A reply does not wait for the window: it ends the hold-back, and the held event leaves
+    // with it.
+    let t1 = std::time::Instant::now();
+    hub.broadcast(r#"{"event_type":"GPU_UPDATE","event_id":"fourth"}"#)
+        .await;
+    send(&mut ws, &serde_json::json!({"type": "ping"})).await;
+    let mut got = vec![recv(&mut ws).await, recv(&mut ws).await];
+    got.sort_by_key(|m| m["type"].as_str().unwrap_or_default().to_string());
+    assert_eq!(
+        (got[0]["event_id"].as_str(), got[1]["type"].as_str()),
+        (Some("fourth"), Some("pong"))
+    );
+    let replied = t1.elapsed();
+    assert!(
+        replied < Duration::from_millis(300),
+        "the reply waited {replied:?}"
+    );
+}

@@ -16,6 +16,7 @@ publish:
   step_seconds: 2
   publishers: 2
   payload_bytes: 64
+  max_batch: 50
 goals:
   zero_loss: true
 target:

@@ -171,6 +171,10 @@ pub struct Publish {
     pub step_seconds: f64,
     /// Concurrent publishing connections.
     pub publishers: usize,
+    /// Most events one HTTP request may carry (a JSON array to streamhub's broadcast endpoint):
+    /// each request takes every event already due, up to this many. 1 (the default) sends one
+    /// event per request, evenly spaced.
+    pub max_batch: u64,
     /// Bytes of padding in each event's payload.
     pub payload_bytes: usize,
     /// Stop stepping up once a step's p99 passes this many milliseconds.
@@ -192,6 +196,7 @@ impl Default for Publish {
             rates: Vec::new(),
             step_seconds: 10.0,
             publishers: 1,
+            max_batch: 1,
             payload_bytes: 0,
             stop_when_p99_ms: None,
             sustained_p99_ms: None,
@@ -293,6 +298,10 @@ impl Scenario {
         anyhow::ensure!(
             s.publish.publishers >= 1,
             "publish.publishers must be at least 1"
+        );
+        anyhow::ensure!(
+            s.publish.max_batch >= 1 && (s.publish.max_batch == 1 || s.generic.is_none()),
+            "publish.max_batch must be at least 1, and 1 for a generic target"
         );
         anyhow::ensure!(
             s.publish.rates.iter().all(|r| *r > 0.0 && r.is_finite()),

@@ -50,7 +50,14 @@ pub(crate) async fn run(
     tokio::pin!(timer);
     let mut batch: Vec<Arc<OutFrame>> = Vec::new();
     let mut now = Instant::now();
+    let coalesce = Duration::from_secs_f64(ws.write_coalesce_ms / 1000.0);
+    // When the last write ended (an idle client's first event leaves at once).
+    let mut last_write = now.checked_sub(coalesce).unwrap_or(now);
     loop {
+        if coalesce_wait(&client, coalesce, last_write, now) {
+            hold_back(&client, last_write + coalesce).await;
+            now = Instant::now();
+        }
         if now >= heartbeat.deadline() {
             match heartbeat.check(now, client.last_heard()) {
                 Beat::Dead => {
@@ -77,6 +84,7 @@ pub(crate) async fn run(
         }
         let result = half.write_batch(&batch, &client, stall_limit).await;
         now = Instant::now();
+        last_write = now;
         client.mark_progress(now);
         account(&hub, &client, &batch, now);
         batch.clear();
@@ -91,6 +99,38 @@ pub(crate) async fn run(
         if closing {
             half.shutdown().await;
             return WriterExit::Closed;
+        }
+    }
+}
+
+/// Whether to hold the next write back so that more frames go out with it: only events are
+/// waiting (no reply, no goodbye), coalescing is on, and the last write ended less than the
+/// window ago. A client that has been idle for the window gets its event at once.
+fn coalesce_wait(
+    client: &ClientHandle,
+    window: Duration,
+    last_write: Instant,
+    now: Instant,
+) -> bool {
+    !window.is_zero()
+        && now < last_write + window
+        && !client.ring.is_empty()
+        && !client.has_control()
+        && client.goodbye().is_none()
+}
+
+/// Waits until `until` while only events arrive; a reply or a goodbye ends the wait at once.
+async fn hold_back(client: &ClientHandle, until: Instant) {
+    let hold = tokio::time::sleep_until(until.into());
+    tokio::pin!(hold);
+    loop {
+        tokio::select! {
+            _ = &mut hold => return,
+            _ = client.wake.notified() => {
+                if client.has_control() || client.goodbye().is_some() {
+                    return;
+                }
+            }
         }
     }
 }

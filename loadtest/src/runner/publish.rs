@@ -155,14 +155,11 @@ fn past_limits(run: &Run, step: &StepResult) -> bool {
     too_slow || dropping || saturated
 }
 
-/// Most events one HTTP request carries.
-const MAX_BATCH: u64 = 200;
-
 /// Where a publisher sends events.
 #[derive(Clone)]
 enum Sink {
     /// The hub's broadcast endpoint (or the generic target's URL), with a bearer token when the
-    /// hub checks them, and whether it takes batches (streamhub does; a generic target may not).
+    /// hub checks them, and how many events one request may carry (`publish.max_batch`).
     Http {
         /// The client.
         http: reqwest::Client,
@@ -170,8 +167,8 @@ enum Sink {
         url: String,
         /// Bearer token.
         token: Option<String>,
-        /// Several events per request (a JSON array).
-        batches: bool,
+        /// Most events per request (more than one: a JSON array).
+        max_batch: u64,
     },
     /// `PUBLISH` on `{prefix}:all` of one Redis.
     Redis(redis::aio::MultiplexedConnection, Channels),
@@ -193,7 +190,7 @@ impl Sink {
                 http: run.http.clone(),
                 url: publish_url(run),
                 token: run.hub.operator.clone(),
-                batches: run.s.generic.is_none(),
+                max_batch: p.max_batch,
             },
             Via::Redis => {
                 let url = p.redis_url.clone().or_else(|| run.hub.redis_url());
@@ -213,9 +210,12 @@ impl Sink {
         }))
     }
 
-    /// Whether one request may carry several events.
-    fn batches(&self) -> bool {
-        matches!(self, Sink::Http { batches: true, .. })
+    /// How many events one request may carry.
+    fn max_batch(&self) -> u64 {
+        match self {
+            Sink::Http { max_batch, .. } => *max_batch,
+            _ => 1,
+        }
     }
 
     /// Sends events (body, cluster); returns which were taken.
@@ -334,9 +334,9 @@ struct Publisher {
 
 impl Publisher {
     /// Sends `total` events at `rate` per second (stopping 5 s past the schedule); returns how
-    /// many were taken. When the sink takes batches, every event already due goes in the same
-    /// request (at most [`MAX_BATCH`]): at low rates that is one event per request, sent on
-    /// time; when a request takes longer than the interval, the next one carries the backlog.
+    /// many were taken. With `publish.max_batch` above 1, every event already due goes in the
+    /// same request (up to that many): at low rates that is one event per request, sent on time;
+    /// when a request takes longer than the interval, the next one carries the backlog.
     async fn run(mut self, total: u64, rate: f64) -> u64 {
         let mut rng =
             fastrand::Rng::with_seed(1000 + self.id as u64 + self.seqs[self.id].load(Relaxed));
@@ -353,7 +353,7 @@ impl Publisher {
                 break; // the server cannot keep up; stop this step
             }
             let mut n = 1;
-            while self.sink.batches() && k + n < total && n < MAX_BATCH && at(k + n) <= now {
+            while k + n < total && n < self.sink.max_batch() && at(k + n) <= now {
                 n += 1;
             }
             let attrs: Vec<EventAttrs> = (0..n)
