@@ -103,9 +103,10 @@ pub struct WebSocketConfig {
     /// can hold in kernel memory beyond its ring; 0 leaves the kernel's autotuning (up to
     /// `net.ipv4.tcp_wmem`'s maximum, often 4 MiB per socket).
     pub socket_send_buffer_bytes: usize,
-    /// Write coalescing window, milliseconds (0 = off): after a write, a client's next write
-    /// waits until this long after it, so that the events arriving meanwhile leave in one
-    /// system call. A client idle for the window gets its event at once; replies never wait.
+    /// Write coalescing window, milliseconds (0 = off): while a client is busy (its last two
+    /// writes less than twice the window apart), its next write waits until this long after
+    /// the last one, so that the events arriving meanwhile leave in one system call. Other
+    /// clients get their events at once; replies never wait.
     pub write_coalesce_ms: f64,
 }
 

@@ -51,10 +51,12 @@ pub(crate) async fn run(
     let mut batch: Vec<Arc<OutFrame>> = Vec::new();
     let mut now = Instant::now();
     let coalesce = Duration::from_secs_f64(ws.write_coalesce_ms / 1000.0);
-    // When the last write ended (an idle client's first event leaves at once).
-    let mut last_write = now.checked_sub(coalesce).unwrap_or(now);
+    // When the last two writes ended (an idle client's first events leave at once).
+    let long_ago = now.checked_sub(coalesce * 2).unwrap_or(now);
+    let (mut prev_write, mut last_write) = (long_ago, long_ago);
     loop {
-        if coalesce_wait(&client, coalesce, last_write, now) {
+        let busy = last_write < prev_write + coalesce * 2;
+        if busy && coalesce_wait(&client, coalesce, last_write, now) {
             hold_back(&client, last_write + coalesce).await;
             now = Instant::now();
         }
@@ -84,7 +86,7 @@ pub(crate) async fn run(
         }
         let result = half.write_batch(&batch, &client, stall_limit).await;
         now = Instant::now();
-        last_write = now;
+        (prev_write, last_write) = (last_write, now);
         client.mark_progress(now);
         account(&hub, &client, &batch, now);
         batch.clear();
@@ -105,7 +107,9 @@ pub(crate) async fn run(
 
 /// Whether to hold the next write back so that more frames go out with it: only events are
 /// waiting (no reply, no goodbye), coalescing is on, and the last write ended less than the
-/// window ago. A client that has been idle for the window gets its event at once.
+/// window ago. The caller asks only while the client is busy (its last two writes were less
+/// than twice the window apart), so a client that gets an event now and then, even two close
+/// together, never waits.
 fn coalesce_wait(
     client: &ClientHandle,
     window: Duration,
