@@ -77,3 +77,43 @@ pub(crate) async fn run(
     writer.abort();
     hub.unregister(&client);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::writer;
+
+    /// What an idle connection holds in its two tasks, measured, with a ceiling so that growth
+    /// is a decision, not an accident (see flamegraphs/README.md, "Where an idle connection's
+    /// bytes go").
+    #[tokio::test]
+    async fn an_idle_connection_stays_small() {
+        let hub = crate::server::build_hub(crate::config::Config::default()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _peer = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (stream, remote) = listener.accept().await.unwrap();
+        let slot = hub.reserve_connection().unwrap();
+        let client = Arc::new(ClientHandle::new(0, remote, 100, true));
+        let (_, write_half) =
+            Socket::Plain(tokio::net::TcpStream::connect(addr).await.unwrap()).split();
+        let writer_task = writer::run(write_half, client.clone(), hub.clone());
+        let connection_task = run(
+            hub.clone(),
+            0,
+            remote,
+            Socket::Plain(stream),
+            Bytes::new(),
+            slot,
+        );
+        let (conn, writer, handle) = (
+            std::mem::size_of_val(&connection_task),
+            std::mem::size_of_val(&writer_task),
+            std::mem::size_of::<ClientHandle>(),
+        );
+        eprintln!("connection task {conn} B, writer task {writer} B, client handle {handle} B");
+        assert!(conn <= 1280, "the connection task grew to {conn} bytes");
+        assert!(writer <= 576, "the writer task grew to {writer} bytes");
+        assert!(handle <= 384, "the client handle grew to {handle} bytes");
+    }
+}

@@ -73,7 +73,9 @@ impl AsyncRead for ReadHalf {
 
 impl WriteHalf {
     /// Writes every frame of `batch`, many per system call. Fails with `TimedOut` when the socket
-    /// accepts nothing for `stall_limit`.
+    /// accepts nothing for `stall_limit`. On plain TCP the first `writev` is tried at once and
+    /// usually takes everything; only a full socket, or TLS, goes on to the slow path, whose
+    /// state is boxed so that every connection's writer task does not carry it.
     pub(crate) async fn write_batch(
         &mut self,
         batch: &[Arc<OutFrame>],
@@ -82,6 +84,26 @@ impl WriteHalf {
     ) -> io::Result<()> {
         // (frame index, offset in that frame) of the first unwritten byte.
         let mut pos = (0usize, 0usize);
+        if let WriteHalf::Plain(half) = self {
+            match try_write(half, batch, &mut pos) {
+                Ok(true) => return Ok(()),
+                Ok(false) => client.mark_progress(Instant::now()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Box::pin(self.write_rest(batch, pos, client, stall_limit)).await
+    }
+
+    /// The rest of a batch from `pos`: waits for a full socket to take more, or writes through
+    /// the TLS session and flushes once.
+    async fn write_rest(
+        &mut self,
+        batch: &[Arc<OutFrame>],
+        mut pos: (usize, usize),
+        client: &ClientHandle,
+        stall_limit: Duration,
+    ) -> io::Result<()> {
         match self {
             WriteHalf::Plain(half) => loop {
                 match try_write(half, batch, &mut pos) {
@@ -95,14 +117,10 @@ impl WriteHalf {
                 }
             },
             WriteHalf::Tls(half) => {
-                while pos.0 < batch.len() {
-                    let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                    let n = iovecs(batch, pos, &mut iov);
-                    let written = bounded(stall_limit, half.write_vectored(&iov[..n])).await?;
-                    if written == 0 {
-                        return Err(io::ErrorKind::WriteZero.into());
-                    }
-                    advance(batch, &mut pos, written);
+                // Frame by frame into the TLS session (it copies them into records), one flush
+                // per batch.
+                for f in batch {
+                    bounded(stall_limit, half.write_all(f.bytes())).await?;
                     client.mark_progress(Instant::now());
                 }
                 bounded(stall_limit, half.flush()).await

@@ -14,9 +14,11 @@ use crate::hub::Hub;
 use crate::protocol::reply;
 use fastwebsockets::OpCode;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::time::Sleep;
 
 /// Most frames taken from the ring per write.
 pub(crate) const MAX_BATCH: usize = 64;
@@ -57,7 +59,8 @@ pub(crate) async fn run(
     loop {
         let busy = last_write < prev_write + coalesce * 2;
         if busy && coalesce_wait(&client, coalesce, last_write, now) {
-            hold_back(&client, last_write + coalesce).await;
+            timer_at = last_write + coalesce;
+            hold_back(&client, timer.as_mut(), timer_at).await;
             now = Instant::now();
         }
         if now >= heartbeat.deadline() {
@@ -124,12 +127,13 @@ fn coalesce_wait(
 }
 
 /// Waits until `until` while only events arrive; a reply or a goodbye ends the wait at once.
-async fn hold_back(client: &ClientHandle, until: Instant) {
-    let hold = tokio::time::sleep_until(until.into());
-    tokio::pin!(hold);
+/// Uses the connection's one timer (the caller re-arms it for the heartbeat afterwards), so an
+/// idle connection's task carries no second timer.
+async fn hold_back(client: &ClientHandle, mut timer: Pin<&mut Sleep>, until: Instant) {
+    timer.as_mut().reset(until.into());
     loop {
         tokio::select! {
-            _ = &mut hold => return,
+            _ = &mut timer => return,
             _ = client.wake.notified() => {
                 if client.has_control() || client.goodbye().is_some() {
                     return;
