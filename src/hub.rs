@@ -190,6 +190,16 @@ impl BrokerHandler for Hub {
         self.router.route_scoped(event, scope);
     }
 
+    fn handle_events(&self, events: &mut Vec<(ParsedEvent, Scope)>) {
+        if events.is_empty() {
+            return;
+        }
+        for (event, scope) in events.drain(..) {
+            self.router.enqueue(event, scope);
+        }
+        self.router.wake_shards();
+    }
+
     fn handle_rejected(&self, _error: &EventError) {
         self.metrics.events_rejected.fetch_add(1, Relaxed);
     }

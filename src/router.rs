@@ -83,6 +83,14 @@ impl Router {
 
     /// Hands one arrival of an event to every shard, for the subscriptions `scope` names.
     pub fn route_scoped(&self, event: ParsedEvent, scope: Scope) {
+        self.enqueue(event, scope);
+        self.wake_shards();
+    }
+
+    /// Hands one arrival to every shard's inbox without waking the shards: a broker that
+    /// received several events at once enqueues them all, then calls [`Router::wake_shards`]
+    /// once.
+    pub fn enqueue(&self, event: ParsedEvent, scope: Scope) {
         let routed = Arc::new(Routed {
             frame: Arc::new(OutFrame::from_headroom(
                 event.message,
@@ -97,6 +105,12 @@ impl Router {
         self.metrics.local().events_routed[event.event_type.index()].fetch_add(1, Relaxed);
         for inbox in self.inboxes.iter() {
             inbox.queue.push(routed.clone());
+        }
+    }
+
+    /// Wakes every shard's fan-out task for what was enqueued.
+    pub fn wake_shards(&self) {
+        for inbox in self.inboxes.iter() {
             inbox.wake.notify_one();
         }
     }

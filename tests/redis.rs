@@ -392,3 +392,42 @@ async fn scoped_tokens_hold_in_redis_mode() {
     scoped_client_sees_only_its_grant(&hub, "c1-prod", |body| broadcast_as(&hub, "ops", body))
         .await;
 }
+
+#[tokio::test]
+async fn a_burst_from_redis_arrives_whole_and_in_order() {
+    let redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");
+    // A ring larger than the burst: this is about order and batching, not backpressure.
+    let hub = HubProcess::start(&format!(
+        "  redis_url: \"{}\"\n  backpressure:\n    max_queue_size: 1000\n",
+        redis.url()
+    ));
+    assert!(
+        hub.wait_ready(200, Duration::from_secs(10)).await,
+        "hub ready"
+    );
+    let mut ws = hub.ws().await;
+    subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+    // One pipeline: the subscriber finds many messages ready at once and hands them over in
+    // batches; a control message in the middle is taken in its place.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..300 {
+        if i == 150 {
+            let junk = r#"{"type":"no_such_control"}"#;
+            pipe.cmd("PUBLISH")
+                .arg("aiops:control:streaming")
+                .arg(junk)
+                .ignore();
+        }
+        let e = format!(r#"{{"event_type":"GPU_UPDATE","event_id":"b{i}"}}"#);
+        pipe.cmd("PUBLISH").arg("aiops:events:all").arg(e).ignore();
+    }
+    let () = pipe.query_async(&mut conn).await.unwrap();
+    for i in 0..300 {
+        let m = recv(&mut ws).await;
+        assert_eq!(m["event_id"], format!("b{i}"), "{m}");
+    }
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert_eq!(status["broker"]["stats"]["junk"]["control"], 1, "{status}");
+}

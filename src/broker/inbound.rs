@@ -61,6 +61,19 @@ impl Inbound {
         }
     }
 
+    /// Validates one message of an events channel and adds it to `batch` for `scope`.
+    pub(super) fn collect(
+        &self,
+        handler: &dyn BrokerHandler,
+        payload: &[u8],
+        scope: Scope,
+        batch: &mut Vec<(ParsedEvent, Scope)>,
+    ) {
+        if let Some(event) = self.event(handler, payload) {
+            batch.push((event, scope));
+        }
+    }
+
     /// Junk counts by kind, sorted by kind.
     pub(super) fn junk_counts(&self) -> Vec<(&'static str, u64)> {
         let mut v: Vec<_> = self

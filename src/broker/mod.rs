@@ -49,6 +49,13 @@ pub type WaitFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 pub trait BrokerHandler: Send + Sync {
     /// An event arrived, for the subscriptions `scope` names.
     fn handle_event(&self, event: ParsedEvent, scope: Scope);
+    /// Several events arrived at once (all that were ready): handed on in order, with one
+    /// wake-up of the shards for all of them. Leaves `events` empty.
+    fn handle_events(&self, events: &mut Vec<(ParsedEvent, Scope)>) {
+        for (event, scope) in events.drain(..) {
+            self.handle_event(event, scope);
+        }
+    }
     /// A message on an events channel was not a valid event (the broker counts it as junk too).
     fn handle_rejected(&self, error: &EventError);
     /// A control message arrived.

@@ -17,11 +17,14 @@ use crate::backoff::Backoff;
 use crate::event::ParsedEvent;
 use crate::index::Scope;
 use arc_swap::ArcSwapOption;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use streamhub_wire::{Channels, CONTROL_CHANNEL};
+
+/// Most events handed to the shards with one wake-up.
+const BATCH: usize = 64;
 
 /// State shared by the broker (publishing side) and its subscriber thread.
 struct Shared {
@@ -181,13 +184,26 @@ async fn subscribe_and_route(
     shared.link.set(true, None);
     tracing::info!(channel = %shared.channels.all(), "subscribed to redis");
     let mut messages = pubsub.on_message();
+    let mut batch = Vec::with_capacity(BATCH);
     while let Some(msg) = messages.next().await {
-        let payload = msg.get_payload_bytes();
-        if msg.get_channel_name() == CONTROL_CHANNEL {
-            shared.inbound.control(handler, payload);
-        } else {
-            shared.inbound.route(handler, payload, Scope::Every);
+        // This message and every other one already received (up to BATCH) go to the shards
+        // with one wake-up; a control message first hands on the events before it.
+        let mut next = Some(msg);
+        while let Some(msg) = next.take() {
+            let payload = msg.get_payload_bytes();
+            if msg.get_channel_name() == CONTROL_CHANNEL {
+                handler.handle_events(&mut batch);
+                shared.inbound.control(handler, payload);
+            } else {
+                shared
+                    .inbound
+                    .collect(handler, payload, Scope::Every, &mut batch);
+            }
+            if batch.len() < BATCH {
+                next = messages.next().now_or_never().flatten();
+            }
         }
+        handler.handle_events(&mut batch);
     }
     Ok(())
 }
