@@ -387,22 +387,9 @@ async fn env_and_flags_override_the_file() {
     )
     .unwrap();
     // The file says port 1; the environment says 0 (a free port): the environment wins.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamhub"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("STREAMHUB_PORT", "0")
-        .env("STREAMHUB_SHARDS", "3")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let (child, line) =
+        spawn_captured(&path, &[("STREAMHUB_PORT", "0"), ("STREAMHUB_SHARDS", "3")]);
+    kill_and_read_logs(child);
     assert!(
         line.contains("127.0.0.1:") && !line.contains("127.0.0.1:1 "),
         "{line}"
@@ -420,21 +407,8 @@ async fn auth_off_on_a_non_loopback_address_warns_loudly() {
             format!("realtime_streaming:\n  host: \"{host}\"\n  port: 0\n"),
         )
         .unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamhub"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let _ = child.kill();
-        String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).to_string()
+        let (child, _) = spawn_captured(&path, &[]);
+        kill_and_read_logs(child)
     };
     let open = run("0.0.0.0");
     assert!(open.contains("AUTH IS DISABLED"), "{open}");

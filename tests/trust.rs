@@ -574,20 +574,7 @@ async fn tokens_never_reach_logs_listings_or_metrics() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamhub"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("STREAMHUB_LOG", "trace")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (child, line) = spawn_captured(&path, &[("STREAMHUB_LOG", "trace")]);
     let addr = loadtest::hub::banner_addr(&line).unwrap();
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
@@ -626,10 +613,9 @@ async fn tokens_never_reach_logs_listings_or_metrics() {
             .unwrap(),
     );
     assert!(seen.contains("\"subject\":\"ops\""), "the listing is there");
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    seen.push_str(&String::from_utf8_lossy(&out.stderr));
-    assert!(!out.stderr.is_empty(), "trace logs were written");
+    let logs = kill_and_read_logs(child);
+    assert!(!logs.is_empty(), "trace logs were written");
+    seen.push_str(&logs);
     for t in [token, wrong] {
         assert!(!seen.contains(t), "{t} leaked");
     }

@@ -125,6 +125,33 @@ impl HubProcess {
     }
 }
 
+/// Starts the binary on a config file by hand, with `envs`, stdout and stderr captured (for
+/// tests that read its logs or set its environment); returns it and its start-up line.
+pub fn spawn_captured(config: &std::path::Path, envs: &[(&str, &str)]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamhub"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start streamhub");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("start-up line");
+    (child, line)
+}
+
+/// Kills a hub started with [`spawn_captured`] and returns what it logged.
+pub fn kill_and_read_logs(mut child: Child) -> String {
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("hub output");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
 impl Drop for HubProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
