@@ -104,8 +104,9 @@ pub struct ClientHandle {
     pub(crate) dropped: AtomicU64,
     /// Milliseconds after `epoch` of the last write progress (or of the last idle moment).
     last_progress_ms: AtomicU64,
-    /// Milliseconds after `epoch` when the client last sent any frame (heartbeat).
-    last_heard_ms: AtomicU64,
+    /// Nanoseconds after `epoch` when the client last sent any frame (heartbeat). Not coarser:
+    /// a pong often arrives within the ping's own millisecond, and must not look older than it.
+    last_heard_ns: AtomicU64,
 }
 
 impl ClientHandle {
@@ -131,7 +132,7 @@ impl ClientHandle {
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             last_progress_ms: AtomicU64::new(0),
-            last_heard_ms: AtomicU64::new(0),
+            last_heard_ns: AtomicU64::new(0),
         }
     }
 
@@ -203,13 +204,14 @@ impl ClientHandle {
 
     /// Records that the client sent something now.
     pub(crate) fn mark_heard(&self, now: Instant) {
-        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        self.last_heard_ms.store(ms, Ordering::Relaxed);
+        let ns = now.saturating_duration_since(self.epoch).as_nanos();
+        self.last_heard_ns
+            .store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// When the client last sent anything.
     pub(crate) fn last_heard(&self) -> Instant {
-        self.epoch + std::time::Duration::from_millis(self.last_heard_ms.load(Ordering::Relaxed))
+        self.epoch + std::time::Duration::from_nanos(self.last_heard_ns.load(Ordering::Relaxed))
     }
 
     /// Milliseconds since the writer last made progress while it had frames queued.

@@ -3,9 +3,11 @@
 mod common;
 
 use common::*;
+use futures_util::StreamExt;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
+use tokio_tungstenite::tungstenite::Message;
 
 const AUTH: &str = "  auth:
     enabled: true
@@ -226,6 +228,32 @@ async fn silent_client_is_dropped_by_the_heartbeat() {
     );
     let status = hub.get_json("/api/v1/streaming/status").await;
     assert_eq!(status["heartbeat_timeouts"], 1, "{status}");
+    assert_eq!(status["connections"]["active"], 1, "{status}");
+}
+
+/// A client whose only sign of life is its pong, sent within a fraction of a millisecond of the
+/// ping (a fast client on loopback), stays connected. The time it was heard from was once kept
+/// in whole milliseconds, so a pong in the ping's own millisecond looked older than the ping and
+/// the client was dropped as dead.
+#[tokio::test]
+async fn a_client_that_only_answers_pings_stays_connected() {
+    let hub = HubProcess::start(
+        "  websocket:\n    heartbeat_interval_seconds: 0.2\n    heartbeat_timeout_seconds: 0.2\n",
+    );
+    let mut ws = hub.ws().await;
+    let mut pings = 0;
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        // Reading answers each ping with a pong at once (tungstenite does it while reading).
+        match tokio::time::timeout(Duration::from_millis(100), ws.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(other) => panic!("connection ended after {pings} pings: {other:?}"),
+        }
+    }
+    assert!(pings >= 5, "{pings} pings in 3 s");
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert_eq!(status["heartbeat_timeouts"], 0, "{status}");
     assert_eq!(status["connections"]["active"], 1, "{status}");
 }
 
