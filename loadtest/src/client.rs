@@ -32,11 +32,8 @@ pub struct ClientSpec {
     pub host: String,
     /// Path of the WebSocket URL.
     pub path: String,
-    /// Texts to send after connecting, each answered by one message before the next is sent
-    /// (when `await_replies`).
-    pub opening: Vec<String>,
-    /// Whether each opening message gets one reply to wait for (streamhub's protocol).
-    pub await_replies: bool,
+    /// What to send and wait for after connecting, in order.
+    pub opening: Vec<Step>,
     /// Key of the send time in received messages.
     pub time_key: Vec<u8>,
     /// Key of the sequence number.
@@ -48,6 +45,19 @@ pub struct ClientSpec {
     /// With TLS: connects through this (the hub's certificate trusted).
     pub tls: Option<tokio_rustls::TlsConnector>,
 }
+
+/// One step of a client's opening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send this text.
+    Send(String),
+    /// Wait for a message: any one (`None`, streamhub's one reply per request), or the first
+    /// whose text starts with this (socket.io's `0{...}` open packet, say); others are skipped.
+    Expect(Option<String>),
+}
+
+/// Longest a client waits for one expected opening message.
+const EXPECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// When a client became ready, and what it saw.
 #[derive(Debug, Default, Clone)]
@@ -200,25 +210,46 @@ async fn open(
         .await
         .map_err(|e| format!("connect: {e}"))?;
     out.connected_after = Some(started.elapsed());
-    for text in &spec.opening {
-        ws.write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        if !spec.await_replies {
-            continue;
-        }
-        let reply = ws
-            .read_frame()
-            .await
-            .map_err(|e| format!("opening reply: {e}"))?;
-        if reply.opcode == OpCode::Text && out.client_id.is_none() {
-            out.client_id = serde_json::from_slice::<serde_json::Value>(&reply.payload)
-                .ok()
-                .and_then(|v| v["client_id"].as_str().map(str::to_string));
+    for step in &spec.opening {
+        match step {
+            Step::Send(text) => ws
+                .write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
+                .await
+                .map_err(|e| format!("send: {e}"))?,
+            Step::Expect(prefix) => {
+                tokio::time::timeout(EXPECT_TIMEOUT, expect(&mut ws, prefix.as_deref(), out))
+                    .await
+                    .map_err(|_| format!("no reply within {EXPECT_TIMEOUT:?}"))??
+            }
         }
     }
     out.ready_after = Some(started.elapsed());
     Ok(ws)
+}
+
+/// Reads until a data message arrives that starts with `prefix` (any, when `None`); takes the
+/// client id from it if it names one.
+async fn expect(ws: &mut Ws, prefix: Option<&str>, out: &mut ClientOutcome) -> Result<(), String> {
+    loop {
+        let reply = ws
+            .read_frame()
+            .await
+            .map_err(|e| format!("opening reply: {e}"))?;
+        match reply.opcode {
+            OpCode::Text | OpCode::Binary => {}
+            OpCode::Close => return Err("closed during the opening".into()),
+            _ => continue,
+        }
+        if prefix.is_some_and(|p| !reply.payload.starts_with(p.as_bytes())) {
+            continue;
+        }
+        if out.client_id.is_none() {
+            out.client_id = serde_json::from_slice::<serde_json::Value>(&reply.payload)
+                .ok()
+                .and_then(|v| v["client_id"].as_str().map(str::to_string));
+        }
+        return Ok(());
+    }
 }
 
 /// Reads events until the connection ends or the run stops, tallying each and sending latency

@@ -44,6 +44,10 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Process id of a server the harness did not start (a peer), for its CPU and memory
+        /// from `/proc` (overrides `target.pid`).
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Draw the latency percentile curves of two or more runs on one chart.
     Report {
@@ -68,8 +72,12 @@ async fn main() -> anyhow::Result<()> {
             rate,
             label,
             quiet,
+            pid,
         } => {
-            let s = Scenario::load(&scenario)?;
+            let mut s = Scenario::load(&scenario)?;
+            if pid.is_some() {
+                s.target.pid = pid;
+            }
             let name = label.unwrap_or_else(|| s.name.clone());
             let opts = RunOptions {
                 hub_bin,

@@ -231,9 +231,11 @@ pub struct Goals {
 pub struct Generic {
     /// WebSocket URL.
     pub url: String,
-    /// Texts to send after connecting.
+    /// What to do after connecting, in order: a text is sent; `{expect: "prefix"}` waits for a
+    /// message starting with `prefix` (skipping others), as socket.io wants its `0{...}` open
+    /// packet before `40`, and its `40` before any event is sent.
     #[serde(default)]
-    pub on_connect: Vec<String>,
+    pub on_connect: Vec<OnConnect>,
     /// HTTP URL to POST events to.
     pub publish_url: String,
     /// Body template: `{seq}`, `{sent_ns}`, `{publisher}` and `{pad}` are replaced.
@@ -244,6 +246,29 @@ pub struct Generic {
     /// Key whose number is the sequence number.
     #[serde(default = "seq")]
     pub seq_key: String,
+}
+
+/// One `generic.on_connect` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OnConnect {
+    /// Send this text.
+    Send(String),
+    /// Wait for a message starting with this.
+    Expect {
+        /// The prefix.
+        expect: String,
+    },
+}
+
+impl OnConnect {
+    /// The client's step.
+    pub fn to_step(&self) -> crate::client::Step {
+        match self {
+            Self::Send(t) => crate::client::Step::Send(t.clone()),
+            Self::Expect { expect } => crate::client::Step::Expect(Some(expect.clone())),
+        }
+    }
 }
 
 fn default_sources() -> u8 {
@@ -330,14 +355,41 @@ mod tests {
 
     #[test]
     fn parses_every_shipped_scenario() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut n = 0;
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            Scenario::load(&p).unwrap_or_else(|e| panic!("{e}"));
-            n += 1;
+        for dir in [root.join("scenarios"), root.join("peers/scenarios")] {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                Scenario::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
         }
-        assert!(n >= 6, "{n} scenarios");
+        assert!(n >= 9, "{n} scenarios");
+    }
+
+    #[test]
+    fn opening_steps_send_texts_and_wait_for_prefixes() {
+        let s = Scenario::parse(
+            "name: t\nclients: 1\ngeneric:\n  url: ws://127.0.0.1:1/\n  publish_url: http://127.0.0.1:1/\n  body_template: x\n  on_connect: ['a', {expect: '0{'}, '40']\n",
+        )
+        .unwrap();
+        let steps: Vec<_> = s
+            .generic
+            .unwrap()
+            .on_connect
+            .iter()
+            .map(OnConnect::to_step)
+            .collect();
+        use crate::client::Step;
+        assert_eq!(
+            steps,
+            [
+                Step::Send("a".into()),
+                Step::Expect(Some("0{".into())),
+                Step::Send("40".into())
+            ]
+        );
+        assert!(Scenario::parse("name: t\nclients: 1\ngeneric:\n  url: ws://127.0.0.1:1/\n  publish_url: http://127.0.0.1:1/\n  body_template: x\n  on_connect: [{wait: 'x'}]\n").is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! opening and waits for the replies, then reads events until the run stops.
 
 use super::{parse_ws_url, Run};
-use crate::client::{self, ClientOutcome, ClientSpec, Wiring};
+use crate::client::{self, ClientOutcome, ClientSpec, Step, Wiring};
 use crate::fixtures::ProcSample;
 use crate::hub::Hub;
 use crate::scenario::Scenario;
@@ -115,8 +115,7 @@ fn client_spec(s: &Scenario, hub: &Hub) -> anyhow::Result<ClientSpec> {
                 server,
                 host,
                 path,
-                opening: g.on_connect.clone(),
-                await_replies: false,
+                opening: g.on_connect.iter().map(|s| s.to_step()).collect(),
                 time_key: quoted(&g.time_key),
                 seq_key: quoted(&g.seq_key),
                 publisher_key: quoted("publisher"),
@@ -129,7 +128,6 @@ fn client_spec(s: &Scenario, hub: &Hub) -> anyhow::Result<ClientSpec> {
             host: hub.addr.to_string(),
             path: "/ws".into(),
             opening: Vec::new(),
-            await_replies: true,
             time_key: quoted("sent_ns"),
             seq_key: quoted("seq"),
             publisher_key: quoted("publisher"),
@@ -139,10 +137,12 @@ fn client_spec(s: &Scenario, hub: &Hub) -> anyhow::Result<ClientSpec> {
     })
 }
 
-/// A streamhub client's opening: authenticate, then subscribe.
-fn streamhub_opening(sub: &Sub, token: &str) -> Vec<String> {
+/// A streamhub client's opening: authenticate, then subscribe, each answered by one reply.
+fn streamhub_opening(sub: &Sub, token: &str) -> Vec<Step> {
     vec![
-        serde_json::json!({"type": "auth", "token": token}).to_string(),
-        sub.message().to_string(),
+        Step::Send(serde_json::json!({"type": "auth", "token": token}).to_string()),
+        Step::Expect(None),
+        Step::Send(sub.message().to_string()),
+        Step::Expect(None),
     ]
 }
