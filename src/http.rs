@@ -169,5 +169,12 @@ async fn adopt(
             Err(_) => return tracing::error!("upgraded connection is neither TCP nor TLS"),
         },
     };
+    // hyper's leftover bytes are a slice of its 8 KiB read buffer: holding the slice would keep
+    // the whole buffer for the connection's life (it was most of an idle connection's heap).
+    // What the client sent past its upgrade request is copied out (usually nothing).
+    let leftover = {
+        let hypers = leftover;
+        Bytes::copy_from_slice(&hypers)
+    };
     connection::run(hub, shard, remote, socket, leftover, slot).await
 }

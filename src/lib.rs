@@ -35,7 +35,8 @@
 //! - [`auth`]: the authenticator seam and its implementations.
 //! - [`hub`]: the state all shards share, and the broker handler.
 //! - [`metrics`]: per-shard counters, Prometheus text; `backoff`: jittered reconnect backoff
-//!   and reconnect advice; [`config`]: the YAML configuration; [`profiling`]: the opt-in
+//!   and reconnect advice; [`config`]: the YAML configuration; [`heap`]: the allocator's statistics
+//!   (`/metrics`, `/debug/heap`); [`profiling`]: the opt-in
 //!   flamegraph endpoint; [`cli`]: `streamhub publish` and `streamhub tail`.
 
 pub mod auth;
@@ -48,6 +49,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod event;
+pub(crate) mod heap;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;

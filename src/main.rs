@@ -2,9 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
-/// jemalloc: with it an idle connection costs 7.35 KiB of hub RSS against 9.61 KiB with the
-/// system allocator (the `idle` load-test scenario, 19,000 connections). mimalloc was worse than
-/// the system allocator in an earlier build (26.3 against 19.3 KiB, 5,000 connections).
+/// jemalloc: with it an idle connection cost 7.35 KiB of hub RSS against 9.61 KiB with the
+/// system allocator (the `idle` load-test scenario, 19,000 connections; 3.37 KiB now). mimalloc
+/// was worse than the system allocator in an earlier build (26.3 against 19.3 KiB, 5,000
+/// connections). Its statistics (`/debug/heap`, `/metrics`) attribute the bytes per connection.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::path::PathBuf;

@@ -33,6 +33,7 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
         (&Method::GET, "/debug/pprof/flamegraph") if hub.config.profiling.enabled => {
             Some(ROLE_ADMIN)
         }
+        (&Method::GET, "/debug/heap") => Some(ROLE_ADMIN),
         (&Method::GET, p) if ADMIN_PATHS.contains(&p) => Some(ROLE_ADMIN),
         (_, p) if KNOWN_PATHS.contains(&p) || ADMIN_PATHS.contains(&p) => {
             return json_response(
@@ -53,6 +54,7 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
         }
         "/api/v1/streaming/broadcast" => crate::broadcast::handle(&hub, req).await,
         "/debug/pprof/flamegraph" => profile(req.uri().query()).await,
+        "/debug/heap" => heap(),
         _ => text_response(StatusCode::OK, "application/json", OPENAPI.to_string()),
     }
 }
@@ -82,11 +84,32 @@ fn metrics(hub: &Hub) -> Response<Full<Bytes>> {
             u8::from(up)
         ));
     }
+    if let Some(heap) = crate::heap::totals() {
+        text.push_str(&format!(
+            "# HELP streamhub_heap_allocated_bytes Bytes the hub holds on its heap.\n# TYPE streamhub_heap_allocated_bytes gauge\nstreamhub_heap_allocated_bytes {}\n\
+             # HELP streamhub_heap_resident_bytes Bytes of memory the allocator holds.\n# TYPE streamhub_heap_resident_bytes gauge\nstreamhub_heap_resident_bytes {}\n",
+            heap.allocated, heap.resident
+        ));
+    }
     text_response(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
         text,
     )
+}
+
+/// `GET /debug/heap`: the allocator's totals and its live allocations by size class.
+fn heap() -> Response<Full<Bytes>> {
+    match (crate::heap::totals(), crate::heap::by_size_class()) {
+        (Some(totals), Some(classes)) => json_response(
+            StatusCode::OK,
+            &json!({"totals": totals, "size_classes": classes}),
+        ),
+        _ => json_response(
+            StatusCode::NOT_IMPLEMENTED,
+            &error_body("the allocator keeps no statistics"),
+        ),
+    }
 }
 
 /// `{"error": message}`.

@@ -123,6 +123,50 @@ async fn metrics_expose_the_eight_names() {
     assert_eq!(metric(&text, "ws_message_latency_seconds_count"), 4.0);
 }
 
+/// `/debug/heap` shows the allocator's live allocations by size class, so that what each
+/// connection costs can be attributed: fifty more connections add fifty allocations to some
+/// class (each connection's task, its client state...). `/metrics` carries the totals.
+#[tokio::test]
+async fn heap_statistics_show_what_each_connection_adds() {
+    let hub = HubProcess::start("");
+    let live = |v: &serde_json::Value| -> std::collections::HashMap<u64, i64> {
+        v["size_classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["size"].as_u64().unwrap(), c["live"].as_i64().unwrap()))
+            .collect()
+    };
+    let before = hub.get_json("/debug/heap").await;
+    let mut conns = Vec::new();
+    for _ in 0..50 {
+        let mut ws = hub.ws().await;
+        subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+        conns.push(ws);
+    }
+    let after = hub.get_json("/debug/heap").await;
+    let grown = after["totals"]["allocated"].as_f64().unwrap()
+        - before["totals"]["allocated"].as_f64().unwrap();
+    assert!(grown > 50.0 * 500.0, "50 connections added {grown} bytes");
+    let (b, a) = (live(&before), live(&after));
+    let per_connection = a
+        .iter()
+        .filter(|(size, n)| **n - b.get(size).copied().unwrap_or(0) >= 50)
+        .count();
+    assert!(
+        per_connection >= 2,
+        "classes grown by one per connection: {after}"
+    );
+    let text = reqwest::get(hub.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metric(&text, "streamhub_heap_allocated_bytes") > 0.0);
+    assert!(metric(&text, "streamhub_heap_resident_bytes") > 0.0);
+}
+
 #[tokio::test]
 async fn broadcast_body_limits_and_openapi() {
     let hub = HubProcess::start("  rest:\n    max_body_bytes: 1024\n");

@@ -585,13 +585,15 @@ async fn tokens_never_reach_logs_listings_or_metrics() {
     // A wrong token too, on REST and on a WebSocket.
     let http = reqwest::Client::new();
     let wrong = "wRoNg-tOkEn-0815";
-    let r = http
-        .get(format!("http://{addr}/api/v1/streaming/status"))
-        .bearer_auth(wrong)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    for admin_only in ["api/v1/streaming/status", "debug/heap"] {
+        let r = http
+            .get(format!("http://{addr}/{admin_only}"))
+            .bearer_auth(wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{admin_only}");
+    }
     let mut seen = String::new();
     for p in ["clients", "status", "subscriptions"] {
         let r = http

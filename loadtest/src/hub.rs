@@ -168,6 +168,16 @@ impl Hub {
         metric_sum(&text, name)
     }
 
+    /// A snapshot of the hub's allocator (`/debug/heap`), when it has one.
+    pub async fn heap(&self, http: &reqwest::Client) -> Option<crate::heap::HeapSnapshot> {
+        let url = format!("{}/debug/heap", self.http);
+        let r = self.authorized(http.get(url)).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().await.ok()
+    }
+
     /// Events dropped per client id, from `/api/v1/streaming/clients`.
     pub async fn drops_by_client(&self, http: &reqwest::Client) -> HashMap<String, u64> {
         let url = format!("{}/api/v1/streaming/clients?limit=10000000", self.http);

@@ -15,6 +15,7 @@
 pub mod chart;
 pub mod client;
 pub mod fixtures;
+pub mod heap;
 pub mod hub;
 pub mod report;
 pub mod runner;

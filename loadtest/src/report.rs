@@ -39,6 +39,9 @@ pub struct Summary {
     pub accounting: Accounting,
     /// The hub's figures.
     pub hub: HubFigures,
+    /// What each connection added to the hub's heap (when the hub answers `/debug/heap`).
+    #[serde(default)]
+    pub heap: Option<crate::heap::HeapPerConnection>,
     /// Where the flamegraph was written.
     pub flamegraph: Option<String>,
     /// Per-second figures.
@@ -186,7 +189,26 @@ pub fn markdown(s: &Summary) -> String {
     latency(&mut o, s);
     accounting(&mut o, s);
     hub(&mut o, s);
+    heap(&mut o, s);
     o
+}
+
+/// The heap per connection, in all and by size class.
+fn heap(o: &mut String, s: &Summary) {
+    let Some(h) = &s.heap else { return };
+    let t = h.totals;
+    let _ = writeln!(
+        o,
+        "\n## Heap per connection\n\nallocated {:.0} B, active {:.0} B, resident {:.0} B, allocator metadata {:.0} B (`/debug/heap` before connecting and while held).\n\n| size class | per connection | bytes |\n| --- | --- | --- |",
+        t.allocated, t.active, t.resident, t.metadata
+    );
+    for c in &h.size_classes {
+        let _ = writeln!(
+            o,
+            "| {} B | {:.2} | {:.0} |",
+            c.size, c.per_connection, c.bytes_per_connection
+        );
+    }
 }
 
 /// Title, description, where and when, and the goals.

@@ -114,16 +114,25 @@ impl Login {
                     self.changed.notified().await;
                     continue;
                 }
+                // Boxed: the timer lives on the heap only while a deadline is pending, so an
+                // idle connection's task does not carry it.
                 Some(deadline) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(deadline.into()) => {}
-                        _ = self.changed.notified() => continue,
+                    if Box::pin(self.sleep_until_changed(deadline)).await {
+                        continue;
                     }
                 }
             }
             if self.deadline_passed(hub, client) {
                 return;
             }
+        }
+    }
+
+    /// Waits until `deadline`; true when the phase changed first.
+    async fn sleep_until_changed(&self, deadline: Instant) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.into()) => false,
+            _ = self.changed.notified() => true,
         }
     }
 

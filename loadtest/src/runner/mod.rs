@@ -49,8 +49,10 @@ const SETTLE: Duration = Duration::from_secs(5);
 pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Summary> {
     let (run, subs) = prepare(scenario, opts)?;
     let observers = observe(&run);
+    let heap_before = run.hub.heap(&run.http).await;
     let connected = clients::connect(&run, &subs, observers.samples.clone()).await;
     let held = hold(&run).await;
+    let heap_held = run.hub.heap(&run.http).await;
     let published = publish::steps(&run, opts).await?;
     settle(&run).await;
     let finished = finish(&run, connected.tasks, observers).await;
@@ -61,6 +63,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<Summa
         summary::Phases {
             connected: connected.figures,
             held,
+            heap: heap_before.zip(heap_held),
             published: published.figures,
             finished,
             flamegraph,

@@ -5,6 +5,7 @@ use super::clients::ConnectFigures;
 use super::publish::PublishFigures;
 use super::{Finished, Run};
 use crate::fixtures::ProcSample;
+use crate::heap::{self, HeapSnapshot};
 use crate::report::{Connect, GoalResult, HubFigures, Summary, TimelinePoint};
 use crate::scenario::Scenario;
 use crate::stats::{self, Collector, Tally};
@@ -15,6 +16,8 @@ pub(super) struct Phases {
     pub(super) connected: ConnectFigures,
     /// The hub while connections were held (the idle scenario), or after connecting.
     pub(super) held: Option<ProcSample>,
+    /// The hub's allocator before the clients connected and while they were held.
+    pub(super) heap: Option<(HeapSnapshot, HeapSnapshot)>,
     /// The publish phase.
     pub(super) published: PublishFigures,
     /// The end of the run.
@@ -30,6 +33,10 @@ pub(super) fn build(run: &Run, p: Phases) -> Summary {
     let procs = run.procs.lock().clone();
     let connect = connect_figures(run, &p.finished, &p.connected);
     let hub = hub_figures(run, &p, &procs, connect.ready);
+    let heap = p
+        .heap
+        .as_ref()
+        .and_then(|(before, held)| heap::per_connection(before, held, connect.ready));
     let steps = p.published.steps;
     let limit = s.publish.sustained_p99_ms.or(s.publish.stop_when_p99_ms);
     let best = steps
@@ -69,6 +76,7 @@ pub(super) fn build(run: &Run, p: Phases) -> Summary {
         latency: stats::percentiles(&collector.overall),
         accounting: stats::account(&expected, &tallies, counted),
         hub,
+        heap,
         flamegraph: p.flamegraph,
         timeline: timeline(&collector, &procs),
         percentile_curve: stats::percentile_curve(&collector.overall),
