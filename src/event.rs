@@ -133,17 +133,55 @@ impl ParsedEvent {
 struct EventView<'a> {
     #[serde(borrow, default)]
     event_type: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// Kept even when `null` (`Some("null")`), so that a `null` can be left out of the message.
+    #[serde(borrow, default, deserialize_with = "keep_null")]
     event_id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     cluster_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// Kept even when `null`, like `event_id`.
+    #[serde(borrow, default, deserialize_with = "keep_null")]
     timestamp: Option<&'a RawValue>,
     #[serde(default)]
     payload: Option<PayloadNs>,
     /// A top-level `type` would clash with the message's own `"type":"event"`.
     #[serde(default, rename = "type")]
     type_key: Option<IgnoredAny>,
+}
+
+/// A present field's raw value, `null` included (serde would turn `null` into `None`).
+fn keep_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Whether a present field is `null`.
+fn is_null(raw: Option<&RawValue>) -> bool {
+    raw.is_some_and(|v| v.get() == "null")
+}
+
+/// The top-level members of an object in their order, each value's bytes exactly as given.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members<'de>, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    out.push((k, v));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// What routing needs from `payload`: its namespace (`payload.namespace`, else
@@ -295,15 +333,24 @@ pub fn parse_event(input: &[u8]) -> Result<ParsedEvent, EventError> {
     let type_name = string_field(view.event_type, "event_type")?.ok_or(EventError::MissingType)?;
     let event_type =
         EventType::parse(&type_name).ok_or_else(|| EventError::UnknownType(type_name.clone()))?;
-    let given_id = string_field(view.event_id, "event_id")?;
+    // A `null` id or timestamp counts as absent: one is generated, and the `null` is left out.
+    let (null_id, null_timestamp) = (is_null(view.event_id), is_null(view.timestamp));
+    let given_id = match null_id {
+        true => None,
+        false => string_field(view.event_id, "event_id")?,
+    };
     let cluster_id = string_field(view.cluster_id, "cluster_id")?;
-    let has_timestamp = string_field(view.timestamp, "timestamp")?.is_some();
+    let has_timestamp = !null_timestamp && string_field(view.timestamp, "timestamp")?.is_some();
     let namespace = view.payload.and_then(|p| p.direct.or(p.labelled));
     let event_id = given_id.clone().unwrap_or_else(new_event_id);
-    let message = if view.type_key.is_some() {
-        rebuild_without_type(text, given_id.is_none().then_some(&event_id), has_timestamp)?
+    let generated_id = given_id.is_none().then_some(&event_id);
+    let message = if view.type_key.is_some() || null_id || null_timestamp {
+        let left_out = |key: &str, value: &RawValue| {
+            key == "type" || (matches!(key, "event_id" | "timestamp") && value.get() == "null")
+        };
+        rebuild_without(text, left_out, generated_id, has_timestamp)?
     } else {
-        splice(text, given_id.is_none().then_some(&event_id), has_timestamp)
+        splice(text, generated_id, has_timestamp)
     };
     Ok(ParsedEvent {
         event_type,
@@ -341,16 +388,30 @@ fn push_generated(out: &mut Vec<u8>, generated_id: Option<&String>, has_timestam
     }
 }
 
-/// The slow path for an event that carries its own top-level `type`: re-serialize without it.
-fn rebuild_without_type(
+/// The slow path for an event with members the message must not carry (its own top-level
+/// `type`, a `null` id or timestamp): the object is rewritten member by member without them.
+/// Every other member keeps its place and its value's exact bytes (`1.50` stays `1.50`, a big
+/// integer keeps its digits); only the whitespace between members goes.
+fn rebuild_without(
     text: &str,
+    left_out: impl Fn(&str, &RawValue) -> bool,
     generated_id: Option<&String>,
     has_timestamp: bool,
 ) -> Result<Vec<u8>, EventError> {
-    let mut map: serde_json::Map<String, serde_json::Value> =
+    let members: Members<'_> =
         serde_json::from_str(text).map_err(|e| EventError::NotJson(e.to_string()))?;
-    map.remove("type");
-    let rest = serde_json::to_string(&map).map_err(|e| EventError::NotJson(e.to_string()))?;
+    let mut rest = String::with_capacity(text.len());
+    rest.push('{');
+    for (key, value) in members.0.iter().filter(|(k, v)| !left_out(k, v)) {
+        if rest.len() > 1 {
+            rest.push(',');
+        }
+        let quoted = serde_json::to_string(key).map_err(|e| EventError::NotJson(e.to_string()))?;
+        rest.push_str(&quoted);
+        rest.push(':');
+        rest.push_str(value.get());
+    }
+    rest.push('}');
     Ok(splice(&rest, generated_id, has_timestamp))
 }
 
@@ -401,6 +462,44 @@ mod tests {
             parse_event(br#"{"event_type":"GPU_UPDATE","payload":null,"event_id":null}"#).unwrap();
         assert!(e.event_id.starts_with("evt_"));
         assert_eq!(e.namespace, None);
+    }
+
+    /// Occurrences of `"key":` in the message (a JSON object must not repeat a key: the hub's
+    /// own duplicate check refuses such an event when another instance reads it from Redis).
+    fn count_key(e: &ParsedEvent, key: &str) -> usize {
+        let text = std::str::from_utf8(&e.message[FRAME_HEADROOM..]).unwrap();
+        text.matches(&format!("\"{key}\":")).count()
+    }
+
+    #[test]
+    fn a_null_id_or_timestamp_is_replaced_not_repeated() {
+        let e = parse_event(
+            br#"{"event_type":"GPU_UPDATE","event_id":null,"timestamp":null,"payload":{"v":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(count_key(&e, "event_id"), 1);
+        assert_eq!(count_key(&e, "timestamp"), 1);
+        let m = msg(&e);
+        assert_eq!(m["event_id"], e.event_id.as_str());
+        assert!(m["timestamp"].is_string());
+        // What another instance reads back from Redis is accepted, with the same id.
+        let again = parse_event(&e.to_published()).unwrap();
+        assert_eq!(again.event_id, e.event_id);
+    }
+
+    #[test]
+    fn an_event_with_its_own_type_keeps_every_other_byte() {
+        let e = parse_event(
+            br#"{"event_type":"GPU_UPDATE","type":"gpu","z":1,"a":{"v":1.50,"big":123456789012345678901234567890},"payload":{"x":[1.0,2e3]}}"#,
+        )
+        .unwrap();
+        let text = std::str::from_utf8(&e.message[FRAME_HEADROOM..]).unwrap();
+        assert_eq!(count_key(&e, "type"), 1, "{text}");
+        assert!(text.starts_with(r#"{"type":"event","#), "{text}");
+        assert!(
+            text.contains(r#""z":1,"a":{"v":1.50,"big":123456789012345678901234567890},"payload":{"x":[1.0,2e3]}}"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -198,11 +198,11 @@ async fn silent_client_is_dropped_by_the_heartbeat() {
     let mute_side = async {
         let started = Instant::now();
         let mut buf = vec![0u8; 4096];
-        let mut saw_ping = false;
+        let mut seen = Vec::new();
         loop {
             match tokio::time::timeout(Duration::from_secs(5), mute.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return (started.elapsed(), saw_ping),
-                Ok(Ok(n)) => saw_ping |= buf[..n].contains(&0x89),
+                Ok(Ok(0)) | Ok(Err(_)) => return (started.elapsed(), seen),
+                Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
                 Err(_) => panic!("silent client was never dropped"),
             }
         }
@@ -216,8 +216,20 @@ async fn silent_client_is_dropped_by_the_heartbeat() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    let ((closed, saw_ping), ()) = tokio::join!(mute_side, good_side);
-    assert!(saw_ping, "the server sent WebSocket pings");
+    let ((closed, seen), ()) = tokio::join!(mute_side, good_side);
+    assert!(seen.contains(&0x89), "the server sent WebSocket pings");
+    // Before the socket closes it says why (design document §8.1), then close 1001.
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        text.contains(r#""type":"disconnect","reason":"heartbeat_timeout""#)
+            || text.contains(r#""reason":"heartbeat_timeout""#),
+        "{text}"
+    );
+    let close_at = seen
+        .iter()
+        .rposition(|b| *b == 0x88)
+        .expect("a close frame");
+    assert_eq!(&seen[close_at + 2..close_at + 4], &1001u16.to_be_bytes());
     assert!(
         closed >= Duration::from_millis(500),
         "dropped too early: {closed:?}"

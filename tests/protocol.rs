@@ -284,6 +284,41 @@ async fn oversize_messages_close_with_1009() {
     assert_eq!(r["timestamp"], "frag");
 }
 
+/// A fragmented message must be finished within one heartbeat interval: a client that opens one
+/// and then only sends pongs is closed with 1008 instead of holding the partial message for
+/// ever.
+#[tokio::test]
+async fn an_unfinished_fragmented_message_is_not_held_for_ever() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = HubProcess::start(
+        "  websocket:\n    heartbeat_interval_seconds: 0.5\n    heartbeat_timeout_seconds: 30\n",
+    );
+    let mut s = raw_ws(hub.addr).await;
+    let started = std::time::Instant::now();
+    s.write_all(&masked_frame(0x01, b"{\"type\":"))
+        .await
+        .unwrap();
+    let (mut r, mut w) = s.into_split();
+    let pongs = tokio::spawn(async move {
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if w.write_all(&masked_frame(0x8A, b"")).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(4), r.read_to_end(&mut buf)).await;
+    pongs.abort();
+    let close_at = buf.iter().rposition(|b| *b == 0x88).expect("a close frame");
+    assert_eq!(&buf[close_at + 2..close_at + 4], &1008u16.to_be_bytes());
+    let took = started.elapsed();
+    assert!(
+        took > Duration::from_millis(400) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
 #[tokio::test]
 async fn malformed_frames_close_with_the_right_code() {
     use tokio::io::AsyncWriteExt;

@@ -51,23 +51,35 @@ async fn every_instance_delivers_each_event_once() {
     ] {
         redis.publish(ch, event).await.expect("publish");
     }
-    // An event without an id gets one id, the same on every instance.
+    // An event without an id gets one id, the same on every instance; so does one whose id
+    // and timestamp are `null` (once repeated in the message, so every instance refused it).
     hubs[1]
         .broadcast(r#"{"event_type":"ALERT_FIRED","cluster_id":"c1"}"#)
         .await;
+    let (status, body) = hubs[2]
+        .broadcast(
+            r#"{"event_type":"ALERT_FIRED","cluster_id":"c1","event_id":null,"timestamp":null}"#,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
     let mut generated = Vec::new();
     for ws in clients.iter_mut() {
         assert_eq!(recv(ws).await["event_id"], "via-http");
         assert_eq!(recv(ws).await["event_id"], "via-redis");
         generated.push(recv(ws).await["event_id"].as_str().unwrap().to_string());
+        let from_nulls = recv(ws).await;
+        assert!(from_nulls["timestamp"].is_string(), "{from_nulls}");
+        generated.push(from_nulls["event_id"].as_str().unwrap().to_string());
         expect_silence(ws, Duration::from_millis(400)).await;
     }
-    assert!(
-        generated
-            .iter()
-            .all(|g| g == &generated[0] && g.starts_with("evt_")),
-        "{generated:?}"
-    );
+    for pair in [0, 1] {
+        let ids: Vec<_> = generated.iter().skip(pair).step_by(2).collect();
+        assert!(
+            ids.iter().all(|g| g == &ids[0] && g.starts_with("evt_")),
+            "{generated:?}"
+        );
+    }
+    assert_ne!(generated[0], generated[1]);
 
     let status = hubs[2].get_json("/api/v1/streaming/status").await;
     assert_eq!(status["mode"], "redis");

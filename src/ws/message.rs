@@ -2,11 +2,13 @@
 //! text or binary frame without FIN, then continuation frames); the cap
 //! `websocket.max_message_size_bytes` applies to the whole message, not only to each frame.
 //! Control frames never reach here (they may arrive between fragments and are answered by the
-//! reader at once).
+//! reader at once). A fragmented message must be finished within a time limit, so that a client
+//! that keeps answering pings cannot hold a partial message for ever.
 
 use super::close::CloseCode;
 use super::frame_reader::ClientFrame;
 use fastwebsockets::OpCode;
+use std::time::{Duration, Instant};
 
 /// One whole message from the client.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,12 +28,24 @@ pub(crate) struct Assembler {
     max: usize,
     /// The message being reassembled, if any.
     partial: Option<Message>,
+    /// When its first fragment arrived.
+    since: Option<Instant>,
 }
 
 impl Assembler {
     /// An assembler of messages up to `max` bytes.
     pub(crate) fn new(max: usize) -> Self {
-        Self { max, partial: None }
+        Self {
+            max,
+            partial: None,
+            since: None,
+        }
+    }
+
+    /// Whether a fragmented message has been open for longer than `limit` at `now`.
+    pub(crate) fn overdue(&self, now: Instant, limit: Duration) -> bool {
+        self.since
+            .is_some_and(|t| now.saturating_duration_since(t) > limit)
     }
 
     /// Takes one data frame; returns the message it completes, if any.
@@ -47,6 +61,7 @@ impl Assembler {
                     text,
                     data: frame.payload,
                 });
+                self.since = Some(Instant::now());
                 Ok(None)
             }
             OpCode::Text | OpCode::Binary => Ok(Some(Message {
@@ -66,7 +81,11 @@ impl Assembler {
             return Err((CloseCode::Size, "message too big"));
         }
         p.data.extend_from_slice(&frame.payload);
-        Ok(if frame.fin { self.partial.take() } else { None })
+        if !frame.fin {
+            return Ok(None);
+        }
+        self.since = None;
+        Ok(self.partial.take())
     }
 }
 

@@ -29,6 +29,9 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(s: &Session, mut read: R) ->
     let max = s.hub.config.websocket.max_message_size_bytes;
     let client = &s.client;
     let mut assembler = Assembler::new(max);
+    // A fragmented message must be finished within one heartbeat interval.
+    let assembly_limit =
+        std::time::Duration::from_secs_f64(s.hub.config.websocket.heartbeat_interval_seconds);
     loop {
         let frame = match read_frame(&mut read, max).await {
             Ok(f) => f,
@@ -38,7 +41,11 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(s: &Session, mut read: R) ->
             }
             Err(FrameError::Protocol(why)) => return close_with(client, CloseCode::Protocol, why),
         };
-        client.mark_heard(Instant::now());
+        let now = Instant::now();
+        client.mark_heard(now);
+        if assembler.overdue(now, assembly_limit) {
+            return close_with(client, CloseCode::Policy, "fragmented message not finished");
+        }
         let message = match frame.opcode {
             OpCode::Close => {
                 let (code, why) = close::answer_to(&frame.payload);

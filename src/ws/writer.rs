@@ -6,8 +6,10 @@
 //! ahead of the next message, and says goodbye on shutdown. A socket that accepts nothing for
 //! `heartbeat_interval + heartbeat_timeout` is treated like a missed heartbeat.
 
+use super::close::{CloseCode, CLOSE_GRACE};
 use super::frame::OutFrame;
 use super::socket::WriteHalf;
+use crate::backoff::spread;
 use crate::client::ClientHandle;
 use crate::heartbeat::{Beat, Heartbeat};
 use crate::hub::Hub;
@@ -67,6 +69,8 @@ pub(crate) async fn run(
             match heartbeat.check(now, client.last_heard()) {
                 Beat::Dead => {
                     hub.metrics.local().heartbeat_timeouts.fetch_add(1, Relaxed);
+                    // Boxed: only a dying connection needs the goodbye's timer.
+                    Box::pin(say_heartbeat_timeout(&mut half, &client, &hub)).await;
                     return WriterExit::Dead;
                 }
                 Beat::Ping => batch.push(OutFrame::control(OpCode::Ping, b"hb")),
@@ -105,6 +109,21 @@ pub(crate) async fn run(
             half.shutdown().await;
             return WriterExit::Closed;
         }
+    }
+}
+
+/// Tells a client that missed its heartbeat why it is being dropped (design document §8.1): the
+/// `disconnect` message with reason `heartbeat_timeout`, then close 1001. A peer that is really
+/// gone takes neither, so the attempt is bounded by [`CLOSE_GRACE`].
+async fn say_heartbeat_timeout(half: &mut WriteHalf, client: &ClientHandle, hub: &Hub) {
+    let advice = spread(hub.config.shutdown.reconnect_after_ms);
+    let goodbye = [
+        reply::disconnect("heartbeat_timeout", advice),
+        OutFrame::close(CloseCode::Away, "heartbeat timeout"),
+    ];
+    let write = half.write_batch(&goodbye, client, CLOSE_GRACE);
+    if tokio::time::timeout(CLOSE_GRACE, write).await.is_ok() {
+        half.shutdown().await;
     }
 }
 
