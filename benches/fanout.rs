@@ -56,7 +56,7 @@ fn fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout");
     let n = 10_000;
     let index = Arc::new(SubscriptionIndex::start(1).expect("index"));
-    let router = Router::new(index.clone(), Arc::new(Metrics::new(1)), 1);
+    let router = Router::new(index.clone(), Arc::new(Metrics::new(1)), 1, 16);
     let clients: Vec<_> = (0..n).map(|_| client(100)).collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -72,7 +72,9 @@ fn fanout(c: &mut Criterion) {
     g.bench_function("gpu_update_1kb_to_10k_rings", |b| {
         b.iter(|| {
             let parsed = parse_event(&event).expect("valid");
-            router.route(parsed);
+            router
+                .route(parsed)
+                .expect("the inbox is drained every time");
             let out = router.drain(0);
             assert_eq!(out.deliveries, n as u64);
             // Keep the rings from filling: the writers' side of the work is not measured here.

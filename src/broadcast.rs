@@ -81,20 +81,39 @@ async fn one(hub: &Hub, body: &[u8]) -> Response<Full<Bytes>> {
         }
     };
     let event_id = event.event_id.clone();
-    match hub.broker.publish(event).await {
+    match publish(hub, event).await {
         Ok(()) => json_response(StatusCode::ACCEPTED, &json!({"event_id": event_id})),
-        Err(BrokerError::Unavailable(why)) => {
-            json_response(StatusCode::SERVICE_UNAVAILABLE, &error_body(&why))
-        }
+        Err(e) => unavailable(&e, error_body(&e.to_string())),
     }
+}
+
+/// Publishes one event, unless this instance's shards are too far behind to deliver it.
+async fn publish(hub: &Hub, event: crate::event::ParsedEvent) -> Result<(), BrokerError> {
+    if !hub.router.has_room() {
+        return Err(BrokerError::Overloaded);
+    }
+    hub.broker.publish(event).await
+}
+
+/// 503, with `Retry-After: 1` when the hub is overloaded (the broker's own outage has no
+/// known end).
+fn unavailable(e: &BrokerError, body: Value) -> Response<Full<Bytes>> {
+    let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    if matches!(e, BrokerError::Overloaded) {
+        r.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
+    }
+    r
 }
 
 /// A batch: each event validated and published in order; a result per event.
 async fn batch(hub: &Hub, events: &[&[u8]]) -> Response<Full<Bytes>> {
     let mut results: Vec<Value> = Vec::with_capacity(events.len());
-    let (mut accepted, mut unavailable) = (0usize, None::<String>);
+    let (mut accepted, mut failed) = (0usize, None::<BrokerError>);
     for raw in events {
-        if let Some(why) = &unavailable {
+        if let Some(why) = &failed {
             results.push(json!({"error": format!("not published: {why}")}));
             continue;
         }
@@ -107,18 +126,18 @@ async fn batch(hub: &Hub, events: &[&[u8]]) -> Response<Full<Bytes>> {
             }
         };
         let event_id = event.event_id.clone();
-        match hub.broker.publish(event).await {
+        match publish(hub, event).await {
             Ok(()) => {
                 accepted += 1;
                 results.push(json!({"event_id": event_id}));
             }
-            Err(BrokerError::Unavailable(why)) => {
+            Err(why) => {
                 results.push(json!({"error": format!("not published: {why}")}));
-                unavailable = Some(why);
+                failed = Some(why);
             }
         }
     }
-    let status = match (&unavailable, accepted) {
+    let status = match (&failed, accepted) {
         (Some(_), _) => StatusCode::SERVICE_UNAVAILABLE,
         (None, 0) => StatusCode::BAD_REQUEST,
         (None, _) => StatusCode::ACCEPTED,
@@ -128,13 +147,12 @@ async fn batch(hub: &Hub, events: &[&[u8]]) -> Response<Full<Bytes>> {
         "rejected": events.len() - accepted,
         "results": results,
     });
-    let error = match (&unavailable, accepted) {
-        (Some(why), _) => Some(why.clone()),
-        (None, 0) => Some("no event of the batch was accepted".to_string()),
-        (None, _) => None,
-    };
-    if let Some(e) = error {
-        body["error"] = e.into();
+    if let Some(why) = &failed {
+        body["error"] = why.to_string().into();
+        return unavailable(why, body);
+    }
+    if accepted == 0 {
+        body["error"] = "no event of the batch was accepted".into();
     }
     json_response(status, &body)
 }

@@ -120,6 +120,10 @@ pub struct BackpressureConfig {
     pub drop_oldest: bool,
     /// A client with no write progress for this long is reported as slow.
     pub slow_client_threshold_ms: u64,
+    /// Events waiting for fan-out in one shard's inbox, at most. Past it a broadcast answers
+    /// 503 with `Retry-After` and an arrival from Redis is dropped and counted
+    /// (`ws_events_shed_total`), instead of the queue growing without limit.
+    pub max_pending_events: usize,
 }
 
 /// `realtime_streaming.auth`.
@@ -261,6 +265,7 @@ impl Default for BackpressureConfig {
             max_queue_size: 100,
             drop_oldest: true,
             slow_client_threshold_ms: 1000,
+            max_pending_events: 10_000,
         }
     }
 }
@@ -419,6 +424,9 @@ impl Config {
                 "shutdown.timeout_seconds",
                 "must be a number >= 0 (seconds, at most a year)",
             );
+        }
+        if self.backpressure.max_pending_events == 0 {
+            return bad("backpressure.max_pending_events", "must be at least 1");
         }
         if self.backpressure.max_queue_size == 0 {
             return bad("backpressure.max_queue_size", "must be at least 1");

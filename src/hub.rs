@@ -12,13 +12,16 @@ use crate::control::Control;
 use crate::event::{EventError, ParsedEvent};
 use crate::index::{Demand, IndexOp, Scope, SubscriptionIndex};
 use crate::metrics::Metrics;
-use crate::router::Router;
+use crate::router::{Full, Router};
 use crate::subscription::Subscription;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
+
+/// Least time between two log lines about events dropped on arrival.
+const SHED_LOG_INTERVAL_SECONDS: u64 = 10;
 
 /// Shared state of one streamhub instance.
 pub struct Hub {
@@ -179,6 +182,29 @@ impl Hub {
         true
     }
 
+    /// Counts events dropped on arrival because the shards' inboxes were full, and says so in
+    /// the log at most once per [`SHED_LOG_INTERVAL_SECONDS`].
+    fn shed(&self, n: u64) {
+        let total = self.metrics.events_shed.fetch_add(n, Relaxed) + n;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.metrics.shed_logged_at.load(Relaxed);
+        if now >= last + SHED_LOG_INTERVAL_SECONDS
+            && self
+                .metrics
+                .shed_logged_at
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                shed_total = total,
+                max_pending = self.config.backpressure.max_pending_events,
+                "the shards are behind: arriving events are being dropped"
+            );
+        }
+    }
+
     /// Seconds since start.
     pub fn uptime_seconds(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
@@ -186,18 +212,24 @@ impl Hub {
 }
 
 impl BrokerHandler for Hub {
-    fn handle_event(&self, event: ParsedEvent, scope: Scope) {
-        self.router.route_scoped(event, scope);
+    fn handle_event(&self, event: ParsedEvent, scope: Scope) -> Result<(), Full> {
+        self.router
+            .route_scoped(event, scope)
+            .inspect_err(|_| self.shed(1))
     }
 
     fn handle_events(&self, events: &mut Vec<(ParsedEvent, Scope)>) {
         if events.is_empty() {
             return;
         }
+        let mut shed = 0;
         for (event, scope) in events.drain(..) {
-            self.router.enqueue(event, scope);
+            shed += u64::from(self.router.enqueue(event, scope).is_err());
         }
         self.router.wake_shards();
+        if shed > 0 {
+            self.shed(shed);
+        }
     }
 
     fn handle_rejected(&self, _error: &EventError) {

@@ -73,6 +73,11 @@ pub struct Metrics {
     pub subscriptions: AtomicI64,
     /// Events refused as malformed, by any source.
     pub events_rejected: AtomicU64,
+    /// Events that arrived while the shards' inboxes were full, and were dropped.
+    pub events_shed: AtomicU64,
+    /// When a shed event was last logged (seconds since the Unix epoch), so that the log says
+    /// so at most once per interval.
+    pub shed_logged_at: AtomicU64,
 }
 
 impl Metrics {
@@ -85,6 +90,8 @@ impl Metrics {
             connections_active: AtomicI64::new(0),
             subscriptions: AtomicI64::new(0),
             events_rejected: AtomicU64::new(0),
+            events_shed: AtomicU64::new(0),
+            shed_logged_at: AtomicU64::new(0),
         }
     }
 
@@ -163,6 +170,12 @@ impl Metrics {
             "ws_events_dropped_total",
             "Events dropped by backpressure.",
             self.sum(|s| &s.events_dropped),
+        );
+        counter(
+            &mut o,
+            "ws_events_shed_total",
+            "Events dropped on arrival because the shards' inboxes were full.",
+            self.events_shed.load(Relaxed),
         );
         gauge(
             &mut o,

@@ -211,6 +211,7 @@ fn status(hub: &Hub) -> Value {
             "deliveries": m.sum(|s| &s.deliveries),
             "dropped": m.sum(|s| &s.events_dropped),
             "rejected": m.events_rejected.load(Relaxed),
+            "shed": m.events_shed.load(Relaxed),
         },
         "messages": {
             "sent": m.sum(|s| &s.messages_sent),

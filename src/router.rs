@@ -6,7 +6,9 @@
 //! Each shard's fan-out task then reads its own index snapshot without a lock and pushes one `Arc`
 //! of the frame into each matching client's ring, on the same thread that runs those clients'
 //! writers: the rings stay in that core's cache and waking a writer is a local operation.
-//! Nothing here waits on any client.
+//! Nothing here waits on any client. Each inbox is bounded (`backpressure.max_pending_events`):
+//! when the shards fall that far behind, new events are refused rather than queued without
+//! limit, and the caller says so (503 to a publisher, a counted drop for an arrival from Redis).
 
 use crate::backpressure::Push;
 use crate::event::{EventType, ParsedEvent};
@@ -14,7 +16,7 @@ use crate::index::{Scope, SubscriptionIndex};
 use crate::metrics::Metrics;
 use crate::ws::frame::OutFrame;
 use crossbeam_queue::SegQueue;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -40,6 +42,8 @@ pub struct Routed {
 struct Inbox {
     /// Events waiting.
     queue: SegQueue<Arc<Routed>>,
+    /// How many, read without walking the queue.
+    pending: AtomicUsize,
     /// Wakes the shard's fan-out task.
     wake: Notify,
 }
@@ -54,7 +58,13 @@ pub struct Router {
     seq: AtomicU64,
     /// One inbox per shard.
     inboxes: Box<[Inbox]>,
+    /// Most events waiting in one inbox.
+    max_pending: usize,
 }
+
+/// The shards are too far behind to take another event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
 
 /// What fanning out did on one shard.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,31 +76,49 @@ pub struct FanOut {
 }
 
 impl Router {
-    /// A router over `index`, for `shards` shards.
-    pub fn new(index: Arc<SubscriptionIndex>, metrics: Arc<Metrics>, shards: usize) -> Self {
+    /// A router over `index`, for `shards` shards, each holding up to `max_pending` events.
+    pub fn new(
+        index: Arc<SubscriptionIndex>,
+        metrics: Arc<Metrics>,
+        shards: usize,
+        max_pending: usize,
+    ) -> Self {
         Self {
             index,
             metrics,
             seq: AtomicU64::new(1),
             inboxes: (0..shards.max(1)).map(|_| Inbox::default()).collect(),
+            max_pending: max_pending.max(1),
         }
     }
 
     /// Hands one event to every shard for fan-out to every matching client. Never waits.
-    pub fn route(&self, event: ParsedEvent) {
-        self.route_scoped(event, Scope::Every);
+    pub fn route(&self, event: ParsedEvent) -> Result<(), Full> {
+        self.route_scoped(event, Scope::Every)
     }
 
     /// Hands one arrival of an event to every shard, for the subscriptions `scope` names.
-    pub fn route_scoped(&self, event: ParsedEvent, scope: Scope) {
-        self.enqueue(event, scope);
+    pub fn route_scoped(&self, event: ParsedEvent, scope: Scope) -> Result<(), Full> {
+        self.enqueue(event, scope)?;
         self.wake_shards();
+        Ok(())
+    }
+
+    /// Whether every shard's inbox has room for another event.
+    pub fn has_room(&self) -> bool {
+        self.inboxes
+            .iter()
+            .all(|i| i.pending.load(Relaxed) < self.max_pending)
     }
 
     /// Hands one arrival to every shard's inbox without waking the shards: a broker that
     /// received several events at once enqueues them all, then calls [`Router::wake_shards`]
-    /// once.
-    pub fn enqueue(&self, event: ParsedEvent, scope: Scope) {
+    /// once. Refused, for every shard alike, when any inbox is full (concurrent publishers may
+    /// overshoot the bound by one event each).
+    pub fn enqueue(&self, event: ParsedEvent, scope: Scope) -> Result<(), Full> {
+        if !self.has_room() {
+            return Err(Full);
+        }
         let routed = Arc::new(Routed {
             frame: Arc::new(OutFrame::from_headroom(
                 event.message,
@@ -104,8 +132,10 @@ impl Router {
         });
         self.metrics.local().events_routed[event.event_type.index()].fetch_add(1, Relaxed);
         for inbox in self.inboxes.iter() {
+            inbox.pending.fetch_add(1, Relaxed);
             inbox.queue.push(routed.clone());
         }
+        Ok(())
     }
 
     /// Wakes every shard's fan-out task for what was enqueued.
@@ -120,6 +150,7 @@ impl Router {
         let mut out = FanOut::default();
         let inbox = &self.inboxes[shard.min(self.inboxes.len() - 1)];
         while let Some(ev) = inbox.queue.pop() {
+            inbox.pending.fetch_sub(1, Relaxed);
             let snapshot = self.index.load(shard);
             let (ty, cluster, ns) = (
                 ev.event_type,

@@ -30,7 +30,12 @@ pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
     let shards = config.shard_count();
     let metrics = Arc::new(Metrics::new(shards));
     let index = Arc::new(SubscriptionIndex::start(shards)?);
-    let router = Arc::new(Router::new(index.clone(), metrics.clone(), shards));
+    let router = Arc::new(Router::new(
+        index.clone(),
+        metrics.clone(),
+        shards,
+        config.backpressure.max_pending_events,
+    ));
     warn_if_open(&config);
     let broker = broker::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
     let edges = Edges {

@@ -407,22 +407,10 @@ async fn scoped_tokens_hold_in_redis_mode() {
 
 #[tokio::test]
 async fn a_burst_from_redis_arrives_whole_and_in_order() {
-    let redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");
     // A ring larger than the burst: this is about order and batching, not backpressure.
-    let hub = HubProcess::start(&format!(
-        "  redis_url: \"{}\"\n  backpressure:\n    max_queue_size: 1000\n",
-        redis.url()
-    ));
-    assert!(
-        hub.wait_ready(200, Duration::from_secs(10)).await,
-        "hub ready"
-    );
-    let mut ws = hub.ws().await;
-    subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+    let (_redis, hub, mut ws, mut conn) = burst_setup("").await;
     // One pipeline: the subscriber finds many messages ready at once and hands them over in
     // batches; a control message in the middle is taken in its place.
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let mut pipe = redis::pipe();
     for i in 0..300 {
         if i == 150 {
@@ -442,4 +430,66 @@ async fn a_burst_from_redis_arrives_whole_and_in_order() {
     }
     let status = hub.get_json("/api/v1/streaming/status").await;
     assert_eq!(status["broker"]["stats"]["junk"]["control"], 1, "{status}");
+}
+
+/// An arrival from Redis past the shards' bound is dropped and counted, never queued without
+/// limit: a pipelined burst reaches the subscriber as batches that are handed over without a
+/// pause, so with a bound of one event most of a batch finds the inbox full. What got through
+/// arrives in order, and the count of what did not is in `/metrics` and the status.
+#[tokio::test]
+async fn arrivals_past_the_bound_are_shed_and_counted() {
+    let (_redis, hub, mut ws, mut conn) = burst_setup("    max_pending_events: 1\n").await;
+    let mut pipe = redis::pipe();
+    for i in 0..300 {
+        let e =
+            format!(r#"{{"event_type":"GPU_UPDATE","event_id":"s{i}","payload":{{"seq":{i}}}}}"#);
+        pipe.cmd("PUBLISH").arg("aiops:events:all").arg(e).ignore();
+    }
+    let () = pipe.query_async(&mut conn).await.unwrap();
+    let mut last = -1;
+    let mut received = 0;
+    while let Seen::Json(m) = next_seen(&mut ws, Duration::from_millis(500)).await {
+        let seq = m["payload"]["seq"].as_i64().unwrap();
+        assert!(seq > last, "in order: {seq} after {last}");
+        (last, received) = (seq, received + 1);
+    }
+    let text = hub.metrics_text().await;
+    let shed = metric(&text, "ws_events_shed_total");
+    assert!(
+        shed > 0.0,
+        "nothing shed of a 300-event burst with a bound of 1"
+    );
+    assert_eq!(
+        shed as i64 + received,
+        300,
+        "each event delivered or counted"
+    );
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert_eq!(status["events"]["shed"], shed as i64, "{status}");
+}
+
+/// A Redis-mode hub (client rings of 1,000, plus `backpressure` lines `extra`), a client
+/// subscribed to `GPU_UPDATE`, and a connection to publish bursts with.
+async fn burst_setup(
+    extra: &str,
+) -> (
+    RedisServer,
+    HubProcess,
+    Ws,
+    redis::aio::MultiplexedConnection,
+) {
+    let redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");
+    let hub = HubProcess::start(&format!(
+        "  redis_url: \"{}\"\n  backpressure:\n    max_queue_size: 1000\n{extra}",
+        redis.url()
+    ));
+    assert!(
+        hub.wait_ready(200, Duration::from_secs(10)).await,
+        "hub ready"
+    );
+    let mut ws = hub.ws().await;
+    subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    (redis, hub, ws, conn)
 }

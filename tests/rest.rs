@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use std::time::Duration;
 
 #[tokio::test]
 async fn status_clients_subscriptions_and_probes() {
@@ -267,4 +268,41 @@ async fn broadcast_takes_batches_as_arrays_and_ndjson() {
         assert_eq!(status, 400, "{bad}: {body}");
     }
     expect_silence(&mut ws, std::time::Duration::from_millis(200)).await;
+}
+
+/// The shards' inboxes are bounded: while they hold `max_pending_events`, a broadcast is
+/// refused with 503 and `Retry-After` instead of queueing without limit. A batch publishes
+/// without yielding, so the shard serving it cannot drain in between: with a bound of one, its
+/// second event finds the inbox full. What was accepted is delivered, and once the shards have
+/// caught up a broadcast is accepted again.
+#[tokio::test]
+async fn a_full_inbox_answers_503_with_retry_after() {
+    let hub = HubProcess::start("  backpressure:\n    max_pending_events: 1\n");
+    let mut ws = hub.ws().await;
+    subscribe(&mut ws, &["ALERT_FIRED"], &[], &[]).await;
+    let r = reqwest::Client::new()
+        .post(hub.url("/api/v1/streaming/broadcast"))
+        .body(r#"[{"event_type":"ALERT_FIRED","event_id":"o1"},{"event_type":"ALERT_FIRED","event_id":"o2"},{"event_type":"ALERT_FIRED","event_id":"o3"}]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert_eq!(body["results"][0]["event_id"], "o1");
+    assert!(
+        body["results"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("overloaded"),
+        "{body}"
+    );
+    assert_eq!(recv(&mut ws).await["event_id"], "o1");
+    expect_silence(&mut ws, Duration::from_millis(300)).await;
+    let (status, body) = hub
+        .broadcast(r#"{"event_type":"ALERT_FIRED","event_id":"o4"}"#)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(recv(&mut ws).await["event_id"], "o4");
 }

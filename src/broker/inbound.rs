@@ -57,7 +57,8 @@ impl Inbound {
     /// Validates one message of an events channel and hands it on for `scope`.
     pub(super) fn route(&self, handler: &dyn BrokerHandler, payload: &[u8], scope: Scope) {
         if let Some(event) = self.event(handler, payload) {
-            handler.handle_event(event, scope);
+            // Refused only when the shards are full: the handler counted and logged the drop.
+            let _ = handler.handle_event(event, scope);
         }
     }
 

@@ -21,10 +21,9 @@ impl Broker for MemoryBroker {
 
     fn publish(&self, event: ParsedEvent) -> PublishFuture<'_> {
         let result = match self.handler.get() {
-            Some(h) => {
-                h.handle_event(event, Scope::Every);
-                Ok(())
-            }
+            Some(h) => h
+                .handle_event(event, Scope::Every)
+                .map_err(|_| BrokerError::Overloaded),
             None => Err(BrokerError::Unavailable("broker not started".into())),
         };
         Box::pin(std::future::ready(result))

@@ -20,6 +20,7 @@ use crate::config::{BrokerKind, Config};
 use crate::control::Control;
 use crate::event::{EventError, ParsedEvent};
 use crate::index::{Demand, Scope};
+use crate::router::Full;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub enum BrokerError {
     /// The broker cannot take events now (for example Redis is down).
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The shards are too far behind to take another event now.
+    #[error("the hub is overloaded: retry shortly")]
+    Overloaded,
 }
 
 /// The result of a publish.
@@ -47,13 +51,14 @@ pub type WaitFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// What a broker delivers to, and learns from: the receiving side of the seam.
 pub trait BrokerHandler: Send + Sync {
-    /// An event arrived, for the subscriptions `scope` names.
-    fn handle_event(&self, event: ParsedEvent, scope: Scope);
+    /// An event arrived, for the subscriptions `scope` names. `Err` when the shards are too
+    /// far behind to take it (it was dropped and counted).
+    fn handle_event(&self, event: ParsedEvent, scope: Scope) -> Result<(), Full>;
     /// Several events arrived at once (all that were ready): handed on in order, with one
     /// wake-up of the shards for all of them. Leaves `events` empty.
     fn handle_events(&self, events: &mut Vec<(ParsedEvent, Scope)>) {
         for (event, scope) in events.drain(..) {
-            self.handle_event(event, scope);
+            let _ = self.handle_event(event, scope);
         }
     }
     /// A message on an events channel was not a valid event (the broker counts it as junk too).

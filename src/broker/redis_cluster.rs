@@ -99,7 +99,8 @@ impl Shared {
             // Routing by the channel and by the event's own cluster must agree, or a client
             // could get the event twice (or from a cluster it did not ask for).
             if event.cluster_id.as_deref().map(str::as_bytes) == Some(id) {
-                handler.handle_event(event, Scope::Filtered);
+                // Refused only when the shards are full: the handler counted the drop.
+                let _ = handler.handle_event(event, Scope::Filtered);
             } else {
                 self.inbound.junk(
                     "wrong_cluster_channel",
