@@ -27,7 +27,11 @@ pub struct EventRing {
 /// What happened to a pushed frame.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Push {
-    /// Queued, nothing lost.
+    /// Queued into an empty ring: the writer may be asleep and must be woken.
+    First,
+    /// Queued behind frames the writer has not taken yet: it is awake, or already woken, or
+    /// holding back to coalesce on its own timer (it empties the ring before it sleeps), so no
+    /// wake-up is needed.
     Queued,
     /// Queued or refused, and one frame was lost to make it fit.
     Dropped,
@@ -44,7 +48,9 @@ impl EventRing {
         }
     }
 
-    /// Queues a frame, applying the drop policy when full. Never waits.
+    /// Queues a frame, applying the drop policy when full. Never waits. The router and the
+    /// writer of a client run on the same shard thread, so the length read after the push is
+    /// exact.
     pub fn push(&self, frame: Arc<OutFrame>) -> Push {
         let queue = self
             .queue
@@ -57,6 +63,8 @@ impl EventRing {
         if lost {
             self.unreported_drops.fetch_add(1, Ordering::Relaxed);
             Push::Dropped
+        } else if queue.len() == 1 {
+            Push::First
         } else {
             Push::Queued
         }
@@ -103,8 +111,8 @@ mod tests {
     #[test]
     fn drop_oldest_keeps_newest() {
         let r = EventRing::new(2, true);
-        assert_eq!(r.push(frame(1)), Push::Queued);
-        r.push(frame(2));
+        assert_eq!(r.push(frame(1)), Push::First);
+        assert_eq!(r.push(frame(2)), Push::Queued);
         assert_eq!(r.push(frame(3)), Push::Dropped);
         assert_eq!(drain(&r), vec![2, 3]);
         assert_eq!(r.take_drops(), 1);
@@ -119,5 +127,14 @@ mod tests {
         assert_eq!(r.push(frame(3)), Push::Dropped);
         assert_eq!(drain(&r), vec![1, 2]);
         assert_eq!(r.take_drops(), 1);
+    }
+
+    #[test]
+    fn only_a_push_into_an_empty_ring_asks_for_a_wake_up() {
+        let r = EventRing::new(4, true);
+        assert_eq!(r.push(frame(1)), Push::First);
+        assert_eq!(r.push(frame(2)), Push::Queued);
+        drain(&r);
+        assert_eq!(r.push(frame(3)), Push::First);
     }
 }

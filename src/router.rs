@@ -159,11 +159,17 @@ impl Router {
             );
             snapshot.for_each_in_scope(ev.scope, ty, cluster, ns, ev.seq, |client| {
                 out.deliveries += 1;
-                if client.ring.push(ev.frame.clone()) == Push::Dropped {
-                    out.dropped += 1;
-                    client.dropped.fetch_add(1, Relaxed);
+                match client.ring.push(ev.frame.clone()) {
+                    // Only a frame into an empty ring wakes the writer: it empties the ring
+                    // before it sleeps, and a writer holding back to coalesce is not woken
+                    // for each frame that joins its next write.
+                    Push::First => client.wake.notify_one(),
+                    Push::Queued => {}
+                    Push::Dropped => {
+                        out.dropped += 1;
+                        client.dropped.fetch_add(1, Relaxed);
+                    }
                 }
-                client.wake.notify_one();
             });
         }
         let local = self.metrics.local();
