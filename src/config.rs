@@ -108,6 +108,11 @@ pub struct WebSocketConfig {
     /// the last one, so that the events arriving meanwhile leave in one system call. Other
     /// clients get their events at once; replies never wait.
     pub write_coalesce_ms: f64,
+    /// A path (say `/echo`) where a WebSocket gets every message back as it sent it, served by
+    /// the same reader and writer as `/ws`: for protocol conformance tests (the Autobahn
+    /// TestSuite's cases). Off (`None`) by default; it takes no authentication, so never
+    /// expose it.
+    pub echo_path: Option<String>,
 }
 
 /// `realtime_streaming.backpressure`.
@@ -255,6 +260,7 @@ impl Default for WebSocketConfig {
             allowed_origins: Vec::new(),
             socket_send_buffer_bytes: 256 * 1024,
             write_coalesce_ms: 5.0,
+            echo_path: None,
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::hub::{ConnectionSlot, Hub};
 use crate::rest::{self, json_response};
-use crate::ws::connection;
+use crate::ws::connection::{self, Route};
 use crate::ws::socket::Socket;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -69,8 +69,11 @@ async fn route(
     remote: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    if req.uri().path() == "/ws" {
-        upgrade(hub, shard, remote, req)
+    let path = req.uri().path();
+    if path == "/ws" {
+        upgrade(hub, shard, remote, req, Route::Hub)
+    } else if hub.config.websocket.echo_path.as_deref() == Some(path) {
+        upgrade(hub, shard, remote, req, Route::Echo)
     } else {
         rest::handle(hub, req).await
     }
@@ -82,6 +85,7 @@ fn upgrade(
     shard: usize,
     remote: SocketAddr,
     mut req: Request<Incoming>,
+    route: Route,
 ) -> Response<Full<Bytes>> {
     if let Some(refused) = refusal(&hub, &req) {
         return refused;
@@ -111,7 +115,7 @@ fn upgrade(
     if let Ok(v) = hyper::header::HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(hyper::header::SET_COOKIE, v);
     }
-    tokio::spawn(adopt(hub, shard, remote, upgrade, slot));
+    tokio::spawn(adopt(hub, shard, remote, upgrade, slot, route));
     response
 }
 
@@ -153,6 +157,7 @@ async fn adopt(
     remote: SocketAddr,
     upgrade: fastwebsockets::upgrade::UpgradeFut,
     slot: ConnectionSlot,
+    route: Route,
 ) {
     let ws = match upgrade.await {
         Ok(ws) => ws,
@@ -176,5 +181,5 @@ async fn adopt(
         let hypers = leftover;
         Bytes::copy_from_slice(&hypers)
     };
-    connection::run(hub, shard, remote, socket, leftover, slot).await
+    connection::run(hub, shard, remote, socket, leftover, slot, route).await
 }

@@ -27,11 +27,14 @@ pub(crate) struct Session {
     login: Login,
     /// The client's message rate limit (this connection's own lock).
     rate: parking_lot::Mutex<rate::Bucket>,
+    /// An echo connection (`websocket.echo_path`): every message goes back as sent, with no
+    /// authentication, rate limit or protocol.
+    pub(crate) echo: bool,
 }
 
 impl Session {
     /// A new session for `client`, waiting for `auth` when authentication is on.
-    pub(crate) fn new(hub: Arc<Hub>, client: Arc<ClientHandle>) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, client: Arc<ClientHandle>, echo: bool) -> Self {
         let login = Login::new(&hub.config.auth, &client);
         let rate = rate::Bucket::new(&hub.config.rate_limit, std::time::Instant::now());
         Self {
@@ -39,6 +42,7 @@ impl Session {
             client,
             login,
             rate: parking_lot::Mutex::new(rate),
+            echo,
         }
     }
 

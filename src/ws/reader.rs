@@ -5,14 +5,15 @@
 //! connection's task keeps only the small state of waiting for the next frame.
 
 use super::close::{self, CloseCode};
-use super::frame::OutFrame;
+use super::frame::{message_buf, OutFrame};
 use super::frame_reader::{read_frame, FrameError};
-use super::message::Assembler;
+use super::message::{Assembler, Message};
 use crate::client::ClientHandle;
 use crate::session::{Admit, Session};
 use fastwebsockets::OpCode;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncRead;
 
 /// How the reader ended.
@@ -62,33 +63,79 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(s: &Session, mut read: R) ->
                 Err((code, why)) => return close_with(client, code, why),
             },
         };
-        s.hub
-            .metrics
-            .local()
-            .messages_received
-            .fetch_add(1, Relaxed);
-        client.received.fetch_add(1, Relaxed);
-        match s.admit() {
-            Admit::Pass => {}
-            Admit::Drop | Admit::DropAndWarn => continue,
-            Admit::Close => return ReaderExit::CloseQueued,
-        }
-        if !message.text {
-            if !s.handle_binary() {
-                return ReaderExit::CloseQueued;
-            }
-            continue;
-        }
-        let Ok(text) = std::str::from_utf8(&message.data) else {
-            return close_with(client, CloseCode::Invalid, "invalid UTF-8");
-        };
-        if !Box::pin(s.handle_message(text)).await {
-            return ReaderExit::CloseQueued;
-        }
-        if !client.send_control_room() {
-            return close_with(client, CloseCode::Policy, "too many unread replies");
+        // One boxed await for whatever a message leads to, so that the idle task holds only
+        // the state of waiting for the next frame.
+        if let Some(exit) = Box::pin(handle(s, message)).await {
+            return exit;
         }
     }
+}
+
+/// Acts on one whole message: echoed on the echo route; otherwise counted against the rate
+/// limit and handed to the session. `Some` ends the connection.
+async fn handle(s: &Session, message: Message) -> Option<ReaderExit> {
+    let client = &s.client;
+    if s.echo {
+        return echo(client, message).await;
+    }
+    s.hub
+        .metrics
+        .local()
+        .messages_received
+        .fetch_add(1, Relaxed);
+    client.received.fetch_add(1, Relaxed);
+    match s.admit() {
+        Admit::Pass => {}
+        Admit::Drop | Admit::DropAndWarn => return None,
+        Admit::Close => return Some(ReaderExit::CloseQueued),
+    }
+    if !message.text {
+        return (!s.handle_binary()).then_some(ReaderExit::CloseQueued);
+    }
+    let Ok(text) = std::str::from_utf8(&message.data) else {
+        return Some(close_with(client, CloseCode::Invalid, "invalid UTF-8"));
+    };
+    if !s.handle_message(text).await {
+        return Some(ReaderExit::CloseQueued);
+    }
+    if !client.send_control_room() {
+        return Some(close_with(
+            client,
+            CloseCode::Policy,
+            "too many unread replies",
+        ));
+    }
+    None
+}
+
+/// Longest an echo waits for the client to read earlier echoes before it gives up.
+const ECHO_STALL: Duration = Duration::from_secs(5);
+
+/// The echo route (`websocket.echo_path`): sends `message` back as it came, through the same
+/// writer as every reply (a text message must be UTF-8, else close 1007). While the client has
+/// too many echoes unread, waits for it to read them instead of closing at once. `Some` ends
+/// the connection.
+async fn echo(client: &ClientHandle, message: Message) -> Option<ReaderExit> {
+    if message.text && std::str::from_utf8(&message.data).is_err() {
+        return Some(close_with(client, CloseCode::Invalid, "invalid UTF-8"));
+    }
+    let opcode = if message.text {
+        OpCode::Text
+    } else {
+        OpCode::Binary
+    };
+    let mut buf = message_buf(message.data.len());
+    buf.extend_from_slice(&message.data);
+    let frame = Arc::new(OutFrame::from_headroom(buf, opcode));
+    let started = Instant::now();
+    while !client.send_control_room() {
+        if started.elapsed() > ECHO_STALL {
+            return Some(close_with(client, CloseCode::Policy, "echoes not read"));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    client.send_control(frame);
+    None
 }
 
 /// Queues a close frame with `code` and ends reading.
