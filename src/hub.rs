@@ -14,6 +14,7 @@ use crate::index::{Demand, IndexOp, Scope, SubscriptionIndex};
 use crate::metrics::Metrics;
 use crate::router::{Full, Router};
 use crate::subscription::Subscription;
+use crate::subscription_tally::SubscriptionTally;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct Hub {
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// Connected clients by id (connect, disconnect and REST listings only; never per event).
     pub(crate) clients: DashMap<Uuid, Arc<ClientHandle>>,
+    /// The stored subscriptions counted for `GET /subscriptions`, kept as they change.
+    pub(crate) tally: parking_lot::Mutex<SubscriptionTally>,
     /// Number of shard runtimes.
     shards: usize,
     /// Set once shutdown has begun.
@@ -90,6 +93,7 @@ impl Hub {
             auth: edges.auth,
             tls: edges.tls,
             clients: DashMap::new(),
+            tally: parking_lot::Mutex::new(SubscriptionTally::default()),
             shards,
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
@@ -126,7 +130,11 @@ impl Hub {
     /// Removes a client from the registry and the index.
     pub(crate) fn unregister(&self, client: &ClientHandle) {
         self.clients.remove(&client.id);
-        let held = client.subscriptions.lock().len() as i64;
+        let held = {
+            let subs = client.subscriptions.lock();
+            self.tally.lock().replace(&subs, &[]);
+            subs.len() as i64
+        };
         if held > 0 {
             self.metrics.subscriptions.fetch_sub(held, Relaxed);
             self.index.update_later(IndexOp::Remove(client.id));
@@ -142,11 +150,17 @@ impl Hub {
     ) {
         let delta = {
             let mut held = client.subscriptions.lock();
+            if *held == subs {
+                // Nothing changes: the index thread is not asked to do anything.
+                return;
+            }
             let d = subs.len() as i64 - held.len() as i64;
+            self.tally.lock().replace(&held, &subs);
             *held = subs.clone();
             d
         };
         self.metrics.subscriptions.fetch_add(delta, Relaxed);
+        self.metrics.index_updates.fetch_add(1, Relaxed);
         self.index.update(IndexOp::Set(client.clone(), subs)).await;
         self.broker
             .wait_for_demand(self.index.demand_version())

@@ -29,7 +29,8 @@
 //! - `session`: what a client's requests mean: authentication state and its watchdog, then
 //!   subscribe, unsubscribe and ping.
 //! - [`protocol`]: client requests and server replies, error codes.
-//! - [`subscription`]: what a subscription is and the matching rule.
+//! - [`subscription`]: what a subscription is and the matching rule; `subscription_tally`: the
+//!   counts behind `GET /subscriptions`, kept as subscriptions change.
 //! - [`client`]: the per-client state shared by router, reader, writer and REST.
 //! - [`heartbeat`]: when to ping and when a client is dead.
 //! - [`auth`]: the authenticator seam and its implementations.
@@ -62,5 +63,6 @@ pub mod router;
 pub mod server;
 pub(crate) mod session;
 pub mod subscription;
+pub(crate) mod subscription_tally;
 pub(crate) mod tls;
 pub mod ws;

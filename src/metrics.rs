@@ -75,6 +75,8 @@ pub struct Metrics {
     pub events_rejected: AtomicU64,
     /// Events that arrived while the shards' inboxes were full, and were dropped.
     pub events_shed: AtomicU64,
+    /// Changes of some client's subscriptions sent to the index thread.
+    pub index_updates: AtomicU64,
     /// When a shed event was last logged (seconds since the Unix epoch), so that the log says
     /// so at most once per interval.
     pub shed_logged_at: AtomicU64,
@@ -91,6 +93,7 @@ impl Metrics {
             subscriptions: AtomicI64::new(0),
             events_rejected: AtomicU64::new(0),
             events_shed: AtomicU64::new(0),
+            index_updates: AtomicU64::new(0),
             shed_logged_at: AtomicU64::new(0),
         }
     }

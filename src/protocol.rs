@@ -11,8 +11,11 @@ use std::sync::Arc;
 
 /// Most entries in one filter list.
 pub const MAX_FILTER_ENTRIES: usize = 256;
-/// Most index keys one subscription may expand to (types x clusters x namespaces).
+/// Most index keys one subscription, and all of one client's subscriptions together, may expand
+/// to (types x clusters x namespaces): what one client can make the index hold.
 pub const MAX_SUBSCRIPTION_KEYS: usize = 4096;
+/// Longest cluster or namespace name (a DNS name's limit; Kubernetes namespaces take 63).
+pub const MAX_NAME_LEN: usize = 253;
 
 /// The error codes of the design document's section 13.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,11 +138,47 @@ fn event_type_list(raw: Option<&RawValue>) -> Result<Vec<EventType>, Refusal> {
     Ok(out)
 }
 
+/// A list of cluster or namespace names: each 1 to [`MAX_NAME_LEN`] bytes of ASCII letters,
+/// digits, `-`, `_`, `.` and `:` (every cluster name becomes a Redis channel name in Redis
+/// Cluster mode, and every name an index key).
+fn name_list(raw: Option<&RawValue>, name: &str) -> Result<Vec<String>, Refusal> {
+    let list = string_list(raw, name)?;
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= MAX_NAME_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    };
+    match list.iter().find(|s| !valid(s)) {
+        None => Ok(list),
+        Some(bad) => Err(invalid_subscription(format!(
+            "{name}: a name is 1 to {MAX_NAME_LEN} letters, digits, '-', '_', '.' or ':' (got {:?})",
+            bad.chars().take(40).collect::<String>()
+        ))),
+    }
+}
+
+/// The index keys a subscription expands to.
+fn breadth(sub: &Subscription) -> usize {
+    sub.event_types.len() * sub.cluster_filter.len().max(1) * sub.namespace_filter.len().max(1)
+}
+
+/// Refuses adding `sub` when the client's subscriptions together would expand to more than
+/// [`MAX_SUBSCRIPTION_KEYS`] index keys.
+pub fn check_total_breadth(held: &[Subscription], sub: &Subscription) -> Result<(), Refusal> {
+    let keys: usize = held.iter().map(breadth).sum::<usize>() + breadth(sub);
+    if keys > MAX_SUBSCRIPTION_KEYS {
+        return Err(invalid_subscription(format!(
+            "subscriptions too broad together: {keys} type/cluster/namespace combinations (most {MAX_SUBSCRIPTION_KEYS} per client)"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a subscription of more than [`MAX_SUBSCRIPTION_KEYS`] type/cluster/namespace
 /// combinations.
 pub fn check_breadth(sub: &Subscription) -> Result<(), Refusal> {
-    let keys =
-        sub.event_types.len() * sub.cluster_filter.len().max(1) * sub.namespace_filter.len().max(1);
+    let keys = breadth(sub);
     if keys > MAX_SUBSCRIPTION_KEYS {
         return Err(invalid_subscription(format!(
             "subscription is too broad: {keys} type/cluster/namespace combinations (most {MAX_SUBSCRIPTION_KEYS})"
@@ -185,8 +224,8 @@ pub fn parse_request(text: &str) -> Result<Request, Refusal> {
             if event_types.is_empty() {
                 return Err(invalid_subscription("event_types must not be empty"));
             }
-            let cluster_filter = string_list(s.cluster_filter, "cluster_filter")?;
-            let namespace_filter = string_list(s.namespace_filter, "namespace_filter")?;
+            let cluster_filter = name_list(s.cluster_filter, "cluster_filter")?;
+            let namespace_filter = name_list(s.namespace_filter, "namespace_filter")?;
             let sub = Subscription {
                 event_types,
                 cluster_filter,

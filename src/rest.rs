@@ -1,14 +1,12 @@
 //! The REST API of section 6.1 plus `/metrics`, `/healthz`, `/readyz` and the OpenAPI document.
 
 use crate::auth::{bearer, ROLE_ADMIN, ROLE_INTERNAL};
-use crate::event::EventType;
 use crate::hub::Hub;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -206,6 +204,7 @@ fn status(hub: &Hub) -> Value {
             "max": hub.config.websocket.max_connections,
         },
         "subscriptions": m.subscriptions.load(Relaxed),
+        "index_updates": m.index_updates.load(Relaxed),
         "events": {
             "routed": routed,
             "deliveries": m.sum(|s| &s.deliveries),
@@ -223,37 +222,7 @@ fn status(hub: &Hub) -> Value {
 
 /// `GET /api/v1/streaming/subscriptions`: counts by event type, cluster and namespace.
 fn subscriptions(hub: &Hub) -> Value {
-    let mut by_type: BTreeMap<&'static str, u64> =
-        EventType::ALL.iter().map(|t| (t.as_str(), 0)).collect();
-    let mut by_cluster: BTreeMap<String, u64> = BTreeMap::new();
-    let mut by_namespace: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut total, mut clients) = (0u64, 0u64);
-    for c in hub.clients.iter() {
-        let subs = c.subscriptions.lock();
-        if subs.is_empty() {
-            continue;
-        }
-        clients += 1;
-        for s in subs.iter() {
-            total += 1;
-            for t in &s.event_types {
-                *by_type.entry(t.as_str()).or_default() += 1;
-            }
-            for cl in &s.cluster_filter {
-                *by_cluster.entry(cl.clone()).or_default() += 1;
-            }
-            for ns in &s.namespace_filter {
-                *by_namespace.entry(ns.clone()).or_default() += 1;
-            }
-        }
-    }
-    json!({
-        "total_subscriptions": total,
-        "clients_with_subscriptions": clients,
-        "by_event_type": by_type,
-        "by_cluster": by_cluster,
-        "by_namespace": by_namespace,
-    })
+    hub.tally.lock().to_json()
 }
 
 /// `GET /api/v1/streaming/clients[?limit=N]` (at most 1000 rows unless asked for more).

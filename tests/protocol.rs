@@ -145,6 +145,14 @@ async fn invalid_subscriptions_store_nothing() {
         json!({"type": "subscribe", "subscription": {"event_types": ["ALERT_FIRED"], "namespace_filter": [1]}}),
         json!({"type": "subscribe", "subscription": "ALERT_FIRED"}),
         json!({"type": "subscribe"}),
+        // Names: 1 to 253 letters, digits, '-', '_', '.' or ':'.
+        json!({"type": "subscribe", "subscription": {"event_types": ["ALERT_FIRED"], "cluster_filter": ["has space"]}}),
+        json!({"type": "subscribe", "subscription": {"event_types": ["ALERT_FIRED"], "cluster_filter": [""]}}),
+        json!({"type": "subscribe", "subscription": {"event_types": ["ALERT_FIRED"], "namespace_filter": ["x".repeat(254)]}}),
+        json!({"type": "subscribe", "subscription": {"event_types": ["ALERT_FIRED"], "namespace_filter": ["ns\u{0}"]}}),
+        // A subscription naming 1,000 clusters.
+        json!({"type": "subscribe", "subscription": {"event_types": ["ALERT_FIRED"],
+            "cluster_filter": (0..1000).map(|i| format!("c{i}")).collect::<Vec<_>>()}}),
     ];
     for b in &bad {
         send(&mut ws, b).await;
@@ -155,8 +163,49 @@ async fn invalid_subscriptions_store_nothing() {
     assert_eq!(stats["total_subscriptions"], 0, "{stats}");
     hub.broadcast(r#"{"event_type":"ALERT_FIRED"}"#).await;
     expect_silence(&mut ws, Duration::from_millis(300)).await;
-    // The connection is still usable.
-    subscribe(&mut ws, &["ALERT_FIRED"], &[], &[]).await;
+    // The connection is still usable, and the allowed characters pass.
+    subscribe(&mut ws, &["ALERT_FIRED"], &["eu-west.prod:1_a"], &[]).await;
+}
+
+/// One client cannot make the index hold more than 4,096 keys through many subscriptions (64
+/// of 4,096 each were allowed before), and a request that changes nothing does not reach the
+/// index thread at all.
+#[tokio::test]
+async fn one_client_cannot_amplify_index_work() {
+    let hub = HubProcess::start("");
+    let mut ws = hub.ws().await;
+    let names = |p: &str| (0..32).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    let wide = json!({"type": "subscribe", "subscription": {
+        "event_types": ["ALERT_FIRED", "ALERT_RESOLVED", "GPU_UPDATE", "METRIC_UPDATE"],
+        "cluster_filter": names("c"), "namespace_filter": names("n")}});
+    send(&mut ws, &wide).await;
+    assert_eq!(recv(&mut ws).await["type"], "subscribed");
+    send(
+        &mut ws,
+        &json!({"type": "subscribe", "subscription": {"event_types": ["ANOMALY_DETECTED"]}}),
+    )
+    .await;
+    let r = recv(&mut ws).await;
+    assert_eq!(r["code"], "INVALID_SUBSCRIPTION", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("together"), "{r}");
+    assert_eq!(index_updates(&hub).await, 1);
+    // The same subscription again, and removing a type not held: answered, index untouched.
+    send(&mut ws, &wide).await;
+    assert_eq!(recv(&mut ws).await["type"], "subscribed");
+    send(
+        &mut ws,
+        &json!({"type": "unsubscribe", "event_types": ["TRACE_RECEIVED"]}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "unsubscribed");
+    assert_eq!(index_updates(&hub).await, 1);
+    send(
+        &mut ws,
+        &json!({"type": "unsubscribe", "event_types": ["GPU_UPDATE"]}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "unsubscribed");
+    assert_eq!(index_updates(&hub).await, 2);
 }
 
 #[tokio::test]
@@ -346,4 +395,11 @@ async fn malformed_frames_close_with_the_right_code() {
     let mut ws = hub.ws().await;
     send(&mut ws, &json!({"type": "ping"})).await;
     assert_eq!(recv(&mut ws).await["type"], "pong");
+}
+
+/// Subscription changes the hub has sent to its index thread so far.
+async fn index_updates(hub: &HubProcess) -> u64 {
+    hub.get_json("/api/v1/streaming/status").await["index_updates"]
+        .as_u64()
+        .unwrap()
 }

@@ -10,7 +10,9 @@ pub(crate) use rate::Admit;
 
 use crate::client::ClientHandle;
 use crate::hub::Hub;
-use crate::protocol::{check_breadth, parse_request, reply, ErrorCode, Request};
+use crate::protocol::{
+    check_breadth, check_total_breadth, parse_request, reply, ErrorCode, Request,
+};
 use crate::subscription::{all_types, remove_types, Subscription};
 use crate::ws::close::CloseCode;
 use crate::ws::frame::OutFrame;
@@ -144,6 +146,15 @@ impl Session {
         }
         let max = self.hub.config.websocket.max_subscriptions_per_client;
         let mut subs = self.client.subscriptions.lock().clone();
+        if subs.contains(&sub) {
+            // Already held: answered, and the index is left alone.
+            self.client.send_control(reply::subscribed(&sub));
+            return;
+        }
+        if let Err(r) = check_total_breadth(&subs, &sub) {
+            self.client.send_control(reply::error(r.code, &r.message));
+            return;
+        }
         if subs.len() >= max {
             self.client.send_control(reply::error(
                 ErrorCode::INVALID_SUBSCRIPTION,
