@@ -143,9 +143,10 @@ struct EventView<'a> {
     timestamp: Option<&'a RawValue>,
     #[serde(default)]
     payload: Option<PayloadNs>,
-    /// A top-level `type` would clash with the message's own `"type":"event"`.
-    #[serde(default, rename = "type")]
-    type_key: Option<IgnoredAny>,
+    /// A top-level `type` would clash with the message's own `"type":"event"`; kept even when
+    /// `null` (a `"type":null` copied behind `"type":"event"` would win in a JSON reader).
+    #[serde(borrow, default, rename = "type", deserialize_with = "keep_null")]
+    type_key: Option<&'a RawValue>,
 }
 
 /// A present field's raw value, `null` included (serde would turn `null` into `None`).
@@ -485,6 +486,15 @@ mod tests {
         // What another instance reads back from Redis is accepted, with the same id.
         let again = parse_event(&e.to_published()).unwrap();
         assert_eq!(again.event_id, e.event_id);
+    }
+
+    /// Found by the `event` fuzz target: a `"type":null` was copied behind the message's own
+    /// `"type":"event"`, and a JSON reader keeps the last of two keys.
+    #[test]
+    fn a_null_type_is_cut_out_too() {
+        let e = parse_event(br#"{"event_type":"GPU_UPDATE","type":null,"v":1}"#).unwrap();
+        assert_eq!(count_key(&e, "type"), 1);
+        assert_eq!(msg(&e)["type"], "event");
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod heap;
 pub mod heartbeat;
 pub mod http;
