@@ -59,18 +59,20 @@ pub fn all_types(subs: &[Subscription]) -> Vec<EventType> {
     out
 }
 
+/// A subscription from literals, for tests.
+#[cfg(test)]
+pub(crate) fn sub(t: &[EventType], c: &[&str], n: &[&str]) -> Subscription {
+    Subscription {
+        event_types: t.to_vec(),
+        cluster_filter: c.iter().map(|s| s.to_string()).collect(),
+        namespace_filter: n.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use EventType::*;
-
-    fn sub(t: &[EventType], c: &[&str], n: &[&str]) -> Subscription {
-        Subscription {
-            event_types: t.to_vec(),
-            cluster_filter: c.iter().map(|s| s.to_string()).collect(),
-            namespace_filter: n.iter().map(|s| s.to_string()).collect(),
-        }
-    }
 
     #[test]
     fn rule() {

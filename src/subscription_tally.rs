@@ -76,16 +76,9 @@ fn count(map: &mut HashMap<String, i64>, names: &[String], sign: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::subscription::sub;
 
-    fn sub(types: &[EventType], clusters: &[&str], namespaces: &[&str]) -> Subscription {
-        Subscription {
-            event_types: types.to_vec(),
-            cluster_filter: clusters.iter().map(|s| s.to_string()).collect(),
-            namespace_filter: namespaces.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    /// The same counts by walking every subscription, as the endpoint once did.
+    /// The counts of a fresh tally built from the final subscriptions alone.
     fn recount(clients: &[Vec<Subscription>]) -> Value {
         let mut t = SubscriptionTally::default();
         for c in clients {
