@@ -55,7 +55,7 @@ fn parsing(c: &mut Criterion) {
 fn fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout");
     let n = 10_000;
-    let index = Arc::new(SubscriptionIndex::start(1).expect("index"));
+    let index = Arc::new(SubscriptionIndex::start(1, usize::MAX).expect("index"));
     let router = Router::new(index.clone(), Arc::new(Metrics::new(1)), 1, 16);
     let clients: Vec<_> = (0..n).map(|_| client(100)).collect();
     let rt = tokio::runtime::Builder::new_current_thread()

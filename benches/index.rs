@@ -80,7 +80,7 @@ fn storm(c: &mut Criterion) {
         .unwrap();
     // Every client's `subscribe` in flight at once, through a fresh index thread.
     let through_index_thread = |clients: Vec<(Arc<ClientHandle>, Vec<Subscription>)>| {
-        let index = Arc::new(SubscriptionIndex::start(1).unwrap());
+        let index = Arc::new(SubscriptionIndex::start(1, usize::MAX).unwrap());
         rt.block_on(futures_util::future::join_all(
             clients
                 .into_iter()

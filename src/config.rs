@@ -32,6 +32,10 @@ pub struct Config {
     pub redis_cluster_nodes: Vec<String>,
     /// Prefix of the Redis Pub/Sub channels (`{prefix}:all`, `{prefix}:cluster:{id}`).
     pub redis_channel_prefix: String,
+    /// Redis Cluster mode: most per-cluster shard channels held at once. When this instance's
+    /// subscriptions name more clusters, it holds only `{prefix}:all` and routes it to every
+    /// subscription (reads more, never refuses a subscription).
+    pub redis_cluster_max_shard_channels: usize,
     /// Number of per-core runtimes connections are spread over; 0 = number of cores.
     pub shards: usize,
     /// WebSocket settings.
@@ -97,6 +101,9 @@ pub struct WebSocketConfig {
     pub max_connections: usize,
     /// Most subscriptions one client may hold.
     pub max_subscriptions_per_client: usize,
+    /// Most (event type, cluster, namespace) keys in the subscription index over all clients
+    /// and shards; a subscribe that would add keys past it is refused (`INVALID_SUBSCRIPTION`).
+    pub max_index_keys: usize,
     /// Browser origins allowed to connect; empty allows any (and requests without `Origin`).
     pub allowed_origins: Vec<String>,
     /// Kernel send buffer per connection (`SO_SNDBUF`), bounding what a client that stops reading
@@ -235,6 +242,7 @@ impl Default for Config {
             redis_url: None,
             redis_cluster_nodes: Vec::new(),
             redis_channel_prefix: streamhub_wire::DEFAULT_PREFIX.into(),
+            redis_cluster_max_shard_channels: 1000,
             shards: 0,
             websocket: WebSocketConfig::default(),
             backpressure: BackpressureConfig::default(),
@@ -257,6 +265,7 @@ impl Default for WebSocketConfig {
             max_message_size_bytes: 65536,
             max_connections: 1000,
             max_subscriptions_per_client: 64,
+            max_index_keys: 1_000_000,
             allowed_origins: Vec::new(),
             socket_send_buffer_bytes: 256 * 1024,
             write_coalesce_ms: 5.0,
@@ -554,6 +563,9 @@ impl WebSocketConfig {
                 "websocket.max_subscriptions_per_client",
                 "must be at least 1",
             );
+        }
+        if self.max_index_keys == 0 {
+            return bad("websocket.max_index_keys", "must be at least 1");
         }
         if !(0.0..=1000.0).contains(&self.write_coalesce_ms) {
             return bad(

@@ -10,7 +10,7 @@ use crate::client::{ClientHandle, Goodbye};
 use crate::config::Config;
 use crate::control::Control;
 use crate::event::{EventError, ParsedEvent};
-use crate::index::{Demand, IndexOp, Scope, SubscriptionIndex};
+use crate::index::{Demand, IndexFull, IndexOp, Scope, SubscriptionIndex};
 use crate::metrics::Metrics;
 use crate::router::{Full, Router};
 use crate::subscription::Subscription;
@@ -142,29 +142,41 @@ impl Hub {
     }
 
     /// Replaces a client's subscriptions and waits until routing sees the change (and, with a
-    /// broker that subscribes per cluster, until the broker listens for it).
+    /// broker that subscribes per cluster, until the broker listens for it). Refused, with the
+    /// client's subscriptions left as they were, when the change would add index keys past
+    /// `websocket.max_index_keys`.
     pub(crate) async fn set_subscriptions(
         &self,
         client: &Arc<ClientHandle>,
         subs: Vec<Subscription>,
-    ) {
-        let delta = {
+    ) -> Result<(), IndexFull> {
+        let old = {
             let mut held = client.subscriptions.lock();
             if *held == subs {
                 // Nothing changes: the index thread is not asked to do anything.
-                return;
+                return Ok(());
             }
-            let d = subs.len() as i64 - held.len() as i64;
             self.tally.lock().replace(&held, &subs);
-            *held = subs.clone();
-            d
+            std::mem::replace(&mut *held, subs.clone())
         };
+        let delta = subs.len() as i64 - old.len() as i64;
         self.metrics.subscriptions.fetch_add(delta, Relaxed);
         self.metrics.index_updates.fetch_add(1, Relaxed);
-        self.index.update(IndexOp::Set(client.clone(), subs)).await;
+        if !self
+            .index
+            .update(IndexOp::Set(client.clone(), subs.clone()))
+            .await
+        {
+            // Put back what the client held: only its own session changes it.
+            *client.subscriptions.lock() = old.clone();
+            self.tally.lock().replace(&subs, &old);
+            self.metrics.subscriptions.fetch_sub(delta, Relaxed);
+            return Err(IndexFull(self.config.websocket.max_index_keys));
+        }
         self.broker
             .wait_for_demand(self.index.demand_version())
             .await;
+        Ok(())
     }
 
     /// Begins shutdown: every client is told to go, each with its own jittered advice.

@@ -15,6 +15,7 @@ use crate::event::{EventType, EVENT_TYPE_COUNT};
 use crate::subscription::Subscription;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -337,8 +338,23 @@ impl IndexBuilder {
     }
 }
 
-/// A change on its way to the index thread, with whom to tell once it is published.
-type Pending = (IndexOp, Option<tokio::sync::oneshot::Sender<()>>);
+/// A change refused because it would add keys past the instance's cap (the cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexFull(pub usize);
+
+impl std::fmt::Display for IndexFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the hub's subscription index is full ({} keys); nothing was changed, try again later",
+            self.0
+        )
+    }
+}
+
+/// A change on its way to the index thread, with whom to tell once it is published (true) or
+/// refused because the instance's index is full (false).
+type Pending = (IndexOp, Option<tokio::sync::oneshot::Sender<bool>>);
 
 /// The indexes as the rest of the hub sees them: a snapshot per shard to read, and a queue of
 /// changes.
@@ -349,11 +365,14 @@ pub struct SubscriptionIndex {
     tx: crossbeam_channel::Sender<Pending>,
     /// The clusters asked for across all shards, republished when that set changes.
     demand: tokio::sync::watch::Sender<Demand>,
+    /// Keys held over all shards, as of the last published batch.
+    keys: Arc<AtomicUsize>,
 }
 
 impl SubscriptionIndex {
-    /// Starts the index thread for `shards` shards.
-    pub fn start(shards: usize) -> std::io::Result<Self> {
+    /// Starts the index thread for `shards` shards, holding at most `max_keys` keys over all
+    /// of them (a change that would add keys past it is refused).
+    pub fn start(shards: usize, max_keys: usize) -> std::io::Result<Self> {
         let current: Arc<[ArcSwap<Snapshot>]> = (0..shards.max(1))
             .map(|_| ArcSwap::from_pointee(Snapshot::default()))
             .collect();
@@ -361,14 +380,22 @@ impl SubscriptionIndex {
         let published = current.clone();
         let demand = tokio::sync::watch::Sender::new(Demand::default());
         let demand_out = demand.clone();
+        let keys = Arc::new(AtomicUsize::new(0));
+        let budget = KeyBudget::new(max_keys, keys.clone());
         std::thread::Builder::new()
             .name("streamhub-index".into())
-            .spawn(move || index_thread(rx, published, demand_out))?;
+            .spawn(move || index_thread(rx, published, demand_out, budget))?;
         Ok(Self {
             current,
             tx,
             demand,
+            keys,
         })
+    }
+
+    /// Keys held over all shards (each shard's index counts its own).
+    pub fn keys(&self) -> usize {
+        self.keys.load(Relaxed)
     }
 
     /// Follows the clusters this instance's subscriptions ask for.
@@ -388,12 +415,15 @@ impl SubscriptionIndex {
         self.current[shard.min(self.current.len() - 1)].load()
     }
 
-    /// Queues a change and waits until a snapshot containing it is published.
-    pub async fn update(&self, op: IndexOp) {
+    /// Queues a change and waits until a snapshot containing it is published: true, or false
+    /// when it was refused because it would add keys past the instance's cap (nothing of it
+    /// was applied).
+    pub async fn update(&self, op: IndexOp) -> bool {
         let (done, wait) = tokio::sync::oneshot::channel();
-        if self.tx.send((op, Some(done))).is_ok() {
-            let _ = wait.await;
+        if self.tx.send((op, Some(done))).is_err() {
+            return true;
         }
+        wait.await.unwrap_or(true)
     }
 
     /// Queues a change without waiting (used when a client goes away).
@@ -407,6 +437,7 @@ fn index_thread(
     rx: crossbeam_channel::Receiver<Pending>,
     current: Arc<[ArcSwap<Snapshot>]>,
     demand: tokio::sync::watch::Sender<Demand>,
+    mut budget: KeyBudget,
 ) {
     let mut builders: Vec<IndexBuilder> = (0..current.len())
         .map(|_| IndexBuilder::default())
@@ -417,10 +448,17 @@ fn index_thread(
     while let Ok(first) = rx.recv() {
         let started = Instant::now();
         let mut ops: Vec<Vec<IndexOp>> = (0..current.len()).map(|_| Vec::new()).collect();
+        budget.begin(&builders);
         for (op, ack) in std::iter::once(first).chain(rx.try_iter()) {
             let shard = match &op {
                 IndexOp::Set(h, subs) => {
                     let s = h.shard.min(current.len() - 1);
+                    if !budget.admit(&builders[s], s, subs) {
+                        if let Some(ack) = ack {
+                            let _ = ack.send(false);
+                        }
+                        continue;
+                    }
                     if subs.is_empty() {
                         shard_of.remove(&h.id);
                     } else {
@@ -454,12 +492,71 @@ fn index_thread(
                 true
             });
         }
+        budget.publish(&builders);
         for ack in acks.drain(..) {
-            let _ = ack.send(());
+            let _ = ack.send(true);
         }
         let took = started.elapsed();
         if took > Duration::from_micros(200) {
             std::thread::sleep(took.min(Duration::from_millis(50)));
         }
+    }
+}
+
+/// The instance's cap on index keys, checked by the index thread before a change is applied.
+///
+/// A key is one (type, cluster, namespace) entry of one shard's index; it costs a bucket and
+/// its path in the published snapshots whoever holds it. Each client is bounded on its own
+/// (4,096 keys), but many clients naming different clusters could still grow the index without
+/// limit: past the cap, a change that adds keys is refused (the client is told, and keeps what
+/// it held). Keys a batch frees count only from the next batch on.
+struct KeyBudget {
+    /// Most keys over all shards.
+    cap: usize,
+    /// Keys held, plus those admitted in the batch being gathered.
+    used: usize,
+    /// Keys admitted in this batch that no builder holds yet, by shard.
+    fresh: HashSet<(usize, Key)>,
+    /// Where [`SubscriptionIndex::keys`] reads the count.
+    published: Arc<AtomicUsize>,
+}
+
+impl KeyBudget {
+    /// A budget of `cap` keys, publishing its count to `published`.
+    fn new(cap: usize, published: Arc<AtomicUsize>) -> Self {
+        Self {
+            cap,
+            used: 0,
+            fresh: HashSet::new(),
+            published,
+        }
+    }
+
+    /// Starts a batch from what the builders hold.
+    fn begin(&mut self, builders: &[IndexBuilder]) {
+        self.used = builders.iter().map(|b| b.buckets.len()).sum();
+        self.fresh.clear();
+    }
+
+    /// Whether `subs` for a client of `shard` fit; if so, their new keys are reserved.
+    fn admit(&mut self, builder: &IndexBuilder, shard: usize, subs: &[Subscription]) -> bool {
+        let new: Vec<(usize, Key)> = keys_of(subs)
+            .into_iter()
+            .filter(|k| !builder.buckets.contains_key(k))
+            .map(|k| (shard, k))
+            .filter(|sk| !self.fresh.contains(sk))
+            .collect();
+        if self.used + new.len() > self.cap {
+            return false;
+        }
+        self.used += new.len();
+        self.fresh.extend(new);
+        true
+    }
+
+    /// Publishes the count after a batch was applied.
+    fn publish(&self, builders: &[IndexBuilder]) {
+        let held = builders.iter().map(|b| b.buckets.len()).sum();
+        self.published.store(held, Relaxed);
     }
 }

@@ -76,6 +76,10 @@ const KNOWN_PATHS: [&str; 5] = [
 /// `GET /metrics`: Prometheus text, with `redis_connected` when the broker has a connection.
 fn metrics(hub: &Hub) -> Response<Full<Bytes>> {
     let mut text = hub.metrics.render();
+    text.push_str(&format!(
+        "# HELP streamhub_index_keys Keys (event type, cluster, namespace) in the subscription index.\n# TYPE streamhub_index_keys gauge\nstreamhub_index_keys {}\n",
+        hub.index.keys()
+    ));
     if let Some(up) = hub.broker.connected() {
         text.push_str(&format!(
             "# HELP redis_connected Whether the Redis subscription is live.\n# TYPE redis_connected gauge\nredis_connected {}\n",
@@ -205,6 +209,10 @@ fn status(hub: &Hub) -> Value {
         },
         "subscriptions": m.subscriptions.load(Relaxed),
         "index_updates": m.index_updates.load(Relaxed),
+        "index_keys": {
+            "held": hub.index.keys(),
+            "max": hub.config.websocket.max_index_keys,
+        },
         "events": {
             "routed": routed,
             "deliveries": m.sum(|s| &s.deliveries),

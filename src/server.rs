@@ -25,11 +25,20 @@ use tokio::sync::mpsc;
 /// A connection on its way from the acceptor to a shard.
 type Handoff = (std::net::TcpStream, SocketAddr);
 
+/// Connections accepted but not yet taken by one shard, at most. A shard takes each at once
+/// (register, spawn), so this fills only when a shard's runtime is wedged; then the others
+/// get the connections, and with every shard full the acceptor waits, leaving new
+/// connections in the kernel's listen backlog instead of in memory.
+const HANDOFF_CAPACITY: usize = 1024;
+
 /// Builds the hub for `config` and starts its broker.
 pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
     let shards = config.shard_count();
     let metrics = Arc::new(Metrics::new(shards));
-    let index = Arc::new(SubscriptionIndex::start(shards)?);
+    let index = Arc::new(SubscriptionIndex::start(
+        shards,
+        config.websocket.max_index_keys,
+    )?);
     let router = Arc::new(Router::new(
         index.clone(),
         metrics.clone(),
@@ -70,7 +79,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let hub = build_hub(config)?;
     let mut shards = Vec::new();
     for i in 0..hub.shard_count() {
-        let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
+        let (tx, rx) = mpsc::channel::<Handoff>(HANDOFF_CAPACITY);
         let hub = hub.clone();
         std::thread::Builder::new()
             .name(format!("streamhub-shard-{i}"))
@@ -86,7 +95,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// One shard: a single-threaded runtime serving the connections handed to it.
-fn shard_main(hub: Arc<Hub>, i: usize, mut rx: mpsc::UnboundedReceiver<Handoff>) {
+fn shard_main(hub: Arc<Hub>, i: usize, mut rx: mpsc::Receiver<Handoff>) {
     set_thread_shard(i);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -116,7 +125,7 @@ fn shard_main(hub: Arc<Hub>, i: usize, mut rx: mpsc::UnboundedReceiver<Handoff>)
 /// Binds the listener, prints its address, and accepts until a shutdown signal.
 async fn accept_until_signal(
     hub: Arc<Hub>,
-    shards: Vec<mpsc::UnboundedSender<Handoff>>,
+    shards: Vec<mpsc::Sender<Handoff>>,
 ) -> anyhow::Result<()> {
     let cfg = &hub.config;
     let addr: SocketAddr = tokio::net::lookup_host((cfg.host.as_str(), cfg.port))
@@ -156,7 +165,12 @@ async fn accept_until_signal(
                 Ok((stream, remote)) => {
                     let Ok(std_stream) = stream.into_std() else { continue };
                     next = (next + 1) % shards.len();
-                    let _ = shards[next].send((std_stream, remote));
+                    if let Err(conn) = hand_off(&shards, next, (std_stream, remote)) {
+                        tokio::select! {
+                            _ = shards[next].send(conn) => {}
+                            () = &mut signal => break,
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -169,6 +183,25 @@ async fn accept_until_signal(
     }
     tracing::info!("shutdown signal received");
     Ok(())
+}
+
+/// Hands a connection to shard `first`, or the next shard with room; gives it back when every
+/// shard's hand-off is full.
+fn hand_off(
+    shards: &[mpsc::Sender<Handoff>],
+    first: usize,
+    mut conn: Handoff,
+) -> Result<(), Handoff> {
+    for k in 0..shards.len() {
+        match shards[(first + k) % shards.len()].try_send(conn) {
+            Ok(()) => return Ok(()),
+            // Full, or the shard's thread is gone: try the next one.
+            Err(mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c)) => {
+                conn = c
+            }
+        }
+    }
+    Err(conn)
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -199,5 +232,38 @@ async fn drain(hub: Arc<Hub>) {
         tracing::warn!(left, "shutdown deadline passed with connections still open");
     } else {
         tracing::info!("all clients disconnected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real accepted connection to hand off.
+    fn conn(listener: &std::net::TcpListener) -> Handoff {
+        let addr = listener.local_addr().expect("addr");
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        listener.accept().expect("accept")
+    }
+
+    #[test]
+    fn a_full_shard_passes_connections_on_and_all_full_gives_them_back() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (a, mut a_rx) = mpsc::channel::<Handoff>(1);
+        let (b, mut b_rx) = mpsc::channel::<Handoff>(1);
+        let shards = [a, b];
+        assert!(hand_off(&shards, 0, conn(&listener)).is_ok());
+        // Shard 0 is full: the next goes to shard 1 even though 0 was asked first.
+        assert!(hand_off(&shards, 0, conn(&listener)).is_ok());
+        assert!(a_rx.try_recv().is_ok() && b_rx.try_recv().is_ok());
+        assert!(hand_off(&shards, 1, conn(&listener)).is_ok());
+        assert!(hand_off(&shards, 1, conn(&listener)).is_ok());
+        // Both full: the acceptor gets it back and waits instead of queueing more.
+        assert!(hand_off(&shards, 0, conn(&listener)).is_err());
+        drop(b_rx);
+        // A shard that is gone is skipped: what was asked of shard 1 goes to shard 0.
+        assert!(a_rx.try_recv().is_ok());
+        assert!(hand_off(&shards, 1, conn(&listener)).is_ok());
+        assert!(a_rx.try_recv().is_ok());
     }
 }

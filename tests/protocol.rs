@@ -208,6 +208,52 @@ async fn one_client_cannot_amplify_index_work() {
     assert_eq!(index_updates(&hub).await, 2);
 }
 
+/// Many clients together cannot grow the index past `websocket.max_index_keys`: a subscribe
+/// that would add keys past it is refused with a clear error and changes nothing, while one
+/// that only reuses keys already held still passes.
+#[tokio::test]
+async fn the_instance_index_is_capped() {
+    let hub = HubProcess::start("  shards: 1\n  websocket:\n    max_index_keys: 100\n");
+    let clusters = |p: &str, n: usize| (0..n).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    let four = [
+        "ALERT_FIRED",
+        "ALERT_RESOLVED",
+        "GPU_UPDATE",
+        "METRIC_UPDATE",
+    ];
+    let sub = |cs: Vec<String>| json!({"type": "subscribe", "subscription": {"event_types": four, "cluster_filter": cs}});
+    let mut a = hub.ws().await;
+    send(&mut a, &sub(clusters("a", 16))).await;
+    assert_eq!(recv(&mut a).await["type"], "subscribed");
+    let mut b = hub.ws().await;
+    send(&mut b, &sub(clusters("b", 16))).await;
+    let r = recv(&mut b).await;
+    assert_eq!(r["code"], "INVALID_SUBSCRIPTION", "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("index is full"),
+        "{r}"
+    );
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert_eq!(status["index_keys"]["held"], 64, "{status}");
+    assert_eq!(status["subscriptions"], 1, "{status}");
+    // The refused subscription holds nothing: an event of its cluster does not reach b.
+    hub.broadcast(r#"{"event_type":"ALERT_FIRED","cluster_id":"b0"}"#)
+        .await;
+    expect_silence(&mut b, Duration::from_millis(300)).await;
+    // Keys already held cost nothing: b may share a's.
+    send(&mut b, &sub(clusters("a", 16))).await;
+    assert_eq!(recv(&mut b).await["type"], "subscribed");
+    // Once a leaves, its keys stay (b holds them) and 32 more fit under 100.
+    drop(a);
+    send(&mut b, &sub(clusters("c", 8))).await;
+    assert_eq!(recv(&mut b).await["type"], "subscribed");
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert_eq!(status["index_keys"]["held"], 96, "{status}");
+    hub.broadcast(r#"{"event_type":"GPU_UPDATE","cluster_id":"c7"}"#)
+        .await;
+    assert_eq!(recv(&mut b).await["type"], "event");
+}
+
 #[tokio::test]
 async fn unsubscribe_removes_types_from_every_subscription() {
     let hub = HubProcess::start("");

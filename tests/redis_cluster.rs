@@ -8,9 +8,14 @@ use std::time::{Duration, Instant};
 
 /// A hub in Redis Cluster mode on `cluster`; its start-up line must say so.
 fn cluster_hub(cluster: &RedisCluster, instance: &str) -> HubProcess {
+    cluster_hub_with(cluster, instance, "")
+}
+
+/// [`cluster_hub`] with `extra` configuration lines.
+fn cluster_hub_with(cluster: &RedisCluster, instance: &str, extra: &str) -> HubProcess {
     let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
     let hub = HubProcess::start(&format!(
-        "  redis_cluster_nodes: [{}]\n  scaling:\n    instance_id: {instance}\n",
+        "  redis_cluster_nodes: [{}]\n  scaling:\n    instance_id: {instance}\n{extra}",
         nodes.join(", ")
     ));
     assert!(
@@ -207,6 +212,55 @@ async fn sharded_pubsub_holds_only_wanted_clusters_and_delivers_once() {
         ["aiops:events:cluster:c1", "aiops:events:cluster:c7"],
         "held when the reply went out"
     );
+}
+
+/// Past `redis_cluster_max_shard_channels` clusters wanted, the instance holds only the full
+/// stream and serves every subscription from it; below it again, per-cluster channels. Each
+/// client gets each of its events once throughout.
+#[tokio::test]
+async fn too_many_clusters_fall_back_to_the_full_stream() {
+    let cluster = RedisCluster::start().expect("redis cluster (redis-server, redis-cli)");
+    let hub = cluster_hub_with(&cluster, "s1", "  redis_cluster_max_shard_channels: 2\n");
+    assert!(hub.wait_ready(200, Duration::from_secs(15)).await, "ready");
+    let (all, c1, c2) = (
+        "aiops:events:all",
+        "aiops:events:cluster:c1",
+        "aiops:events:cluster:c2",
+    );
+    let mut x = hub.ws().await;
+    subscribe(&mut x, &["ALERT_FIRED"], &["c1", "c2"], &[]).await;
+    wait_channels(&cluster, &hub, &[c1, c2], &[c1, c2]).await;
+    let mut y = hub.ws().await;
+    subscribe(&mut y, &["ALERT_FIRED"], &["c3"], &[]).await;
+    // Three clusters wanted, two allowed: the full stream alone.
+    wait_channels(&cluster, &hub, &[all], &[all]).await;
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert_eq!(
+        status["broker"]["stats"]["full_stream_fallback"], true,
+        "{status}"
+    );
+    for (id, c) in [("e1", "c1"), ("e2", "c3"), ("e3", "c9"), ("e4", "c2")] {
+        let (code, body) = hub
+            .broadcast(&format!(
+                r#"{{"event_type":"ALERT_FIRED","cluster_id":"{c}","event_id":"{id}"}}"#
+            ))
+            .await;
+        assert_eq!(code, 202, "{body}");
+    }
+    let quiet = Duration::from_millis(700);
+    assert_eq!(ids_until_quiet(&mut x, quiet).await, ["e1", "e4"]);
+    assert_eq!(ids_until_quiet(&mut y, quiet).await, ["e2"]);
+    // y leaves: back to the two cluster channels, the full stream let go.
+    drop(y);
+    wait_channels(&cluster, &hub, &[c1, c2], &[c1, c2]).await;
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert_eq!(
+        status["broker"]["stats"]["full_stream_fallback"], false,
+        "{status}"
+    );
+    hub.broadcast(r#"{"event_type":"ALERT_FIRED","cluster_id":"c2","event_id":"e5"}"#)
+        .await;
+    assert_eq!(ids_until_quiet(&mut x, quiet).await, ["e5"]);
 }
 
 #[tokio::test]

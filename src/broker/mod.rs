@@ -13,7 +13,8 @@
 //! [`redis`] publishes to `{prefix}:all` and feeds every instance from its subscription;
 //! [`redis_cluster`] does the same over a Redis Cluster's sharded Pub/Sub, holding only the
 //! per-cluster channels the demand names. What arrives from either Redis broker is checked in
-//! [`inbound`]; whether their subscriptions are live is kept in [`link`]. Adding a broker (NATS,
+//! [`inbound`] (for Redis Cluster, where it arrives: [`shard_arrivals`]); whether their
+//! subscriptions are live is kept in [`link`]. Adding a broker (NATS,
 //! say) is one file here plus one arm in [`from_config`] (see ARCHITECTURE.md).
 
 use crate::config::{BrokerKind, Config};
@@ -31,6 +32,7 @@ mod link;
 mod memory;
 mod redis;
 mod redis_cluster;
+mod shard_arrivals;
 
 /// Why a publish did not happen.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -113,6 +115,7 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Broker>, String> {
             nodes,
             channels,
             max_message_bytes,
+            config.redis_cluster_max_shard_channels,
         )?),
     })
 }

@@ -10,6 +10,11 @@
 //!   no cluster filter; an instance whose clients all filter by cluster never reads it.
 //! - `aiops:control:streaming` stays a classic channel (few messages, every instance needs them).
 //!
+//! Past `redis_cluster_max_shard_channels` clusters wanted at once, the instance holds only
+//! `{prefix}:all` and routes it to every subscription (the fallback of [`ShardArrivals`]):
+//! it reads more, but the subscriptions it holds and the commands a node failure costs to
+//! replay stay bounded.
+//!
 //! A publisher sends each event to `{prefix}:all` and, when it has a `cluster_id`, to its
 //! cluster's channel (`POST /broadcast` and `streamhub publish` do both). The two arrivals serve
 //! two halves of the index ([`Scope`]): the one on `{prefix}:all` serves subscriptions without a
@@ -20,22 +25,20 @@
 //! This broker still treats a lost node as an outage until it has confirmed every channel it
 //! wants again and every primary answers: `/readyz` says 503 meanwhile and publishes answer 503.
 
-use super::inbound::Inbound;
-use super::link::Link;
+use super::shard_arrivals::ShardArrivals;
 use super::{Broker, BrokerError, BrokerHandler, PublishFuture, WaitFuture};
 use crate::backoff::Backoff;
 use crate::event::ParsedEvent;
-use crate::index::{Demand, Scope};
+use crate::index::Demand;
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use redis::cluster_async::ClusterConnection;
-use redis::{PushInfo, PushKind, Value};
+use redis::{PushInfo, Value};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use streamhub_wire::{Channels, CONTROL_CHANNEL};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -48,21 +51,26 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 struct Shared {
     /// Where the cluster is (seed nodes).
     client: redis::cluster::ClusterClient,
-    /// Messages and subscription events pushed by the cluster connection, until the subscriber
-    /// takes them.
-    pushes: Mutex<Option<UnboundedReceiver<PushInfo>>>,
-    /// The channel names.
-    channels: Channels,
-    /// Validates, hands on and counts what arrives.
-    inbound: Inbound,
+    /// Handles what the cluster connection pushes, where it arrives.
+    arrivals: Arc<ShardArrivals>,
     /// The cluster connection, once one is up (it reconnects node by node by itself).
     conn: ArcSwapOption<ClusterConnection>,
-    /// Up when every wanted channel is confirmed and every primary answers.
-    link: Link,
+    /// Most shard channels held for clusters; past it, the full stream serves everything.
+    max_channels: usize,
     /// The shard channels held now, for `status`.
     held: Mutex<BTreeSet<String>>,
     /// The version of the handler's demand that `held` answers.
     synced: watch::Sender<u64>,
+}
+
+/// The shard channels one demand calls for.
+struct Want {
+    /// The channels.
+    channels: BTreeSet<String>,
+    /// Whether the full stream serves every subscription (too many clusters wanted).
+    full_stream: bool,
+    /// The demand's version.
+    version: u64,
 }
 
 impl Shared {
@@ -72,45 +80,28 @@ impl Shared {
         self.synced.send_replace(version);
     }
 
-    /// The shard channels the latest demand calls for, and its version (marked seen).
-    fn wanted(&self, demand: &mut watch::Receiver<Demand>) -> (BTreeSet<String>, u64) {
+    /// The shard channels the latest demand calls for (marked seen).
+    fn wanted(&self, demand: &mut watch::Receiver<Demand>) -> Want {
         let d = demand.borrow_and_update();
-        let mut want: BTreeSet<String> = d
-            .clusters
-            .iter()
-            .map(|c| self.channels.cluster(c))
-            .collect();
-        if d.any_cluster {
-            want.insert(self.channels.all().to_string());
-        }
-        (want, d.version)
-    }
-
-    /// Hands on one message pushed by the cluster connection.
-    fn on_message(&self, handler: &dyn BrokerHandler, channel: &[u8], payload: &[u8]) {
-        if channel == CONTROL_CHANNEL.as_bytes() {
-            self.inbound.control(handler, payload);
-        } else if channel == self.channels.all().as_bytes() {
-            self.inbound.route(handler, payload, Scope::Unfiltered);
-        } else if let Some(id) = self.channels.cluster_of(channel) {
-            let Some(event) = self.inbound.event(handler, payload) else {
-                return;
-            };
-            // Routing by the channel and by the event's own cluster must agree, or a client
-            // could get the event twice (or from a cluster it did not ask for).
-            if event.cluster_id.as_deref().map(str::as_bytes) == Some(id) {
-                // Refused only when the shards are full: the handler counted the drop.
-                let _ = handler.handle_event(event, Scope::Filtered);
-            } else {
-                self.inbound.junk(
-                    "wrong_cluster_channel",
-                    &format!(
-                        "event of cluster {:?} on {}",
-                        event.cluster_id,
-                        String::from_utf8_lossy(channel)
-                    ),
-                );
+        let full_stream = d.clusters.len() > self.max_channels;
+        let all = self.arrivals.channels.all().to_string();
+        let channels: BTreeSet<String> = if full_stream {
+            BTreeSet::from([all])
+        } else {
+            let mut want: BTreeSet<String> = d
+                .clusters
+                .iter()
+                .map(|c| self.arrivals.channels.cluster(c))
+                .collect();
+            if d.any_cluster {
+                want.insert(all);
             }
+            want
+        };
+        Want {
+            channels,
+            full_stream,
+            version: d.version,
         }
     }
 }
@@ -123,16 +114,21 @@ pub(super) struct RedisClusterBroker {
 
 impl RedisClusterBroker {
     /// A broker for the cluster reachable through `nodes`, on `channels`, taking messages up to
-    /// `max_message_bytes`.
+    /// `max_message_bytes` and holding at most `max_channels` cluster channels.
     pub(super) fn new(
         nodes: &[String],
         channels: Channels,
         max_message_bytes: usize,
+        max_channels: usize,
     ) -> Result<Self, String> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let arrivals = Arc::new(ShardArrivals::new(channels, max_message_bytes));
+        let pushed = arrivals.clone();
         let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
             .use_protocol(redis::ProtocolVersion::RESP3)
-            .push_sender(tx)
+            .push_sender(move |push: PushInfo| {
+                pushed.on_push(push);
+                Ok::<(), std::convert::Infallible>(())
+            })
             .connection_timeout(Duration::from_secs(2))
             .response_timeout(Duration::from_secs(2))
             .build()
@@ -140,11 +136,9 @@ impl RedisClusterBroker {
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
-                pushes: Mutex::new(Some(rx)),
-                channels,
-                inbound: Inbound::new(max_message_bytes),
+                arrivals,
                 conn: ArcSwapOption::empty(),
-                link: Link::new(),
+                max_channels,
                 held: Mutex::new(BTreeSet::new()),
                 synced: watch::Sender::new(0),
             }),
@@ -154,6 +148,7 @@ impl RedisClusterBroker {
 
 impl Broker for RedisClusterBroker {
     fn start(&self, handler: Arc<dyn BrokerHandler>) -> std::io::Result<()> {
+        self.shared.arrivals.start(handler.clone());
         let task = subscriber(handler, self.shared.clone());
         super::spawn_runtime_thread("streamhub-redis-cluster", task)
     }
@@ -161,7 +156,7 @@ impl Broker for RedisClusterBroker {
     fn publish(&self, event: ParsedEvent) -> PublishFuture<'_> {
         Box::pin(async move {
             let s = &self.shared;
-            if !s.link.is_up() {
+            if !s.arrivals.link.is_up() {
                 return Err(BrokerError::Unavailable(
                     "redis cluster subscriptions are down".into(),
                 ));
@@ -172,10 +167,15 @@ impl Broker for RedisClusterBroker {
                 ));
             };
             let message = event.to_published();
-            streamhub_wire::spublish(&conn, &s.channels, event.cluster_id.as_deref(), &message)
-                .await
-                .map(|_| ())
-                .map_err(|e| BrokerError::Unavailable(format!("redis publish failed: {e}")))
+            streamhub_wire::spublish(
+                &conn,
+                &s.arrivals.channels,
+                event.cluster_id.as_deref(),
+                &message,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| BrokerError::Unavailable(format!("redis publish failed: {e}")))
         })
     }
 
@@ -184,16 +184,16 @@ impl Broker for RedisClusterBroker {
     }
 
     fn health(&self) -> Result<(), String> {
-        self.shared.link.health()
+        self.shared.arrivals.link.health()
     }
 
     fn connected(&self) -> Option<bool> {
-        Some(self.shared.link.is_up())
+        Some(self.shared.arrivals.link.is_up())
     }
 
     fn wait_for_demand(&self, demand_version: u64) -> WaitFuture<'_> {
         Box::pin(async move {
-            if !self.shared.link.is_up() {
+            if !self.shared.arrivals.link.is_up() {
                 return;
             }
             let mut synced = self.shared.synced.subscribe();
@@ -205,15 +205,17 @@ impl Broker for RedisClusterBroker {
 
     fn details(&self) -> serde_json::Value {
         let s = &self.shared;
-        let (connects, disconnects) = s.link.counts();
+        let (connects, disconnects) = s.arrivals.link.counts();
         serde_json::json!({
             "sharded_pubsub": true,
-            "all_channel": s.channels.all(),
+            "all_channel": s.arrivals.channels.all(),
             "shard_channels": *s.held.lock(),
-            "subscribed": s.link.is_up(),
+            "max_shard_channels": s.max_channels,
+            "full_stream_fallback": s.arrivals.full_stream(),
+            "subscribed": s.arrivals.link.is_up(),
             "connects": connects,
             "disconnects": disconnects,
-            "junk": s.inbound.junk_counts().into_iter().collect::<HashMap<_, _>>(),
+            "junk": s.arrivals.inbound.junk_counts().into_iter().collect::<HashMap<_, _>>(),
         })
     }
 }
@@ -238,48 +240,48 @@ async fn ping_all(conn: &mut ClusterConnection) -> redis::RedisResult<()> {
         .map(|_| ())
 }
 
-/// Subscribes to everything wanted from scratch and checks every primary.
+/// Subscribes to everything wanted from scratch and checks every primary; the full stream
+/// switches to serving everything (or back) once all wanted channels are held.
 async fn full_sync(
     conn: &mut ClusterConnection,
-    want: &BTreeSet<String>,
+    want: &Want,
+    arrivals: &ShardArrivals,
 ) -> redis::RedisResult<()> {
     bounded(conn.subscribe(CONTROL_CHANNEL)).await?;
     // One SSUBSCRIBE per channel: channels of different slots cannot share a command.
-    for c in want {
+    for c in &want.channels {
         bounded(conn.ssubscribe(c)).await?;
     }
+    arrivals.set_full_stream(want.full_stream);
     ping_all(conn).await
 }
 
-/// Subscribes to channels newly wanted and drops those no longer wanted.
+/// Subscribes to channels newly wanted, switches the full stream's role, then drops the
+/// channels no longer wanted: at the switch both sources are held.
 async fn incremental_sync(
     conn: &mut ClusterConnection,
     held: &BTreeSet<String>,
-    want: &BTreeSet<String>,
+    want: &Want,
+    arrivals: &ShardArrivals,
 ) -> redis::RedisResult<()> {
-    for c in want.difference(held) {
+    for c in want.channels.difference(held) {
         bounded(conn.ssubscribe(c)).await?;
     }
-    for c in held.difference(want) {
+    arrivals.set_full_stream(want.full_stream);
+    for c in held.difference(&want.channels) {
         bounded(conn.sunsubscribe(c)).await?;
     }
     Ok(())
 }
 
-/// Connects, then hands on pushed messages (one task) and keeps the subscriptions in line with
-/// the demand and the cluster's health (another), until the process ends. Routing never waits
-/// on a subscription command.
+/// Connects, then keeps the subscriptions in line with the demand and the cluster's health
+/// until the process ends. Messages are handled as they arrive ([`ShardArrivals`]): routing
+/// never waits on a subscription command.
 async fn subscriber(handler: Arc<dyn BrokerHandler>, shared: Arc<Shared>) {
-    let Some(pushes) = shared.pushes.lock().take() else {
-        return;
-    };
-    let lost = Arc::new(Lost::default());
     let demand = handler.demand();
-    tokio::spawn(route_pushes(handler, shared.clone(), pushes, lost.clone()));
     let conn = connect(&shared).await;
     Maintainer {
         shared,
-        lost,
         demand,
         conn,
         backoff: Backoff::reconnect(),
@@ -288,43 +290,6 @@ async fn subscriber(handler: Arc<dyn BrokerHandler>, shared: Arc<Shared>) {
     }
     .run()
     .await;
-}
-
-/// Connections lost, told by the routing task to the maintaining one.
-#[derive(Default)]
-struct Lost {
-    /// How many `Disconnection` pushes so far.
-    count: AtomicU64,
-    /// Wakes the maintaining task.
-    wake: tokio::sync::Notify,
-}
-
-/// Hands on every message the cluster connection pushes; notes lost connections.
-async fn route_pushes(
-    handler: Arc<dyn BrokerHandler>,
-    shared: Arc<Shared>,
-    mut pushes: UnboundedReceiver<PushInfo>,
-    lost: Arc<Lost>,
-) {
-    while let Some(push) = pushes.recv().await {
-        match push.kind {
-            PushKind::Message | PushKind::SMessage => {
-                if let [Value::BulkString(channel), Value::BulkString(payload), ..] = &push.data[..]
-                {
-                    shared.on_message(&*handler, channel, payload);
-                }
-            }
-            PushKind::Disconnection => {
-                shared.link.set(
-                    false,
-                    Some("lost a redis cluster node; reconnecting".into()),
-                );
-                lost.count.fetch_add(1, Relaxed);
-                lost.wake.notify_one();
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Connects to the cluster, retrying with backoff until it answers.
@@ -338,6 +303,7 @@ async fn connect(shared: &Shared) -> ClusterConnection {
             }
             Err(e) => {
                 shared
+                    .arrivals
                     .link
                     .set(false, Some(format!("redis cluster unreachable: {e}")));
                 tokio::time::sleep(backoff.next_delay()).await;
@@ -351,8 +317,6 @@ async fn connect(shared: &Shared) -> ClusterConnection {
 struct Maintainer {
     /// State shared with the broker.
     shared: Arc<Shared>,
-    /// Connections lost, as the routing task saw them.
-    lost: Arc<Lost>,
     /// The handler's demand.
     demand: watch::Receiver<Demand>,
     /// The cluster connection.
@@ -370,7 +334,7 @@ impl Maintainer {
     async fn run(mut self) {
         loop {
             tokio::select! {
-                _ = self.lost.wake.notified() => {
+                _ = self.shared.arrivals.lost.wake.notified() => {
                     self.dirty = true;
                     self.next_check = Instant::now() + self.backoff.next_delay();
                 }
@@ -388,13 +352,13 @@ impl Maintainer {
     /// Subscribes to what a new demand adds and drops what it no longer names.
     async fn follow_demand(&mut self) {
         // Marked seen even while dirty: the full resubscription reads the latest demand.
-        let (want, version) = self.shared.wanted(&mut self.demand);
+        let want = self.shared.wanted(&mut self.demand);
         if self.dirty {
             return;
         }
         let held = self.shared.held.lock().clone();
-        match incremental_sync(&mut self.conn, &held, &want).await {
-            Ok(()) => self.shared.set_held(want, version),
+        match incremental_sync(&mut self.conn, &held, &want, &self.shared.arrivals).await {
+            Ok(()) => self.shared.set_held(want.channels, want.version),
             Err(e) => self.failed(e),
         }
     }
@@ -420,23 +384,28 @@ impl Maintainer {
     /// Subscribes to every wanted channel from scratch; healthy again when that worked with no
     /// connection lost meanwhile.
     async fn resubscribe(&mut self) {
-        let lost_before = self.lost.count.load(Relaxed);
-        let (want, version) = self.shared.wanted(&mut self.demand);
-        match full_sync(&mut self.conn, &want).await {
+        let lost_before = self.shared.arrivals.lost.count.load(Relaxed);
+        let want = self.shared.wanted(&mut self.demand);
+        match full_sync(&mut self.conn, &want, &self.shared.arrivals).await {
             // A connection lost during the resubscription: do it again.
-            Ok(()) if self.lost.count.load(Relaxed) != lost_before => {}
+            Ok(()) if self.shared.arrivals.lost.count.load(Relaxed) != lost_before => {}
             Ok(()) => {
                 // Drop channels held before the outage and no longer wanted.
-                let stale: BTreeSet<String> =
-                    self.shared.held.lock().difference(&want).cloned().collect();
+                let stale: BTreeSet<String> = self
+                    .shared
+                    .held
+                    .lock()
+                    .difference(&want.channels)
+                    .cloned()
+                    .collect();
                 for c in &stale {
                     let _ = bounded(self.conn.sunsubscribe(c)).await;
                 }
-                tracing::info!(channels = ?want, "subscribed to the redis cluster");
-                self.shared.set_held(want, version);
+                tracing::info!(channels = ?want.channels, "subscribed to the redis cluster");
+                self.shared.set_held(want.channels, want.version);
                 self.dirty = false;
                 self.backoff.reset();
-                self.shared.link.set(true, None);
+                self.shared.arrivals.link.set(true, None);
             }
             Err(e) => self.failed(e),
         }
@@ -445,6 +414,7 @@ impl Maintainer {
     /// Records a failure: the link is down and everything is resubscribed next.
     fn failed(&mut self, e: redis::RedisError) {
         self.shared
+            .arrivals
             .link
             .set(false, Some(format!("redis cluster: {e}")));
         self.dirty = true;

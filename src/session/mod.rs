@@ -164,8 +164,11 @@ impl Session {
         }
         let answer = reply::subscribed(&sub);
         subs.push(sub);
-        self.hub.set_subscriptions(&self.client, subs).await;
-        self.client.send_control(answer);
+        let reply = match self.hub.set_subscriptions(&self.client, subs).await {
+            Ok(()) => answer,
+            Err(full) => reply::error(ErrorCode::INVALID_SUBSCRIPTION, &full.to_string()),
+        };
+        self.client.send_control(reply);
     }
 
     /// Removes the listed event types (all subscriptions when `None`) and answers
@@ -180,7 +183,8 @@ impl Session {
                 all
             }
         };
-        self.hub.set_subscriptions(&self.client, subs).await;
+        // Removing adds no index key, so the index never refuses it.
+        let _ = self.hub.set_subscriptions(&self.client, subs).await;
         self.client.send_control(reply::unsubscribed(&removed));
     }
 }
@@ -196,8 +200,23 @@ impl Session {
             .filter_map(|s| grant.admit(s.clone()).ok())
             .filter(|s| check_breadth(s).is_ok())
             .collect();
-        if kept != subs {
-            self.hub.set_subscriptions(&self.client, kept).await;
+        if kept == subs {
+            return;
+        }
+        if self
+            .hub
+            .set_subscriptions(&self.client, kept)
+            .await
+            .is_err()
+        {
+            // Narrowing to the new grant would add keys to a full index: keep only what the
+            // grant admits unchanged (a subset of what was held, which always fits).
+            let unchanged: Vec<Subscription> = subs
+                .iter()
+                .filter(|s| grant.admit((*s).clone()).as_ref() == Ok(*s))
+                .cloned()
+                .collect();
+            let _ = self.hub.set_subscriptions(&self.client, unchanged).await;
         }
     }
 }
