@@ -63,6 +63,15 @@ impl Goodbye {
     }
 }
 
+/// The parts of a client few connections ever set.
+#[derive(Default)]
+struct Rare {
+    /// The authenticated subject.
+    subject: Option<String>,
+    /// What to say when ending the connection.
+    goodbye: Option<Goodbye>,
+}
+
 /// One connected client, shared by reference count.
 pub struct ClientHandle {
     /// Server-assigned id, returned in `auth_response`.
@@ -71,9 +80,7 @@ pub struct ClientHandle {
     pub(crate) shard: usize,
     /// The peer's address.
     pub(crate) remote: SocketAddr,
-    /// When the WebSocket was opened.
-    pub(crate) connected_at: SystemTime,
-    /// Monotonic twin of `connected_at`, for progress timestamps.
+    /// When the WebSocket was opened (monotonic; the wall-clock time is derived for listings).
     pub(crate) epoch: Instant,
     /// Event frames waiting for the writer (lossy, bounded).
     pub ring: EventRing,
@@ -88,14 +95,13 @@ pub struct ClientHandle {
     last_event_seq: AtomicU64,
     /// The client's subscriptions, as stored (mirrored into the index).
     pub(crate) subscriptions: Mutex<Vec<Subscription>>,
-    /// The authenticated subject, if any.
-    pub(crate) subject: Mutex<Option<String>>,
+    /// What few connections ever hold (the subject, the goodbye), boxed only once one is set,
+    /// so an idle connection carries one pointer for them.
+    rare: Mutex<Option<Box<Rare>>>,
     /// Whether the client has authenticated (always true-equivalent while auth is off).
     pub(crate) authenticated: AtomicBool,
     /// Set once the server has decided to end this connection (checked on every writer pass).
     leaving: AtomicBool,
-    /// What to say when ending it.
-    goodbye: Mutex<Option<Goodbye>>,
     /// Messages written to the client.
     pub(crate) sent: AtomicU64,
     /// Messages received from the client.
@@ -116,7 +122,6 @@ impl ClientHandle {
             id: Uuid::new_v4(),
             shard,
             remote,
-            connected_at: SystemTime::now(),
             epoch: Instant::now(),
             ring: EventRing::new(queue_size, drop_oldest),
             control: Mutex::new(VecDeque::new()),
@@ -124,10 +129,9 @@ impl ClientHandle {
             wake: Notify::new(),
             last_event_seq: AtomicU64::new(0),
             subscriptions: Mutex::new(Vec::new()),
-            subject: Mutex::new(None),
+            rare: Mutex::new(None),
             authenticated: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
-            goodbye: Mutex::new(None),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -177,7 +181,8 @@ impl ClientHandle {
     /// Asks the writer to flush what is queued, say goodbye and close. The first request wins.
     pub(crate) fn request_goodbye(&self, goodbye: Goodbye) {
         {
-            let mut g = self.goodbye.lock();
+            let mut rare = self.rare.lock();
+            let g = &mut rare.get_or_insert_with(Box::default).goodbye;
             if g.is_some() {
                 return;
             }
@@ -192,7 +197,17 @@ impl ClientHandle {
         if !self.leaving.load(Ordering::Acquire) {
             return None;
         }
-        *self.goodbye.lock()
+        self.rare.lock().as_ref().and_then(|r| r.goodbye)
+    }
+
+    /// The authenticated subject, if any.
+    pub(crate) fn subject(&self) -> Option<String> {
+        self.rare.lock().as_ref().and_then(|r| r.subject.clone())
+    }
+
+    /// Records the authenticated subject.
+    pub(crate) fn set_subject(&self, subject: String) {
+        self.rare.lock().get_or_insert_with(Box::default).subject = Some(subject);
     }
 
     /// Records write progress (or having nothing to write) now.
@@ -230,9 +245,12 @@ impl ClientHandle {
             client_id: self.id.to_string(),
             remote_addr: self.remote.to_string(),
             shard: self.shard,
-            connected_at: humantime::format_rfc3339_seconds(self.connected_at).to_string(),
+            connected_at: humantime::format_rfc3339_seconds(
+                SystemTime::now() - self.epoch.elapsed(),
+            )
+            .to_string(),
             authenticated: self.authenticated.load(Ordering::Relaxed),
-            subject: self.subject.lock().clone(),
+            subject: self.subject(),
             subscriptions: self.subscriptions.lock().clone(),
             queue_length: self.ring.len(),
             messages_sent: self.sent.load(Ordering::Relaxed),

@@ -181,5 +181,9 @@ async fn adopt(
         let hypers = leftover;
         Bytes::copy_from_slice(&hypers)
     };
-    connection::run(hub, shard, remote, socket, leftover, slot, route).await
+    // A task of its own: this one (with the upgrade's state and a copy of every argument)
+    // ends here, so an idle connection's task is the connection's future alone.
+    tokio::spawn(connection::run(
+        hub, shard, remote, socket, leftover, slot, route,
+    ));
 }

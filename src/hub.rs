@@ -50,6 +50,8 @@ pub struct Hub {
     pub(crate) shutting_down: AtomicBool,
     /// When the hub started.
     pub(crate) started: Instant,
+    /// The writers' durations, computed once from `websocket.*`.
+    pub(crate) timing: crate::ws::writer::Timing,
 }
 
 /// What the hub talks to at its edges, built from the configuration.
@@ -85,6 +87,7 @@ impl Hub {
         edges: Edges,
     ) -> Self {
         Self {
+            timing: crate::ws::writer::Timing::new(&config.websocket),
             config,
             metrics,
             index,

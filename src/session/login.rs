@@ -87,7 +87,7 @@ impl Login {
                 *self.grant.lock() = p.grant;
                 *self.phase.lock() = Phase::Authed(p.expires_at);
                 self.changed.notify_one();
-                *client.subject.lock() = Some(p.subject);
+                client.set_subject(p.subject);
                 client.authenticated.store(true, Relaxed);
                 client.send_control(reply::auth_response(&client.id.to_string()));
                 true

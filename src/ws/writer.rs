@@ -11,7 +11,8 @@ use super::frame::OutFrame;
 use super::socket::WriteHalf;
 use crate::backoff::spread;
 use crate::client::ClientHandle;
-use crate::heartbeat::{Beat, Heartbeat};
+use crate::config::WebSocketConfig;
+use crate::heartbeat::{Beat, Heartbeat, Periods};
 use crate::hub::Hub;
 use crate::protocol::reply;
 use fastwebsockets::OpCode;
@@ -36,78 +37,112 @@ pub(crate) enum WriterExit {
     Dead,
 }
 
+/// The writer's durations, the same for every client: computed once (kept in the hub) rather
+/// than carried in every idle connection's task.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// The heartbeat's periods.
+    pub(crate) heartbeat: Periods,
+    /// A socket that takes no bytes for this long is treated like a missed heartbeat.
+    pub(crate) stall_limit: Duration,
+    /// The write coalescing window (zero: off).
+    pub(crate) coalesce: Duration,
+}
+
+impl Timing {
+    /// The durations `websocket.*` asks for.
+    pub(crate) fn new(ws: &WebSocketConfig) -> Self {
+        let interval = Duration::from_secs_f64(ws.heartbeat_interval_seconds);
+        let timeout = Duration::from_secs_f64(ws.heartbeat_timeout_seconds);
+        Self {
+            heartbeat: Periods { interval, timeout },
+            stall_limit: interval + timeout,
+            coalesce: Duration::from_secs_f64(ws.write_coalesce_ms / 1000.0),
+        }
+    }
+}
+
 /// Runs the writer of one client until the connection ends.
-pub(crate) async fn run(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a dead copy of its arguments in every idle connection's task"
+)]
+pub(crate) fn run(
     mut half: WriteHalf,
     client: Arc<ClientHandle>,
     hub: Arc<Hub>,
-) -> WriterExit {
-    let ws = &hub.config.websocket;
-    let interval = Duration::from_secs_f64(ws.heartbeat_interval_seconds);
-    let timeout = Duration::from_secs_f64(ws.heartbeat_timeout_seconds);
-    let stall_limit = interval + timeout;
-    let mut heartbeat = Heartbeat::new(Instant::now(), interval, timeout);
-    // One timer for the connection's life, moved only when the heartbeat deadline moves: a
-    // timer armed and cancelled on every wake-up costs more than the write itself.
-    let mut timer_at = heartbeat.deadline();
-    let timer = tokio::time::sleep_until(timer_at.into());
-    tokio::pin!(timer);
-    let mut batch: Vec<Arc<OutFrame>> = Vec::new();
-    let mut now = Instant::now();
-    let coalesce = Duration::from_secs_f64(ws.write_coalesce_ms / 1000.0);
-    // When the last two writes ended (an idle client's first events leave at once).
-    let long_ago = now.checked_sub(coalesce * 2).unwrap_or(now);
-    let (mut prev_write, mut last_write) = (long_ago, long_ago);
-    loop {
-        let busy = last_write < prev_write + coalesce * 2;
-        if busy && coalesce_wait(&client, coalesce, last_write, now) {
-            timer_at = last_write + coalesce;
-            hold_back(&client, timer.as_mut(), timer_at).await;
+) -> impl std::future::Future<Output = WriterExit> {
+    // An async block rather than an async fn: its captures are its only copy of the
+    // arguments (an async fn keeps a dead copy of each next to the live one, 32 bytes here).
+    async move {
+        let periods = hub.timing.heartbeat;
+        let mut heartbeat = Heartbeat::new(Instant::now(), periods);
+        // One timer for the connection's life, moved only when the heartbeat deadline moves: a
+        // timer armed and cancelled on every wake-up costs more than the write itself.
+        let timer = tokio::time::sleep_until(heartbeat.deadline(periods).into());
+        tokio::pin!(timer);
+        let mut batch: Vec<Arc<OutFrame>> = Vec::new();
+        let mut now = Instant::now();
+        // When the last two writes ended (an idle client's first events leave at once).
+        let coalesce = hub.timing.coalesce;
+        let long_ago = now.checked_sub(coalesce * 2).unwrap_or(now);
+        let (mut prev_write, mut last_write) = (long_ago, long_ago);
+        loop {
+            let coalesce = hub.timing.coalesce;
+            let busy = last_write < prev_write + coalesce * 2;
+            if busy && coalesce_wait(&client, coalesce, last_write, now) {
+                timer.as_mut().reset((last_write + coalesce).into());
+                hold_back(&client, timer.as_mut()).await;
+                now = Instant::now();
+            }
+            let periods = hub.timing.heartbeat;
+            if now >= heartbeat.deadline(periods) {
+                match heartbeat.check(now, client.last_heard(), periods) {
+                    Beat::Dead => {
+                        hub.metrics.local().heartbeat_timeouts.fetch_add(1, Relaxed);
+                        // Boxed: only a dying connection needs the goodbye's timer.
+                        Box::pin(say_heartbeat_timeout(&mut half, &client, &hub)).await;
+                        return WriterExit::Dead;
+                    }
+                    Beat::Ping => batch.push(OutFrame::control(OpCode::Ping, b"hb")),
+                    Beat::Wait => {}
+                }
+            }
+            let closing = fill_batch(&client, &mut batch);
+            if batch.is_empty() {
+                // The timer's own deadline says where it stands (a coalescing wait may have moved it).
+                let due: tokio::time::Instant = heartbeat.deadline(periods).into();
+                if timer.deadline() != due {
+                    timer.as_mut().reset(due);
+                }
+                tokio::select! {
+                    biased;
+                    _ = client.wake.notified() => {}
+                    _ = &mut timer => {}
+                }
+                now = Instant::now();
+                continue;
+            }
+            let result = half
+                .write_batch(&batch, &client, hub.timing.stall_limit)
+                .await;
             now = Instant::now();
-        }
-        if now >= heartbeat.deadline() {
-            match heartbeat.check(now, client.last_heard()) {
-                Beat::Dead => {
+            (prev_write, last_write) = (last_write, now);
+            client.mark_progress(now);
+            account(&hub, &client, &batch, now);
+            batch.clear();
+            match result {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     hub.metrics.local().heartbeat_timeouts.fetch_add(1, Relaxed);
-                    // Boxed: only a dying connection needs the goodbye's timer.
-                    Box::pin(say_heartbeat_timeout(&mut half, &client, &hub)).await;
                     return WriterExit::Dead;
                 }
-                Beat::Ping => batch.push(OutFrame::control(OpCode::Ping, b"hb")),
-                Beat::Wait => {}
+                Err(_) => return WriterExit::SocketError,
             }
-        }
-        let closing = fill_batch(&client, &mut batch);
-        if batch.is_empty() {
-            if heartbeat.deadline() != timer_at {
-                timer_at = heartbeat.deadline();
-                timer.as_mut().reset(timer_at.into());
+            if closing {
+                half.shutdown().await;
+                return WriterExit::Closed;
             }
-            tokio::select! {
-                biased;
-                _ = client.wake.notified() => {}
-                _ = &mut timer => {}
-            }
-            now = Instant::now();
-            continue;
-        }
-        let result = half.write_batch(&batch, &client, stall_limit).await;
-        now = Instant::now();
-        (prev_write, last_write) = (last_write, now);
-        client.mark_progress(now);
-        account(&hub, &client, &batch, now);
-        batch.clear();
-        match result {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                hub.metrics.local().heartbeat_timeouts.fetch_add(1, Relaxed);
-                return WriterExit::Dead;
-            }
-            Err(_) => return WriterExit::SocketError,
-        }
-        if closing {
-            half.shutdown().await;
-            return WriterExit::Closed;
         }
     }
 }
@@ -145,11 +180,11 @@ fn coalesce_wait(
         && client.goodbye().is_none()
 }
 
-/// Waits until `until` while only events arrive; a reply or a goodbye ends the wait at once.
-/// Uses the connection's one timer (the caller re-arms it for the heartbeat afterwards), so an
-/// idle connection's task carries no second timer.
-async fn hold_back(client: &ClientHandle, mut timer: Pin<&mut Sleep>, until: Instant) {
-    timer.as_mut().reset(until.into());
+/// Waits until `timer` fires (the caller set it to the end of the window) while only events
+/// arrive; a reply or a goodbye ends the wait at once. Uses the connection's one timer (the
+/// caller re-arms it for the heartbeat afterwards), so an idle connection's task carries no
+/// second timer.
+async fn hold_back(client: &ClientHandle, mut timer: Pin<&mut Sleep>) {
     loop {
         tokio::select! {
             _ = &mut timer => return,
