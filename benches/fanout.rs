@@ -8,7 +8,9 @@ mod support;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::sync::Arc;
+use streamhub::config::HistoryConfig;
 use streamhub::event::parse_event;
+use streamhub::history::History;
 use streamhub::index::{IndexOp, SubscriptionIndex};
 use streamhub::metrics::Metrics;
 use streamhub::router::Router;
@@ -56,7 +58,13 @@ fn fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout");
     let n = 10_000;
     let index = Arc::new(SubscriptionIndex::start(1, usize::MAX).expect("index"));
-    let router = Router::new(index.clone(), Arc::new(Metrics::new(1)), 1, 16);
+    let router = Router::new(
+        index.clone(),
+        Arc::new(Metrics::new(1)),
+        Arc::new(History::new(&HistoryConfig::default())),
+        1,
+        16,
+    );
     let clients: Vec<_> = (0..n).map(|_| client(100)).collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

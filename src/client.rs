@@ -70,6 +70,8 @@ struct Rare {
     subject: Option<String>,
     /// What to say when ending the connection.
     goodbye: Option<Goodbye>,
+    /// Each resume or snapshot sent: the subscription and the last sequence number it covered.
+    covered: Vec<(Subscription, u64)>,
 }
 
 /// One connected client, shared by reference count.
@@ -100,6 +102,12 @@ pub struct ClientHandle {
     rare: Mutex<Option<Box<Rare>>>,
     /// Whether the client has authenticated (always true-equivalent while auth is off).
     pub(crate) authenticated: AtomicBool,
+    /// While set, the writer leaves the ring alone: a resume or snapshot is being sent ahead
+    /// of the live events gathering there.
+    holding: AtomicBool,
+    /// The highest sequence number a resume or snapshot covered (0: none): ring frames up to
+    /// it are checked against [`Rare::covered`] and skipped when already sent.
+    covered_upto: AtomicU64,
     /// Set once the server has decided to end this connection (checked on every writer pass).
     leaving: AtomicBool,
     /// Messages written to the client.
@@ -130,6 +138,8 @@ impl ClientHandle {
             last_event_seq: AtomicU64::new(0),
             subscriptions: Mutex::new(Vec::new()),
             rare: Mutex::new(None),
+            holding: AtomicBool::new(false),
+            covered_upto: AtomicU64::new(0),
             authenticated: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
             sent: AtomicU64::new(0),
@@ -161,6 +171,11 @@ impl ClientHandle {
     /// closes the connection when it has none.
     pub(crate) fn send_control_room(&self) -> bool {
         self.control_len.load(Ordering::Relaxed) < CONTROL_QUEUE_LIMIT
+    }
+
+    /// How many replies and control frames wait for the writer.
+    pub(crate) fn control_len(&self) -> usize {
+        self.control_len.load(Ordering::Relaxed)
     }
 
     /// Whether a reply or control frame waits for the writer.
@@ -208,6 +223,47 @@ impl ClientHandle {
     /// Records the authenticated subject.
     pub(crate) fn set_subject(&self, subject: String) {
         self.rare.lock().get_or_insert_with(Box::default).subject = Some(subject);
+    }
+
+    /// Holds live events back in the ring (true) while a resume or snapshot goes out ahead of
+    /// them, or lets them go (false).
+    pub(crate) fn hold_events(&self, hold: bool) {
+        self.holding.store(hold, Ordering::Release);
+        if !hold {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether live events are held back.
+    pub(crate) fn is_holding(&self) -> bool {
+        self.holding.load(Ordering::Acquire)
+    }
+
+    /// Records that events matching `sub` up to sequence number `upto` were sent by a resume
+    /// or snapshot, so their live copies are skipped. One entry per subscription (the latest).
+    pub(crate) fn cover(&self, sub: &Subscription, upto: u64) {
+        {
+            let mut rare = self.rare.lock();
+            let covered = &mut rare.get_or_insert_with(Box::default).covered;
+            covered.retain(|(s, _)| s != sub);
+            covered.push((sub.clone(), upto));
+        }
+        self.covered_upto.fetch_max(upto, Ordering::AcqRel);
+    }
+
+    /// Whether a live event frame was already sent by a resume or snapshot.
+    pub(crate) fn already_sent(&self, frame: &OutFrame) -> bool {
+        let Some(seq) = frame.event.as_ref().map(|m| m.seq) else {
+            return false;
+        };
+        if seq > self.covered_upto.load(Ordering::Acquire) {
+            return false;
+        }
+        self.rare.lock().as_ref().is_some_and(|r| {
+            r.covered
+                .iter()
+                .any(|(sub, upto)| seq <= *upto && crate::history::frame_matches(frame, sub))
+        })
     }
 
     /// Records write progress (or having nothing to write) now.

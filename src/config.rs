@@ -42,6 +42,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// Per-client queue settings.
     pub backpressure: BackpressureConfig,
+    /// Recent events kept for resuming clients, and the latest per key for snapshots.
+    pub history: HistoryConfig,
     /// Authentication settings.
     pub auth: AuthConfig,
     /// Horizontal scaling settings.
@@ -136,6 +138,34 @@ pub struct BackpressureConfig {
     /// 503 with `Retry-After` and an arrival from Redis is dropped and counted
     /// (`ws_events_shed_total`), instead of the queue growing without limit.
     pub max_pending_events: usize,
+}
+
+/// `realtime_streaming.history`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Recent events kept for `resume_from` (0: none; every resume answers
+    /// `recovered: false`).
+    pub max_events: usize,
+    /// Oldest recent event kept, seconds.
+    pub max_age_seconds: f64,
+    /// Most bytes of event messages kept, for the recent events and again for the latest per
+    /// key (whichever bound comes first evicts).
+    pub max_bytes: usize,
+    /// Keys (event type, cluster, namespace) whose latest event is kept for `snapshot` (0:
+    /// none).
+    pub snapshot_keys: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            max_events: 10_000,
+            max_age_seconds: 300.0,
+            max_bytes: 64 << 20,
+            snapshot_keys: 10_000,
+        }
+    }
 }
 
 /// `realtime_streaming.auth`.
@@ -246,6 +276,7 @@ impl Default for Config {
             shards: 0,
             websocket: WebSocketConfig::default(),
             backpressure: BackpressureConfig::default(),
+            history: HistoryConfig::default(),
             auth: AuthConfig::default(),
             scaling: ScalingConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -453,6 +484,12 @@ impl Config {
         }
         if self.rate_limit.burst == 0 {
             return bad("rate_limit.burst", "must be at least 1");
+        }
+        if !positive(self.history.max_age_seconds) {
+            return bad(
+                "history.max_age_seconds",
+                "must be a number > 0 (seconds, at most a year)",
+            );
         }
         self.tls.validate()?;
         self.websocket.validate()?;

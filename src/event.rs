@@ -113,7 +113,7 @@ pub struct ParsedEvent {
 }
 
 /// The start of every delivery message, before the event's own fields.
-const MESSAGE_PREFIX: &[u8] = br#"{"type":"event","#;
+pub(crate) const MESSAGE_PREFIX: &[u8] = br#"{"type":"event","#;
 
 impl ParsedEvent {
     /// The event as published to other instances: the delivery message without its

@@ -212,8 +212,10 @@ impl Hub {
     }
 
     /// Counts events dropped on arrival because the shards' inboxes were full, and says so in
-    /// the log at most once per [`SHED_LOG_INTERVAL_SECONDS`].
+    /// the log at most once per [`SHED_LOG_INTERVAL_SECONDS`]. The history now has a hole, so
+    /// its recent events are forgotten: a resume across it answers `recovered: false`.
     fn shed(&self, n: u64) {
+        self.router.history().forget_recent();
         let total = self.metrics.events_shed.fetch_add(n, Relaxed) + n;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -259,6 +261,10 @@ impl BrokerHandler for Hub {
         if shed > 0 {
             self.shed(shed);
         }
+    }
+
+    fn handle_gap(&self) {
+        self.router.history().forget_recent();
     }
 
     fn handle_rejected(&self, _error: &EventError) {

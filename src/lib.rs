@@ -15,6 +15,8 @@
 //!   Redis control channel (drain, disconnect a client).
 //! - [`router`]: writes the frame header once and hands one shared frame to each shard, whose
 //!   fan-out pushes it into each matching client's ring.
+//! - [`history`]: numbers each event and keeps the recent ones (for `resume_from`) and the
+//!   latest of each key (for `snapshot`), sharing the router's frames.
 //! - [`index`]: the copy-on-write inverted index of subscriptions the router reads lock-free.
 //! - [`backpressure`]: each client's bounded ring and its drop policy.
 //! - [`ws`]: the WebSocket layer; its writer drains a client's ring onto the socket with
@@ -54,6 +56,7 @@ pub mod event;
 pub mod fuzzing;
 pub(crate) mod heap;
 pub mod heartbeat;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod index;

@@ -48,8 +48,8 @@ pub enum Request {
         /// The bearer token.
         token: String,
     },
-    /// `{"type":"subscribe","subscription":{...}}`.
-    Subscribe(Subscription),
+    /// `{"type":"subscribe","subscription":{...}}`, with what to send before live events.
+    Subscribe(Subscription, Catchup),
     /// `{"type":"unsubscribe","event_types":[...]}`; `None` removes all.
     Unsubscribe(Option<Vec<EventType>>),
     /// `{"type":"ping","timestamp":...}`.
@@ -58,6 +58,19 @@ pub enum Request {
         timestamp: Option<Box<RawValue>>,
     },
 }
+
+/// What a `subscribe` asks for before live events (either field may sit beside
+/// `subscription` or inside it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catchup {
+    /// `resume_from`: every matching event after this id, then `replay_complete`.
+    pub resume_from: Option<String>,
+    /// `snapshot`: the latest event of each matching (type, cluster, namespace) first.
+    pub snapshot: bool,
+}
+
+/// Longest `resume_from` accepted (an event id).
+const MAX_EVENT_ID_LEN: usize = 256;
 
 /// A refused request: the error code and message sent back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +108,10 @@ struct Envelope<'a> {
     event_types: Option<&'a RawValue>,
     #[serde(borrow, default)]
     timestamp: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    resume_from: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    snapshot: Option<&'a RawValue>,
 }
 
 /// The body of `subscribe`.
@@ -106,6 +123,38 @@ struct SubscriptionIn<'a> {
     cluster_filter: Option<&'a RawValue>,
     #[serde(borrow, default)]
     namespace_filter: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    resume_from: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    snapshot: Option<&'a RawValue>,
+}
+
+/// Reads `resume_from` and `snapshot`, from beside the subscription or inside it.
+fn catchup(
+    resume: [Option<&RawValue>; 2],
+    snapshot: [Option<&RawValue>; 2],
+) -> Result<Catchup, Refusal> {
+    let present = |r: &Option<&RawValue>| r.is_some_and(|r| r.get() != "null");
+    let resume_from = match resume.into_iter().find(present).flatten() {
+        None => None,
+        Some(r) => match serde_json::from_str::<String>(r.get()) {
+            Ok(id) if !id.is_empty() && id.len() <= MAX_EVENT_ID_LEN => Some(id),
+            _ => {
+                return Err(invalid_subscription(format!(
+                    "resume_from must be an event id (a string of 1 to {MAX_EVENT_ID_LEN} bytes)"
+                )))
+            }
+        },
+    };
+    let snapshot = match snapshot.into_iter().find(present).flatten() {
+        None => false,
+        Some(r) => serde_json::from_str::<bool>(r.get())
+            .map_err(|_| invalid_subscription("snapshot must be true or false"))?,
+    };
+    Ok(Catchup {
+        resume_from,
+        snapshot,
+    })
 }
 
 /// A list of strings; `null` or absent is an empty list.
@@ -232,7 +281,8 @@ pub fn parse_request(text: &str) -> Result<Request, Refusal> {
                 namespace_filter,
             };
             check_breadth(&sub)?;
-            Ok(Request::Subscribe(sub))
+            let catchup = catchup([env.resume_from, s.resume_from], [env.snapshot, s.snapshot])?;
+            Ok(Request::Subscribe(sub, catchup))
         }
         "unsubscribe" => match env.event_types {
             None => Ok(Request::Unsubscribe(None)),
@@ -296,6 +346,20 @@ pub(crate) mod reply {
         })
     }
 
+    /// `replay_complete`, after the events a `resume_from` asked for.
+    pub fn replay_complete(recovered: bool, replayed: usize) -> Arc<OutFrame> {
+        json_frame(&serde_json::json!({
+            "type": "replay_complete",
+            "recovered": recovered,
+            "replayed": replayed,
+        }))
+    }
+
+    /// `snapshot_complete`, after the latest events a `snapshot` asked for.
+    pub fn snapshot_complete(events: usize) -> Arc<OutFrame> {
+        json_frame(&serde_json::json!({"type": "snapshot_complete", "events": events}))
+    }
+
     /// `error`.
     pub fn error(code: ErrorCode, message: &str) -> Arc<OutFrame> {
         json_frame(&serde_json::json!({"type": "error", "code": code, "message": message}))
@@ -326,14 +390,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parses_resume_and_snapshot_beside_or_inside_the_subscription() {
+        let catchup_of = |text: &str| match parse_request(text) {
+            Ok(Request::Subscribe(_, c)) => Ok(c),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.code),
+        };
+        let beside = r#"{"type":"subscribe","resume_from":"e1","snapshot":true,"subscription":{"event_types":["GPU_UPDATE"]}}"#;
+        let inside = r#"{"type":"subscribe","subscription":{"event_types":["GPU_UPDATE"],"resume_from":"e1","snapshot":true}}"#;
+        let want = Catchup {
+            resume_from: Some("e1".into()),
+            snapshot: true,
+        };
+        assert_eq!(catchup_of(beside), Ok(want.clone()));
+        assert_eq!(catchup_of(inside), Ok(want));
+        for bad in [
+            r#"{"type":"subscribe","resume_from":7,"subscription":{"event_types":["GPU_UPDATE"]}}"#,
+            r#"{"type":"subscribe","resume_from":"","subscription":{"event_types":["GPU_UPDATE"]}}"#,
+            r#"{"type":"subscribe","snapshot":"yes","subscription":{"event_types":["GPU_UPDATE"]}}"#,
+        ] {
+            assert_eq!(
+                catchup_of(bad),
+                Err(ErrorCode::INVALID_SUBSCRIPTION),
+                "{bad}"
+            );
+        }
+        let long = format!(
+            r#"{{"type":"subscribe","resume_from":"{}","subscription":{{"event_types":["GPU_UPDATE"]}}}}"#,
+            "x".repeat(257)
+        );
+        assert_eq!(catchup_of(&long), Err(ErrorCode::INVALID_SUBSCRIPTION));
+    }
+
+    #[test]
     fn parses_subscribe() {
         let r = parse_request(
             r#"{"type":"subscribe","subscription":{"event_types":["GPU_UPDATE","GPU_UPDATE"],"cluster_filter":["c"],"namespace_filter":null}}"#,
         )
         .unwrap();
-        let Request::Subscribe(s) = r else {
+        let Request::Subscribe(s, c) = r else {
             panic!("{r:?}")
         };
+        assert_eq!(c, Catchup::default());
         assert_eq!(
             s,
             Subscription {

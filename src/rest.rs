@@ -186,6 +186,7 @@ fn readyz(hub: &Hub) -> Response<Full<Bytes>> {
 /// `GET /api/v1/streaming/status`.
 fn status(hub: &Hub) -> Value {
     let m = &hub.metrics;
+    let history = hub.router.history().sizes();
     let broker = hub.broker.health();
     let routed: u64 = m.routed_by_type().iter().sum();
     json!({
@@ -209,6 +210,11 @@ fn status(hub: &Hub) -> Value {
         },
         "subscriptions": m.subscriptions.load(Relaxed),
         "index_updates": m.index_updates.load(Relaxed),
+        "history": {
+            "recent_events": history.0,
+            "snapshot_keys": history.1,
+            "max_events": hub.config.history.max_events,
+        },
         "index_keys": {
             "held": hub.index.keys(),
             "max": hub.config.websocket.max_index_keys,

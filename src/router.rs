@@ -11,28 +11,21 @@
 //! limit, and the caller says so (503 to a publisher, a counted drop for an arrival from Redis).
 
 use crate::backpressure::Push;
-use crate::event::{EventType, ParsedEvent};
+use crate::event::ParsedEvent;
+use crate::history::History;
 use crate::index::{Scope, SubscriptionIndex};
 use crate::metrics::Metrics;
 use crate::ws::frame::OutFrame;
 use crossbeam_queue::SegQueue;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// An event ready for fan-out, shared by every shard.
 #[derive(Debug)]
 pub struct Routed {
-    /// The encoded frame.
+    /// The encoded frame, with the event's type, cluster, namespace and sequence number.
     frame: Arc<OutFrame>,
-    /// Its type.
-    event_type: EventType,
-    /// Its cluster.
-    cluster_id: Option<String>,
-    /// Its namespace.
-    namespace: Option<String>,
-    /// Sequence number, for once-per-client delivery.
-    seq: u64,
     /// Which subscriptions this arrival serves.
     scope: Scope,
 }
@@ -54,8 +47,8 @@ pub struct Router {
     index: Arc<SubscriptionIndex>,
     /// Counters.
     metrics: Arc<Metrics>,
-    /// Event sequence numbers.
-    seq: AtomicU64,
+    /// Hands out sequence numbers and keeps the recent and latest events.
+    history: Arc<History>,
     /// One inbox per shard.
     inboxes: Box<[Inbox]>,
     /// Most events waiting in one inbox.
@@ -76,17 +69,19 @@ pub struct FanOut {
 }
 
 impl Router {
-    /// A router over `index`, for `shards` shards, each holding up to `max_pending` events.
+    /// A router over `index`, for `shards` shards, each holding up to `max_pending` events,
+    /// numbering events through `history` (which records those routed to every subscription).
     pub fn new(
         index: Arc<SubscriptionIndex>,
         metrics: Arc<Metrics>,
+        history: Arc<History>,
         shards: usize,
         max_pending: usize,
     ) -> Self {
         Self {
             index,
             metrics,
-            seq: AtomicU64::new(1),
+            history,
             inboxes: (0..shards.max(1)).map(|_| Inbox::default()).collect(),
             max_pending: max_pending.max(1),
         }
@@ -119,18 +114,14 @@ impl Router {
         if !self.has_room() {
             return Err(Full);
         }
-        let routed = Arc::new(Routed {
-            frame: Arc::new(OutFrame::from_headroom(
-                event.message,
-                fastwebsockets::OpCode::Text,
-            )),
-            event_type: event.event_type,
-            cluster_id: event.cluster_id,
-            namespace: event.namespace,
-            seq: self.seq.fetch_add(1, Relaxed),
-            scope,
-        });
-        self.metrics.local().events_routed[event.event_type.index()].fetch_add(1, Relaxed);
+        let ty = event.event_type;
+        // An arrival serving only half of the index (Redis Cluster) is not the whole stream:
+        // only arrivals for every subscription are recorded.
+        let frame = self
+            .history
+            .sequence(scope == Scope::Every, |seq| OutFrame::event(event, seq));
+        let routed = Arc::new(Routed { frame, scope });
+        self.metrics.local().events_routed[ty.index()].fetch_add(1, Relaxed);
         for inbox in self.inboxes.iter() {
             inbox.pending.fetch_add(1, Relaxed);
             inbox.queue.push(routed.clone());
@@ -145,19 +136,27 @@ impl Router {
         }
     }
 
+    /// The history events are numbered and recorded in.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
     /// Fans out every event waiting for `shard` to that shard's matching clients.
     pub fn drain(&self, shard: usize) -> FanOut {
         let mut out = FanOut::default();
         let inbox = &self.inboxes[shard.min(self.inboxes.len() - 1)];
         while let Some(ev) = inbox.queue.pop() {
             inbox.pending.fetch_sub(1, Relaxed);
+            let Some(meta) = &ev.frame.event else {
+                continue;
+            };
             let snapshot = self.index.load(shard);
             let (ty, cluster, ns) = (
-                ev.event_type,
-                ev.cluster_id.as_deref(),
-                ev.namespace.as_deref(),
+                meta.event_type,
+                meta.cluster_id.as_deref(),
+                meta.namespace.as_deref(),
             );
-            snapshot.for_each_in_scope(ev.scope, ty, cluster, ns, ev.seq, |client| {
+            snapshot.for_each_in_scope(ev.scope, ty, cluster, ns, meta.seq, |client| {
                 out.deliveries += 1;
                 match client.ring.push(ev.frame.clone()) {
                     // Only a frame into an empty ring wakes the writer: it empties the ring

@@ -10,6 +10,7 @@
 use crate::auth;
 use crate::broker;
 use crate::config::Config;
+use crate::history::History;
 use crate::http;
 use crate::hub::{Edges, Hub};
 use crate::index::SubscriptionIndex;
@@ -39,9 +40,11 @@ pub fn build_hub(config: Config) -> anyhow::Result<Arc<Hub>> {
         shards,
         config.websocket.max_index_keys,
     )?);
+    let history = Arc::new(History::new(&config.history));
     let router = Arc::new(Router::new(
         index.clone(),
         metrics.clone(),
+        history,
         shards,
         config.backpressure.max_pending_events,
     ));

@@ -63,6 +63,9 @@ pub trait BrokerHandler: Send + Sync {
             let _ = self.handle_event(event, scope);
         }
     }
+    /// The broker may have missed events (its subscription was lost and is back): whatever
+    /// was kept of the stream before is not known to be complete.
+    fn handle_gap(&self) {}
     /// A message on an events channel was not a valid event (the broker counts it as junk too).
     fn handle_rejected(&self, error: &EventError);
     /// A control message arrived.

@@ -181,6 +181,8 @@ async fn subscribe_and_route(
         pong = redis::cmd("PING").query_async(&mut conn).await;
     }
     pong?;
+    // Whatever was published while no subscription was live is lost to this instance.
+    handler.handle_gap();
     shared.link.set(true, None);
     tracing::info!(channel = %shared.channels.all(), "subscribed to redis");
     let mut messages = pubsub.on_message();

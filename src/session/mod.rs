@@ -3,6 +3,7 @@
 //! machine and its watchdog), and carries out `subscribe`, `unsubscribe` and `ping`, answering
 //! through the client's lossless control queue.
 
+mod catchup;
 mod login;
 mod rate;
 
@@ -11,7 +12,7 @@ pub(crate) use rate::Admit;
 use crate::client::ClientHandle;
 use crate::hub::Hub;
 use crate::protocol::{
-    check_breadth, check_total_breadth, parse_request, reply, ErrorCode, Request,
+    check_breadth, check_total_breadth, parse_request, reply, Catchup, ErrorCode, Request,
 };
 use crate::subscription::{all_types, remove_types, Subscription};
 use crate::ws::close::CloseCode;
@@ -104,8 +105,8 @@ impl Session {
                 client.send_control(reply::pong(timestamp.as_deref()));
                 true
             }
-            Ok(Request::Subscribe(sub)) => {
-                self.subscribe(sub).await;
+            Ok(Request::Subscribe(sub, catchup)) => {
+                self.subscribe(sub, catchup).await;
                 true
             }
             Ok(Request::Unsubscribe(types)) => {
@@ -130,8 +131,9 @@ impl Session {
     }
 
     /// Adds a subscription (within `max_subscriptions_per_client` and the token's grant,
-    /// narrowed to it) and answers `subscribed` once routing sees it.
-    async fn subscribe(&self, sub: Subscription) {
+    /// narrowed to it) and answers `subscribed` once routing sees it; then sends what
+    /// `catchup` asks for ahead of the live events.
+    async fn subscribe(&self, sub: Subscription, catchup: Catchup) {
         let sub = match self.login.grant().admit(sub) {
             Ok(s) => s,
             Err(why) => {
@@ -146,9 +148,14 @@ impl Session {
         }
         let max = self.hub.config.websocket.max_subscriptions_per_client;
         let mut subs = self.client.subscriptions.lock().clone();
+        let catching_up = catchup.resume_from.is_some() || catchup.snapshot;
         if subs.contains(&sub) {
             // Already held: answered, and the index is left alone.
             self.client.send_control(reply::subscribed(&sub));
+            if catching_up {
+                self.client.hold_events(true);
+                self.catch_up(&sub, &catchup).await;
+            }
             return;
         }
         if let Err(r) = check_total_breadth(&subs, &sub) {
@@ -162,13 +169,28 @@ impl Session {
             ));
             return;
         }
-        let answer = reply::subscribed(&sub);
-        subs.push(sub);
-        let reply = match self.hub.set_subscriptions(&self.client, subs).await {
-            Ok(()) => answer,
-            Err(full) => reply::error(ErrorCode::INVALID_SUBSCRIPTION, &full.to_string()),
-        };
-        self.client.send_control(reply);
+        subs.push(sub.clone());
+        // Live events wait in the ring from before the subscription is indexed until the
+        // catch-up has gone out (session/catchup.rs).
+        self.client.hold_events(catching_up);
+        match self.hub.set_subscriptions(&self.client, subs).await {
+            Ok(()) => {
+                self.client.send_control(reply::subscribed(&sub));
+                if catching_up {
+                    self.catch_up(&sub, &catchup).await;
+                }
+            }
+            Err(full) => {
+                self.client.hold_events(false);
+                let refused = reply::error(ErrorCode::INVALID_SUBSCRIPTION, &full.to_string());
+                self.client.send_control(refused);
+            }
+        }
+    }
+
+    /// Sends a resume or snapshot for `sub`, then lets the held live events go.
+    async fn catch_up(&self, sub: &Subscription, catchup: &Catchup) {
+        catchup::send(self.hub.router.history(), &self.client, sub, catchup).await
     }
 
     /// Removes the listed event types (all subscriptions when `None`) and answers

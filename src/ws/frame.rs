@@ -5,7 +5,7 @@
 //! in place into the headroom the message was built with, so the payload is never copied. The
 //! router shares one `Arc<OutFrame>` among every client that gets the event.
 
-use crate::event::FRAME_HEADROOM;
+use crate::event::{EventType, ParsedEvent, FRAME_HEADROOM, MESSAGE_PREFIX};
 use fastwebsockets::{CloseCode, Frame, OpCode, Payload};
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +19,24 @@ pub struct OutFrame {
     start: usize,
     /// When the router accepted the event (for `ws_message_latency_seconds`).
     pub routed_at: Instant,
+    /// What the frame carries, when it is an event: how the router, the history and a
+    /// resuming client's writer tell events apart.
+    pub event: Option<EventMeta>,
+}
+
+/// The routing facts of an event frame.
+#[derive(Debug)]
+pub struct EventMeta {
+    /// Sequence number, in routing order (once-per-client delivery, resume seams).
+    pub seq: u64,
+    /// The event's type.
+    pub event_type: EventType,
+    /// Its id.
+    pub event_id: String,
+    /// Its cluster.
+    pub cluster_id: Option<String>,
+    /// Its namespace.
+    pub namespace: Option<String>,
 }
 
 impl OutFrame {
@@ -57,7 +75,33 @@ impl OutFrame {
             buf,
             start,
             routed_at: Instant::now(),
+            event: None,
         }
+    }
+
+    /// The frame of a parsed event, numbered `seq`: its message, header written in place.
+    pub(crate) fn event(event: ParsedEvent, seq: u64) -> Arc<Self> {
+        let mut frame = Self::from_headroom(event.message, OpCode::Text);
+        frame.event = Some(EventMeta {
+            seq,
+            event_type: event.event_type,
+            event_id: event.event_id,
+            cluster_id: event.cluster_id,
+            namespace: event.namespace,
+        });
+        Arc::new(frame)
+    }
+
+    /// A copy of an event frame marked `"snapshot":true` (sent to one client on subscribe, so
+    /// built per client; never on the live path).
+    pub(crate) fn snapshot_copy(&self) -> Arc<Self> {
+        let message = self.buf.get(FRAME_HEADROOM..).unwrap_or_default();
+        let rest = message.strip_prefix(MESSAGE_PREFIX).unwrap_or(message);
+        let mut buf = message_buf(message.len() + 16);
+        buf.extend_from_slice(MESSAGE_PREFIX);
+        buf.extend_from_slice(br#""snapshot":true,"#);
+        buf.extend_from_slice(rest);
+        Self::text(buf)
     }
 
     /// A text frame of a JSON message built with [`message_buf`].

@@ -108,7 +108,7 @@ pub(crate) fn run(
                     Beat::Wait => {}
                 }
             }
-            let closing = fill_batch(&client, &mut batch);
+            let Filled { closing, from_ring } = fill_batch(&client, &mut batch);
             if batch.is_empty() {
                 // The timer's own deadline says where it stands (a coalescing wait may have moved it).
                 let due: tokio::time::Instant = heartbeat.deadline(periods).into();
@@ -129,7 +129,7 @@ pub(crate) fn run(
             now = Instant::now();
             (prev_write, last_write) = (last_write, now);
             client.mark_progress(now);
-            account(&hub, &client, &batch, now);
+            account(&hub, &client, &batch, from_ring, now);
             batch.clear();
             match result {
                 Ok(()) => {}
@@ -197,32 +197,57 @@ async fn hold_back(client: &ClientHandle, mut timer: Pin<&mut Sleep>) {
     }
 }
 
-/// Fills `batch` with what to write next; true when it ends with a close frame.
-fn fill_batch(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>) -> bool {
+/// What [`fill_batch`] gathered.
+struct Filled {
+    /// The batch ends with a close frame.
+    closing: bool,
+    /// Where the frames taken from the ring start (before it: replies, resumed events).
+    from_ring: usize,
+}
+
+/// Fills `batch` with what to write next: replies (and a resume's events) first, then live
+/// events from the ring unless they are held back.
+fn fill_batch(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>) -> Filled {
     while let Some(f) = client.pop_control() {
         let close = f.is_close();
         batch.push(f);
         if close {
-            return true;
+            return Filled {
+                closing: true,
+                from_ring: batch.len(),
+            };
         }
     }
+    let from_ring = batch.len();
     if let Some(bye) = client.goodbye() {
         // Flush everything still queued, then say goodbye.
         push_events(client, batch, usize::MAX);
         batch.push(reply::disconnect(bye.reason, bye.reconnect_after_ms));
         batch.push(OutFrame::close(bye.close_code, bye.reason));
-        return true;
+        return Filled {
+            closing: true,
+            from_ring,
+        };
     }
-    push_events(client, batch, MAX_BATCH);
-    false
+    if !client.is_holding() {
+        push_events(client, batch, MAX_BATCH);
+    }
+    Filled {
+        closing: false,
+        from_ring,
+    }
 }
 
 /// Moves up to `limit` event frames from the ring, behind a `QUEUE_FULL` notice if any were lost.
+/// Frames a resume or snapshot already sent are skipped.
 fn push_events(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>, limit: usize) {
     let mut taken = 0;
     let mut notice_at = None;
     while taken < limit {
         let Some(f) = client.ring.pop() else { break };
+        if client.already_sent(&f) {
+            continue;
+        }
         if taken == 0 {
             notice_at = Some(batch.len());
         }
@@ -237,13 +262,22 @@ fn push_events(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>, limit: usi
     }
 }
 
-/// Counts what a write sent, which was complete at `now`.
-fn account(hub: &Hub, client: &ClientHandle, batch: &[Arc<OutFrame>], now: Instant) {
+/// Counts what a write sent, which was complete at `now`. Latency is observed for replies and
+/// live events, not for the old events a resume sent again.
+fn account(
+    hub: &Hub,
+    client: &ClientHandle,
+    batch: &[Arc<OutFrame>],
+    from_ring: usize,
+    now: Instant,
+) {
     let local = hub.metrics.local();
     let mut texts = 0;
-    for f in batch.iter().filter(|f| f.is_text()) {
+    for (i, f) in batch.iter().enumerate().filter(|(_, f)| f.is_text()) {
         texts += 1;
-        local.observe_latency(now.saturating_duration_since(f.routed_at));
+        if i >= from_ring || f.event.is_none() {
+            local.observe_latency(now.saturating_duration_since(f.routed_at));
+        }
     }
     local.messages_sent.fetch_add(texts, Relaxed);
     client.sent.fetch_add(texts, Relaxed);

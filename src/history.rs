@@ -1,0 +1,356 @@
+//! History: the recent events, for a client that resumes after a reconnect, and the latest
+//! event of each (type, cluster, namespace), for a client that asks for the state on subscribe.
+//!
+//! The router records every event it routes to every subscription (embedded mode and classic
+//! Redis, where each instance receives every event, so each instance's copy is complete and a
+//! client may resume on any of them: event ids are fixed before publishing). Recording happens
+//! under one lock, together with the event's sequence number, so the history is in sequence
+//! order and a reader knows exactly which events it holds. Nothing is copied: an entry is the
+//! router's own shared frame.
+//!
+//! Bounded by count (`history.max_events`), age (`history.max_age_seconds`) and bytes
+//! (`history.max_bytes`), and for the latest events by keys (`history.snapshot_keys`) and the
+//! same bytes. When the broker may have missed events (its link
+//! to Redis went down) the recent events are forgotten, so a resume across the gap answers
+//! `recovered: false` instead of leaving a silent hole.
+
+use crate::config::HistoryConfig;
+use crate::subscription::Subscription;
+use crate::ws::frame::OutFrame;
+use parking_lot::Mutex;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A recorded frame, hashed and compared by its event id.
+struct ById(Arc<OutFrame>);
+
+/// A recorded frame, hashed and compared by its (type, cluster, namespace).
+struct ByKey(Arc<OutFrame>);
+
+impl ById {
+    /// The event id.
+    fn id(&self) -> &str {
+        self.0.event.as_ref().map_or("", |m| m.event_id.as_str())
+    }
+}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.id().hash(h)
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, o: &Self) -> bool {
+        self.id() == o.id()
+    }
+}
+
+impl Eq for ById {}
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+impl ByKey {
+    /// The key.
+    fn key(&self) -> (u8, Option<&str>, Option<&str>) {
+        match &self.0.event {
+            Some(m) => (
+                m.event_type as u8,
+                m.cluster_id.as_deref(),
+                m.namespace.as_deref(),
+            ),
+            None => (u8::MAX, None, None),
+        }
+    }
+}
+
+impl Hash for ByKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.key().hash(h)
+    }
+}
+
+impl PartialEq for ByKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.key() == o.key()
+    }
+}
+
+impl Eq for ByKey {}
+
+/// What the lock guards.
+#[derive(Default)]
+struct Inner {
+    /// The next sequence number to hand out.
+    next_seq: u64,
+    /// Recent events, oldest first, in sequence order.
+    recent: VecDeque<Arc<OutFrame>>,
+    /// The same events by id.
+    by_id: HashSet<ById>,
+    /// The latest event of each key.
+    latest: HashSet<ByKey>,
+    /// Bytes of the recent events' frames.
+    recent_bytes: usize,
+    /// Bytes of the latest events' frames.
+    latest_bytes: usize,
+}
+
+/// The hub's history of events.
+pub struct History {
+    /// Recent and latest events, and the sequence counter.
+    inner: Mutex<Inner>,
+    /// Most recent events kept (0: no history, no resume).
+    max_events: usize,
+    /// Oldest recent event kept.
+    max_age: Duration,
+    /// Most bytes of frames kept, for the recent events and again for the latest ones.
+    max_bytes: usize,
+    /// Most keys whose latest event is kept (0: no snapshots).
+    snapshot_keys: usize,
+}
+
+/// What a resume found.
+pub struct Replay {
+    /// Whether the event resumed from is known (false: nothing replayed; the client reloads).
+    pub recovered: bool,
+    /// The events after it that match the subscription, oldest first.
+    pub frames: Vec<Arc<OutFrame>>,
+    /// The last sequence number handed out when the history was read: live events up to it
+    /// are covered by this answer.
+    pub upto: u64,
+}
+
+impl History {
+    /// A history bounded as `config` says.
+    pub fn new(config: &HistoryConfig) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                next_seq: 1,
+                ..Inner::default()
+            }),
+            max_events: config.max_events,
+            max_age: Duration::from_secs_f64(config.max_age_seconds),
+            max_bytes: config.max_bytes,
+            snapshot_keys: config.snapshot_keys,
+        }
+    }
+
+    /// Hands out the next sequence number; with `record`, records the frame `make` builds with
+    /// it, in the same critical section (so the history is in sequence order).
+    pub fn sequence(&self, record: bool, make: impl FnOnce(u64) -> Arc<OutFrame>) -> Arc<OutFrame> {
+        let mut inner = self.inner.lock();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        let frame = make(seq);
+        if record && frame.event.is_some() {
+            self.record(&mut inner, &frame);
+        }
+        frame
+    }
+
+    /// Adds one frame, evicting what falls out of the bounds.
+    fn record(&self, inner: &mut Inner, frame: &Arc<OutFrame>) {
+        let size = frame.bytes().len();
+        if self.snapshot_keys > 0 {
+            let entry = ByKey(frame.clone());
+            let old = inner.latest.get(&entry).map(|e| e.0.bytes().len());
+            // A key already held always takes its newer event; a new key only within bounds.
+            let fits = inner.latest.len() < self.snapshot_keys
+                && inner.latest_bytes + size <= self.max_bytes;
+            if old.is_some() || fits {
+                inner.latest_bytes = inner.latest_bytes - old.unwrap_or(0) + size;
+                inner.latest.replace(entry);
+            }
+        }
+        if self.max_events == 0 || size > self.max_bytes {
+            return;
+        }
+        inner.recent.push_back(frame.clone());
+        inner.recent_bytes += size;
+        inner.by_id.replace(ById(frame.clone()));
+        while inner.recent.len() > self.max_events || inner.recent_bytes > self.max_bytes {
+            Self::evict_oldest(inner);
+        }
+        self.evict_aged(inner, frame.routed_at);
+    }
+
+    /// Drops recent events older than the age bound at `now`.
+    fn evict_aged(&self, inner: &mut Inner, now: Instant) {
+        while inner
+            .recent
+            .front()
+            .is_some_and(|f| now.saturating_duration_since(f.routed_at) > self.max_age)
+        {
+            Self::evict_oldest(inner);
+        }
+    }
+
+    /// Drops the oldest recent event.
+    fn evict_oldest(inner: &mut Inner) {
+        if let Some(old) = inner.recent.pop_front() {
+            inner.recent_bytes -= old.bytes().len();
+            // Only if the id still names this frame (a later event may reuse an id).
+            let same = inner
+                .by_id
+                .get(ById(old.clone()).id())
+                .is_some_and(|f| Arc::ptr_eq(&f.0, &old));
+            if same {
+                inner.by_id.remove(ById(old).id());
+            }
+        }
+    }
+
+    /// The events after `event_id` that match `sub`, if `event_id` is still known.
+    pub fn replay(&self, event_id: &str, sub: &Subscription) -> Replay {
+        let mut inner = self.inner.lock();
+        self.evict_aged(&mut inner, Instant::now());
+        let upto = inner.next_seq - 1;
+        let from = inner.by_id.get(event_id).and_then(|f| seq_of(&f.0));
+        let Some(from) = from else {
+            return Replay {
+                recovered: false,
+                frames: Vec::new(),
+                upto,
+            };
+        };
+        let start = inner.recent.partition_point(|f| seq_of(f) <= Some(from));
+        let frames = inner
+            .recent
+            .range(start..)
+            .filter(|f| frame_matches(f, sub))
+            .cloned()
+            .collect();
+        Replay {
+            recovered: true,
+            frames,
+            upto,
+        }
+    }
+
+    /// The latest event of every key that matches `sub`, oldest first, and the last sequence
+    /// number handed out when they were read.
+    pub fn snapshot(&self, sub: &Subscription) -> (Vec<Arc<OutFrame>>, u64) {
+        let inner = self.inner.lock();
+        let mut frames: Vec<Arc<OutFrame>> = inner
+            .latest
+            .iter()
+            .filter(|e| frame_matches(&e.0, sub))
+            .map(|e| e.0.clone())
+            .collect();
+        frames.sort_by_key(|f| seq_of(f));
+        (frames, inner.next_seq - 1)
+    }
+
+    /// Forgets the recent events (the broker may have missed some): a resume from any of them
+    /// answers `recovered: false`. The latest events stay (they are still the last known state).
+    pub fn forget_recent(&self) {
+        let mut inner = self.inner.lock();
+        inner.recent.clear();
+        inner.by_id.clear();
+        inner.recent_bytes = 0;
+    }
+
+    /// How many recent events and latest-event keys are held.
+    pub fn sizes(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        (inner.recent.len(), inner.latest.len())
+    }
+}
+
+/// A frame's sequence number, if it is an event.
+fn seq_of(f: &OutFrame) -> Option<u64> {
+    f.event.as_ref().map(|m| m.seq)
+}
+
+/// Whether an event frame matches a subscription.
+pub(crate) fn frame_matches(f: &OutFrame, sub: &Subscription) -> bool {
+    f.event.as_ref().is_some_and(|m| {
+        sub.matches(
+            m.event_type,
+            m.cluster_id.as_deref(),
+            m.namespace.as_deref(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{parse_event, EventType};
+    use crate::subscription::sub;
+
+    /// Routes (numbers and records) one GPU_UPDATE of `cluster` with id `id`.
+    fn route(h: &History, id: &str, cluster: &str) -> Arc<OutFrame> {
+        let json =
+            format!(r#"{{"event_type":"GPU_UPDATE","event_id":"{id}","cluster_id":"{cluster}"}}"#);
+        let event = parse_event(json.as_bytes()).expect("valid event");
+        h.sequence(true, |seq| OutFrame::event(event, seq))
+    }
+
+    fn ids(frames: &[Arc<OutFrame>]) -> Vec<&str> {
+        frames
+            .iter()
+            .map(|f| f.event.as_ref().map_or("", |m| m.event_id.as_str()))
+            .collect()
+    }
+
+    fn config(max_events: usize, max_bytes: usize, snapshot_keys: usize) -> HistoryConfig {
+        HistoryConfig {
+            max_events,
+            max_age_seconds: 300.0,
+            max_bytes,
+            snapshot_keys,
+        }
+    }
+
+    #[test]
+    fn replays_after_an_id_within_the_bounds_and_forgets_on_a_gap() {
+        let h = History::new(&config(3, 1 << 20, 10));
+        let all = sub(&[EventType::GPU_UPDATE], &[], &[]);
+        for (id, c) in [("a", "c1"), ("b", "c2"), ("c", "c1"), ("d", "c1")] {
+            route(&h, id, c);
+        }
+        // Three kept: "a" fell out.
+        assert!(!h.replay("a", &all).recovered);
+        let r = h.replay("b", &all);
+        assert!(r.recovered);
+        assert_eq!(ids(&r.frames), ["c", "d"]);
+        assert_eq!(r.upto, 4);
+        let only_c2 = sub(&[EventType::GPU_UPDATE], &["c2"], &[]);
+        assert_eq!(h.replay("b", &only_c2).frames.len(), 0);
+        // The latest of each key, oldest first.
+        let (latest, upto) = h.snapshot(&all);
+        assert_eq!(ids(&latest), ["b", "d"]);
+        assert_eq!(upto, 4);
+        h.forget_recent();
+        assert!(!h.replay("c", &all).recovered);
+        assert_eq!(h.sizes(), (0, 2), "the latest events stay");
+    }
+
+    #[test]
+    fn bytes_bound_recent_and_latest_events() {
+        let size = route(&History::new(&config(0, 0, 0)), "x0", "c0")
+            .bytes()
+            .len();
+        // Room for two frames' bytes.
+        let h = History::new(&config(100, 2 * size, 100));
+        let all = sub(&[EventType::GPU_UPDATE], &[], &[]);
+        for i in 0..5 {
+            route(&h, &format!("x{i}"), &format!("c{i}"));
+        }
+        let r = h.replay("x3", &all);
+        assert!(r.recovered);
+        assert_eq!(ids(&r.frames), ["x4"]);
+        assert!(!h.replay("x2", &all).recovered);
+        // Two keys fit; a held key still takes its newer event.
+        assert_eq!(h.sizes(), (2, 2));
+        route(&h, "y", "c0");
+        assert_eq!(ids(&h.snapshot(&all).0), ["x1", "y"]);
+    }
+}
