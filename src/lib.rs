@@ -26,6 +26,7 @@
 //!
 //! - [`server`]: start-up, the acceptor, the per-core shard runtimes, graceful shutdown.
 //! - [`http`]: the service port: `/ws` upgrades (origin, capacity) or REST.
+//! - `console`: the live console page at `/` and the JavaScript client it runs on.
 //! - [`ws`] also reads: frames with no buffer held while idle, messages reassembled under the
 //!   size cap, close codes by name, the close handshake.
 //! - `session`: what a client's requests mean: authentication state and its watchdog, then
@@ -50,6 +51,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub(crate) mod console;
 pub mod control;
 pub mod event;
 #[doc(hidden)]

@@ -25,6 +25,7 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
             return json_response(StatusCode::OK, &json!({"status": "ok"}))
         }
         (&Method::GET, "/readyz") => return readyz(&hub),
+        (&Method::GET, p @ ("/" | "/client.js")) => return crate::console::serve(p),
         (&Method::GET, "/metrics") => return metrics(&hub),
         (&Method::POST, "/api/v1/streaming/broadcast") => Some(ROLE_INTERNAL),
         (&Method::GET, "/api/v1/streaming/openapi.json") => None,

@@ -472,3 +472,24 @@ pub async fn broadcast_as(hub: &HubProcess, token: &str, body: String) {
         .expect("post");
     assert_eq!(r.status(), 202, "broadcast");
 }
+
+/// Runs Node's test runner on `target` in `dir` (relative to the repository) against this
+/// build's hub (`STREAMHUB_BIN`), with `envs` added; asserts it passed, and that `passed` tests
+/// ran (a runner that found none would pass too). Returns its report.
+pub fn node_tests(dir: &str, target: &str, envs: &[(&str, &str)], passed: usize) -> String {
+    let out = Command::new("node")
+        .args(["--experimental-websocket", "--test", target])
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+        .env("STREAMHUB_BIN", env!("CARGO_BIN_EXE_streamhub"))
+        .envs(envs.iter().copied())
+        .output()
+        .expect("node (>= 20.10) is installed (see .ci/run)");
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "node --test {target} in {dir} failed:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains(&format!("# pass {passed}\n")), "{report}");
+    report
+}
