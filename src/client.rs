@@ -6,6 +6,7 @@
 //! client. The struct is kept small, since an idle connection is mostly this.
 
 use crate::backpressure::EventRing;
+use crate::codec::Codec;
 use crate::subscription::Subscription;
 use crate::ws::close::CloseCode;
 use crate::ws::frame::OutFrame;
@@ -102,6 +103,8 @@ pub struct ClientHandle {
     rare: Mutex<Option<Box<Rare>>>,
     /// Whether the client has authenticated (always true-equivalent while auth is off).
     pub(crate) authenticated: AtomicBool,
+    /// The connection's wire format: what its frames are encoded as.
+    pub(crate) codec: Codec,
     /// While set, the writer leaves the ring alone: a resume or snapshot is being sent ahead
     /// of the live events gathering there.
     holding: AtomicBool,
@@ -138,6 +141,7 @@ impl ClientHandle {
             last_event_seq: AtomicU64::new(0),
             subscriptions: Mutex::new(Vec::new()),
             rare: Mutex::new(None),
+            codec: Codec::Json,
             holding: AtomicBool::new(false),
             covered_upto: AtomicU64::new(0),
             authenticated: AtomicBool::new(false),
@@ -151,6 +155,21 @@ impl ClientHandle {
     }
 
     /// Marks event `seq` as delivered to this client; false if it already was.
+    /// This client speaking `codec`.
+    pub(crate) fn with_codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// `frame` as this client's wire format wants it (an event's MessagePack twin is shared).
+    #[inline]
+    pub(crate) fn encoded(&self, frame: &Arc<OutFrame>) -> Arc<OutFrame> {
+        match self.codec {
+            Codec::Json => frame.clone(),
+            Codec::MsgPack => frame.msgpack(),
+        }
+    }
+
     pub(crate) fn first_delivery(&self, seq: u64) -> bool {
         self.last_event_seq.swap(seq, Ordering::Relaxed) != seq
     }
@@ -162,7 +181,7 @@ impl ClientHandle {
             self.control_len.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
-        self.control.lock().push_back(frame);
+        self.control.lock().push_back(self.encoded(&frame));
         self.wake.notify_one();
         true
     }

@@ -5,6 +5,7 @@
 //! WebSocket subprotocol and negotiates no extension, so it never echoes
 //! `Sec-WebSocket-Protocol` or `Sec-WebSocket-Extensions`.
 
+use crate::codec::Codec;
 use crate::hub::{ConnectionSlot, Hub};
 use crate::rest::{self, json_response};
 use crate::ws::connection::{self, Route};
@@ -71,7 +72,18 @@ async fn route(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path == "/ws" {
-        upgrade(hub, shard, remote, req, Route::Hub)
+        let (codec, chosen) = match Codec::negotiate(req.headers()) {
+            Ok(c) => c,
+            Err(why) => return json_response(StatusCode::BAD_REQUEST, &rest::error_body(&why)),
+        };
+        let mut response = upgrade(hub, shard, remote, req, Route::Hub(codec));
+        if let (Some(chosen), true) = (chosen, response.status() == StatusCode::SWITCHING_PROTOCOLS)
+        {
+            response
+                .headers_mut()
+                .insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, chosen);
+        }
+        response
     } else if hub.config.websocket.echo_path.as_deref() == Some(path) {
         upgrade(hub, shard, remote, req, Route::Echo)
     } else {

@@ -31,7 +31,8 @@
 //!   size cap, close codes by name, the close handshake.
 //! - `session`: what a client's requests mean: authentication state and its watchdog, then
 //!   subscribe, unsubscribe and ping.
-//! - [`protocol`]: client requests and server replies, error codes.
+//! - [`protocol`]: client requests and server replies, error codes; [`codec`]: the wire format
+//!   a connection chose (JSON, or MessagePack, transcoded once per event).
 //! - [`subscription`]: what a subscription is and the matching rule; `subscription_tally`: the
 //!   counts behind `GET /subscriptions`, kept as subscriptions change.
 //! - [`client`]: the per-client state shared by router, reader, writer and REST.
@@ -50,6 +51,7 @@ pub(crate) mod broadcast;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod codec;
 pub mod config;
 pub(crate) mod console;
 pub mod control;

@@ -211,6 +211,7 @@ fn status(hub: &Hub) -> Value {
         },
         "subscriptions": m.subscriptions.load(Relaxed),
         "index_updates": m.index_updates.load(Relaxed),
+        "msgpack": {"events_encoded": crate::codec::events_encoded()},
         "history": {
             "recent_events": history.0,
             "snapshot_keys": history.1,

@@ -158,7 +158,7 @@ impl Router {
             );
             snapshot.for_each_in_scope(ev.scope, ty, cluster, ns, meta.seq, |client| {
                 out.deliveries += 1;
-                match client.ring.push(ev.frame.clone()) {
+                match client.ring.push(client.encoded(&ev.frame)) {
                     // Only a frame into an empty ring wakes the writer: it empties the ring
                     // before it sleeps, and a writer holding back to coalesce is not woken
                     // for each frame that joins its next write.

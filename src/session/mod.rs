@@ -10,6 +10,7 @@ mod rate;
 pub(crate) use rate::Admit;
 
 use crate::client::ClientHandle;
+use crate::codec::Codec;
 use crate::hub::Hub;
 use crate::protocol::{
     check_breadth, check_total_breadth, parse_request, reply, Catchup, ErrorCode, Request,
@@ -116,18 +117,29 @@ impl Session {
         }
     }
 
-    /// Handles a binary message: refused before authentication (close 1008), else
-    /// `INVALID_MESSAGE` (the protocol is JSON text); false when the connection must close.
-    pub(crate) fn handle_binary(&self) -> bool {
+    /// Handles a message in the other frame type than the connection's wire format (binary on
+    /// JSON, text on MessagePack): refused before authentication (close 1008), else
+    /// `INVALID_MESSAGE`; false when the connection must close.
+    pub(crate) fn handle_wrong_frame(&self, codec: Codec) -> bool {
         if self.login.is_pending() {
             refuse_and_close(&self.client, ErrorCode::AUTH_FAILED, "authenticate first");
             return false;
         }
+        let why = match codec {
+            Codec::Json => "binary messages are not supported; send JSON text",
+            Codec::MsgPack => "this connection speaks aiops.v1.msgpack: send binary frames",
+        };
+        self.client
+            .send_control(reply::error(ErrorCode::INVALID_MESSAGE, why));
+        true
+    }
+
+    /// Answers a MessagePack message that does not decode to a JSON-like map.
+    pub(crate) fn refuse_undecodable(&self, why: &str) {
         self.client.send_control(reply::error(
             ErrorCode::INVALID_MESSAGE,
-            "binary messages are not supported; send JSON text",
+            &format!("not a MessagePack message: {why}"),
         ));
-        true
     }
 
     /// Adds a subscription (within `max_subscriptions_per_client` and the token's grant,

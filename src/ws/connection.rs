@@ -8,6 +8,7 @@ use super::socket::Socket;
 use super::writer::{self, WriterExit};
 use crate::backoff::spread;
 use crate::client::{ClientHandle, Goodbye};
+use crate::codec::Codec;
 use crate::hub::{ConnectionSlot, Hub};
 use crate::session::Session;
 use bytes::Bytes;
@@ -19,8 +20,8 @@ use tokio::io::AsyncReadExt;
 /// What a connection is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
-    /// The hub's protocol (`/ws`).
-    Hub,
+    /// The hub's protocol (`/ws`), in the wire format the upgrade chose.
+    Hub(Codec),
     /// Every message back as sent (`websocket.echo_path`, conformance tests).
     Echo,
 }
@@ -49,12 +50,19 @@ pub(crate) fn run(
     route: Route,
 ) -> impl std::future::Future<Output = ()> {
     let cfg = &hub.config;
-    let client = Arc::new(ClientHandle::new(
-        shard,
-        remote,
-        cfg.backpressure.max_queue_size,
-        cfg.backpressure.drop_oldest,
-    ));
+    let codec = match route {
+        Route::Hub(codec) => codec,
+        Route::Echo => Codec::Json,
+    };
+    let client = Arc::new(
+        ClientHandle::new(
+            shard,
+            remote,
+            cfg.backpressure.max_queue_size,
+            cfg.backpressure.drop_oldest,
+        )
+        .with_codec(codec),
+    );
     client.mark_heard(Instant::now());
     let session = Session::new(hub.clone(), client.clone(), route == Route::Echo);
     hub.register(client.clone());
@@ -64,7 +72,7 @@ pub(crate) fn run(
     }
     // With authentication off the watchdog never fires: it is not built at all, and with it on
     // it lives in a box of its own, so an idle task carries only a pointer for it.
-    let guarded = cfg.auth.enabled && route == Route::Hub;
+    let guarded = cfg.auth.enabled && route != Route::Echo;
     let (read_half, write_half) = socket.split();
     // The writer is a task of its own, so waking it for an event never polls the reader.
     let writer = tokio::spawn(writer::run(write_half, client.clone(), hub.clone()));
@@ -133,7 +141,7 @@ mod tests {
             Socket::Plain(stream),
             Bytes::new(),
             slot,
-            Route::Hub,
+            Route::Hub(Codec::Json),
         );
         let (conn, writer, handle) = (
             std::mem::size_of_val(&connection_task),

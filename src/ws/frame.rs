@@ -7,7 +7,7 @@
 
 use crate::event::{EventType, ParsedEvent, FRAME_HEADROOM, MESSAGE_PREFIX};
 use fastwebsockets::{CloseCode, Frame, OpCode, Payload};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// One encoded frame, shared by reference count.
@@ -22,10 +22,13 @@ pub struct OutFrame {
     /// What the frame carries, when it is an event: how the router, the history and a
     /// resuming client's writer tell events apart.
     pub event: Option<EventMeta>,
+    /// The same message as a MessagePack binary frame, encoded by the first MessagePack client
+    /// that needs it and shared by all of them.
+    msgpack: OnceLock<Arc<OutFrame>>,
 }
 
 /// The routing facts of an event frame.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct EventMeta {
     /// Sequence number, in routing order (once-per-client delivery, resume seams).
     pub seq: u64,
@@ -45,9 +48,14 @@ impl OutFrame {
         &self.buf[self.start..]
     }
 
-    /// Whether this is a text frame (a protocol message or an event).
+    /// Whether this is a text frame (a protocol message or an event, in JSON).
     pub(crate) fn is_text(&self) -> bool {
         self.buf[self.start] & 0x0F == OpCode::Text as u8
+    }
+
+    /// Whether this is a message (JSON text or MessagePack binary), not a control frame.
+    pub(crate) fn is_message(&self) -> bool {
+        self.is_text() || self.buf[self.start] & 0x0F == OpCode::Binary as u8
     }
 
     /// Whether this is a close frame (the writer stops after it).
@@ -76,7 +84,37 @@ impl OutFrame {
             start,
             routed_at: Instant::now(),
             event: None,
+            msgpack: OnceLock::new(),
         }
+    }
+
+    /// This message for a MessagePack connection: a text frame's JSON as a binary frame of
+    /// MessagePack, encoded once and shared (control frames are the same on both).
+    pub(crate) fn msgpack(self: &Arc<Self>) -> Arc<Self> {
+        if !self.is_text() {
+            return self.clone();
+        }
+        self.msgpack.get_or_init(|| self.transcoded()).clone()
+    }
+
+    /// The MessagePack twin of this text frame.
+    fn transcoded(&self) -> Arc<Self> {
+        let json = self.buf.get(FRAME_HEADROOM..).unwrap_or_default();
+        let mut buf = message_buf(json.len());
+        if let Err(e) = crate::codec::json_to_msgpack(json, &mut buf) {
+            // Our own messages are valid JSON; say so rather than send half a map.
+            tracing::error!(error = %e, "cannot encode a message as MessagePack");
+            buf.truncate(FRAME_HEADROOM);
+            let fallback = br#"{"type":"error","code":"INTERNAL_ERROR","message":"encode"}"#;
+            let _ = crate::codec::json_to_msgpack(fallback, &mut buf);
+        }
+        if self.event.is_some() {
+            crate::codec::count_event_encoded();
+        }
+        let mut frame = Self::from_headroom(buf, OpCode::Binary);
+        frame.routed_at = self.routed_at;
+        frame.event = self.event.clone();
+        Arc::new(frame)
     }
 
     /// The frame of a parsed event, numbered `seq`: its message, header written in place.

@@ -9,6 +9,7 @@ use super::frame::{message_buf, OutFrame};
 use super::frame_reader::{read_frame, FrameError};
 use super::message::{Assembler, Message};
 use crate::client::ClientHandle;
+use crate::codec::Codec;
 use crate::session::{Admit, Session};
 use fastwebsockets::OpCode;
 use std::sync::atomic::Ordering::Relaxed;
@@ -89,13 +90,21 @@ async fn handle(s: &Session, message: Message) -> Option<ReaderExit> {
         Admit::Drop | Admit::DropAndWarn => return None,
         Admit::Close => return Some(ReaderExit::CloseQueued),
     }
-    if !message.text {
-        return (!s.handle_binary()).then_some(ReaderExit::CloseQueued);
-    }
-    let Ok(text) = std::str::from_utf8(&message.data) else {
-        return Some(close_with(client, CloseCode::Invalid, "invalid UTF-8"));
+    let text = match (client.codec, message.text) {
+        (Codec::Json, true) => match std::str::from_utf8(&message.data) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => return Some(close_with(client, CloseCode::Invalid, "invalid UTF-8")),
+        },
+        (Codec::MsgPack, false) => match crate::codec::msgpack_to_json(&message.data) {
+            Ok(text) => std::borrow::Cow::Owned(text),
+            Err(why) => {
+                s.refuse_undecodable(&why);
+                return None;
+            }
+        },
+        (codec, _) => return (!s.handle_wrong_frame(codec)).then_some(ReaderExit::CloseQueued),
     };
-    if !s.handle_message(text).await {
+    if !s.handle_message(&text).await {
         return Some(ReaderExit::CloseQueued);
     }
     if !client.send_control_room() {

@@ -273,7 +273,7 @@ fn account(
 ) {
     let local = hub.metrics.local();
     let mut texts = 0;
-    for (i, f) in batch.iter().enumerate().filter(|(_, f)| f.is_text()) {
+    for (i, f) in batch.iter().enumerate().filter(|(_, f)| f.is_message()) {
         texts += 1;
         if i >= from_ring || f.event.is_none() {
             local.observe_latency(now.saturating_duration_since(f.routed_at));
