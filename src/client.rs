@@ -6,7 +6,7 @@
 //! client. The struct is kept small, since an idle connection is mostly this.
 
 use crate::backpressure::EventRing;
-use crate::codec::Codec;
+use crate::codec::{Codec, Deflate, Wire};
 use crate::subscription::Subscription;
 use crate::ws::close::CloseCode;
 use crate::ws::frame::OutFrame;
@@ -103,8 +103,8 @@ pub struct ClientHandle {
     rare: Mutex<Option<Box<Rare>>>,
     /// Whether the client has authenticated (always true-equivalent while auth is off).
     pub(crate) authenticated: AtomicBool,
-    /// The connection's wire format: what its frames are encoded as.
-    pub(crate) codec: Codec,
+    /// The connection's wire format: what its frames are encoded as, and compression.
+    pub(crate) wire: Wire,
     /// While set, the writer leaves the ring alone: a resume or snapshot is being sent ahead
     /// of the live events gathering there.
     holding: AtomicBool,
@@ -141,7 +141,10 @@ impl ClientHandle {
             last_event_seq: AtomicU64::new(0),
             subscriptions: Mutex::new(Vec::new()),
             rare: Mutex::new(None),
-            codec: Codec::Json,
+            wire: Wire {
+                codec: Codec::Json,
+                deflate: Deflate::Off,
+            },
             holding: AtomicBool::new(false),
             covered_upto: AtomicU64::new(0),
             authenticated: AtomicBool::new(false),
@@ -155,18 +158,23 @@ impl ClientHandle {
     }
 
     /// Marks event `seq` as delivered to this client; false if it already was.
-    /// This client speaking `codec`.
-    pub(crate) fn with_codec(mut self, codec: Codec) -> Self {
-        self.codec = codec;
+    /// This client speaking `wire`.
+    pub(crate) fn with_wire(mut self, wire: Wire) -> Self {
+        self.wire = wire;
         self
     }
 
-    /// `frame` as this client's wire format wants it (an event's MessagePack twin is shared).
+    /// `frame` as this client's wire format wants it: an event's MessagePack and compressed
+    /// twins are built once and shared.
     #[inline]
     pub(crate) fn encoded(&self, frame: &Arc<OutFrame>) -> Arc<OutFrame> {
-        match self.codec {
+        let framed = match self.wire.codec {
             Codec::Json => frame.clone(),
             Codec::MsgPack => frame.msgpack(),
+        };
+        match self.wire.deflate {
+            Deflate::Both => framed.deflated(),
+            Deflate::Off | Deflate::Inbound => framed,
         }
     }
 

@@ -24,6 +24,19 @@ pub fn events_encoded() -> u64 {
     EVENTS_ENCODED.load(Relaxed)
 }
 
+/// Events compressed (permessage-deflate) so far, each once per format.
+static EVENTS_COMPRESSED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one event compressed.
+pub(crate) fn count_event_compressed() {
+    EVENTS_COMPRESSED.fetch_add(1, Relaxed);
+}
+
+/// Events compressed so far (`status`).
+pub fn events_compressed() -> u64 {
+    EVENTS_COMPRESSED.load(Relaxed)
+}
+
 /// The JSON subprotocol's name.
 pub const JSON: &str = "aiops.v1.json";
 /// The MessagePack subprotocol's name.
@@ -74,6 +87,28 @@ pub fn json_to_msgpack(json: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let mut ser = rmp_serde::Serializer::new(out);
     serde_transcode::transcode(&mut de, &mut ser).map_err(|e| e.to_string())
+}
+
+/// What a connection negotiated at the upgrade: its message format and compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Wire {
+    /// JSON or MessagePack.
+    pub codec: Codec,
+    /// permessage-deflate, if negotiated.
+    pub deflate: Deflate,
+}
+
+/// permessage-deflate on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Deflate {
+    /// Not negotiated: RSV1 set by the client is a protocol error.
+    #[default]
+    Off,
+    /// The client may compress; the hub sends uncompressed (the client limited the hub's
+    /// window below what its compressor uses).
+    Inbound,
+    /// Both ways: the hub compresses messages of [`crate::ws::deflate::MIN_SIZE`] or more.
+    Both,
 }
 
 /// A MessagePack message as JSON text (for the request parser). Fails on anything JSON cannot

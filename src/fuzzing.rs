@@ -67,7 +67,7 @@ pub fn decode_client_bytes(mut bytes: &[u8], max: usize) -> Vec<(bool, Vec<u8>)>
     let mut assembler = message::Assembler::new(max);
     let mut out = Vec::new();
     // A slice never makes a read wait, so each frame is ready at once.
-    while let Some(Ok(frame)) = frame_reader::read_frame(&mut bytes, max).now_or_never() {
+    while let Some(Ok(frame)) = frame_reader::read_frame(&mut bytes, max, true).now_or_never() {
         if matches!(frame.opcode, OpCode::Close | OpCode::Ping | OpCode::Pong) {
             continue;
         }

@@ -5,7 +5,7 @@
 //! WebSocket subprotocol and negotiates no extension, so it never echoes
 //! `Sec-WebSocket-Protocol` or `Sec-WebSocket-Extensions`.
 
-use crate::codec::Codec;
+use crate::codec::{Codec, Deflate, Wire};
 use crate::hub::{ConnectionSlot, Hub};
 use crate::rest::{self, json_response};
 use crate::ws::connection::{self, Route};
@@ -71,24 +71,46 @@ async fn route(
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if path == "/ws" {
-        let (codec, chosen) = match Codec::negotiate(req.headers()) {
-            Ok(c) => c,
-            Err(why) => return json_response(StatusCode::BAD_REQUEST, &rest::error_body(&why)),
-        };
-        let mut response = upgrade(hub, shard, remote, req, Route::Hub(codec));
-        if let (Some(chosen), true) = (chosen, response.status() == StatusCode::SWITCHING_PROTOCOLS)
-        {
-            response
-                .headers_mut()
-                .insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, chosen);
-        }
-        response
-    } else if hub.config.websocket.echo_path.as_deref() == Some(path) {
-        upgrade(hub, shard, remote, req, Route::Echo)
-    } else {
-        rest::handle(hub, req).await
+    let echo = hub.config.websocket.echo_path.as_deref() == Some(path);
+    if path != "/ws" && !echo {
+        return rest::handle(hub, req).await;
     }
+    // The echo route speaks no protocol of the hub's: JSON framing only, compression if asked.
+    let (codec, chosen) = match Codec::negotiate(req.headers()) {
+        Ok(_) if echo => (Codec::Json, None),
+        Ok(c) => c,
+        Err(why) => return json_response(StatusCode::BAD_REQUEST, &rest::error_body(&why)),
+    };
+    let deflate = hub
+        .config
+        .websocket
+        .compression
+        .then(|| crate::ws::deflate::negotiate(req.headers()))
+        .flatten();
+    let wire = Wire {
+        codec,
+        deflate: match deflate {
+            None => Deflate::Off,
+            Some((n, _)) if n.compress_out => Deflate::Both,
+            Some(_) => Deflate::Inbound,
+        },
+    };
+    let route = if echo {
+        Route::Echo(wire)
+    } else {
+        Route::Hub(wire)
+    };
+    let mut response = upgrade(hub, shard, remote, req, route);
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let headers = response.headers_mut();
+        if let Some(chosen) = chosen {
+            headers.insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, chosen);
+        }
+        if let Some((_, answer)) = deflate {
+            headers.insert(hyper::header::SEC_WEBSOCKET_EXTENSIONS, answer);
+        }
+    }
+    response
 }
 
 /// Accepts or refuses a WebSocket upgrade.

@@ -212,6 +212,7 @@ fn status(hub: &Hub) -> Value {
         "subscriptions": m.subscriptions.load(Relaxed),
         "index_updates": m.index_updates.load(Relaxed),
         "msgpack": {"events_encoded": crate::codec::events_encoded()},
+        "deflate": {"events_compressed": crate::codec::events_compressed()},
         "history": {
             "recent_events": history.0,
             "snapshot_keys": history.1,

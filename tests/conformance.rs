@@ -2,8 +2,9 @@
 //! `.ci/run`) against the hub's echo route, which is served by the same frame reader, message
 //! assembly and writer as `/ws`. Sections 1–7 (framing, pings, reserved bits, opcodes,
 //! fragmentation, UTF-8, closing) and 9 (big and many messages, up to 16 MiB, with the hub's
-//! message limit raised to match) must end OK, NON-STRICT or INFORMATIONAL. Sections 10 (no
-//! case here), 12 and 13 (permessage-deflate, which the hub does not negotiate yet) are not run.
+//! message limit raised to match), 12 and 13 (permessage-deflate: compressed messages of every
+//! size, and every combination of offer parameters, with `websocket.compression` on) must end
+//! OK, NON-STRICT or INFORMATIONAL. Section 10 has no case here.
 
 mod common;
 
@@ -11,19 +12,21 @@ use common::*;
 use std::process::Command;
 
 /// The sections run, as kosoku `-i` patterns.
-const SECTIONS: [&str; 8] = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*"];
+const SECTIONS: [&str; 10] = [
+    "1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "12.*", "13.*",
+];
 
 #[tokio::test]
 async fn autobahn_cases_pass_through_the_echo_route() {
     let hub = HubProcess::start(
-        "  websocket:\n    echo_path: \"/echo\"\n    max_message_size_bytes: 16777216\n",
+        "  websocket:\n    echo_path: \"/echo\"\n    compression: true\n    max_message_size_bytes: 16777216\n",
     );
     let out = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("kosoku");
     cmd.arg(format!("ws://{}/echo", hub.addr))
         .arg("-o")
         .arg(out.path())
-        .args(["-p", "2"]);
+        .args(["-p", "4"]);
     for s in SECTIONS {
         cmd.args(["-i", s]);
     }
@@ -52,7 +55,11 @@ async fn autobahn_cases_pass_through_the_echo_route() {
         .map(|(k, c)| format!("{k}: {} / {}", c["behavior"], c["behaviorClose"]))
         .collect();
     assert!(failed.is_empty(), "cases not passed: {failed:?}");
-    assert!(cases.len() >= 300, "{} cases ran", cases.len());
+    assert!(cases.len() >= 516, "{} cases ran", cases.len());
+    let compressed = cases
+        .keys()
+        .filter(|k| k.starts_with("12.") || k.starts_with("13."));
+    assert_eq!(compressed.count(), 216, "every permessage-deflate case ran");
     assert!(
         run.status.success(),
         "{}",

@@ -8,7 +8,7 @@ use super::socket::Socket;
 use super::writer::{self, WriterExit};
 use crate::backoff::spread;
 use crate::client::{ClientHandle, Goodbye};
-use crate::codec::Codec;
+use crate::codec::Wire;
 use crate::hub::{ConnectionSlot, Hub};
 use crate::session::Session;
 use bytes::Bytes;
@@ -21,9 +21,9 @@ use tokio::io::AsyncReadExt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
     /// The hub's protocol (`/ws`), in the wire format the upgrade chose.
-    Hub(Codec),
+    Hub(Wire),
     /// Every message back as sent (`websocket.echo_path`, conformance tests).
-    Echo,
+    Echo(Wire),
 }
 
 /// The side of a connection left to finish its part of the closing handshake.
@@ -50,9 +50,9 @@ pub(crate) fn run(
     route: Route,
 ) -> impl std::future::Future<Output = ()> {
     let cfg = &hub.config;
-    let codec = match route {
-        Route::Hub(codec) => codec,
-        Route::Echo => Codec::Json,
+    let (wire, echo) = match route {
+        Route::Hub(wire) => (wire, false),
+        Route::Echo(wire) => (wire, true),
     };
     let client = Arc::new(
         ClientHandle::new(
@@ -61,10 +61,10 @@ pub(crate) fn run(
             cfg.backpressure.max_queue_size,
             cfg.backpressure.drop_oldest,
         )
-        .with_codec(codec),
+        .with_wire(wire),
     );
     client.mark_heard(Instant::now());
-    let session = Session::new(hub.clone(), client.clone(), route == Route::Echo);
+    let session = Session::new(hub.clone(), client.clone(), echo);
     hub.register(client.clone());
     if hub.is_shutting_down() {
         let advice = spread(cfg.shutdown.reconnect_after_ms);
@@ -72,7 +72,7 @@ pub(crate) fn run(
     }
     // With authentication off the watchdog never fires: it is not built at all, and with it on
     // it lives in a box of its own, so an idle task carries only a pointer for it.
-    let guarded = cfg.auth.enabled && route != Route::Echo;
+    let guarded = cfg.auth.enabled && !echo;
     let (read_half, write_half) = socket.split();
     // The writer is a task of its own, so waking it for an event never polls the reader.
     let writer = tokio::spawn(writer::run(write_half, client.clone(), hub.clone()));
@@ -141,7 +141,7 @@ mod tests {
             Socket::Plain(stream),
             Bytes::new(),
             slot,
-            Route::Hub(Codec::Json),
+            Route::Hub(Wire::default()),
         );
         let (conn, writer, handle) = (
             std::mem::size_of_val(&connection_task),

@@ -25,6 +25,9 @@ pub struct OutFrame {
     /// The same message as a MessagePack binary frame, encoded by the first MessagePack client
     /// that needs it and shared by all of them.
     msgpack: OnceLock<Arc<OutFrame>>,
+    /// The same frame compressed (permessage-deflate, RSV1 set), built by the first client
+    /// that negotiated compression and shared by all of them.
+    deflated: OnceLock<Arc<OutFrame>>,
 }
 
 /// The routing facts of an event frame.
@@ -85,7 +88,50 @@ impl OutFrame {
             routed_at: Instant::now(),
             event: None,
             msgpack: OnceLock::new(),
+            deflated: OnceLock::new(),
         }
+    }
+
+    /// This message for a connection that negotiated permessage-deflate: compressed once and
+    /// shared; a control frame or a short message stays as it is.
+    pub(crate) fn deflated(self: &Arc<Self>) -> Arc<Self> {
+        let payload = self.buf.get(FRAME_HEADROOM..).unwrap_or_default();
+        let already = self.buf[self.start] & 0x40 != 0;
+        if already || !self.is_message() || payload.len() < super::deflate::MIN_SIZE {
+            return self.clone();
+        }
+        self.deflated
+            .get_or_init(|| {
+                let opcode = if self.is_text() {
+                    OpCode::Text
+                } else {
+                    OpCode::Binary
+                };
+                let mut frame = Self::compressed_frame(payload, opcode, false);
+                if self.event.is_some() {
+                    crate::codec::count_event_compressed();
+                }
+                frame.routed_at = self.routed_at;
+                frame.event = self.event.clone();
+                Arc::new(frame)
+            })
+            .clone()
+    }
+
+    /// A message compressed into a frame with RSV1 set; `stored` keeps the deflate data
+    /// uncompressed (valid for any window size a client asked the server to keep to).
+    pub(crate) fn compressed(message: &[u8], opcode: OpCode, stored: bool) -> Arc<Self> {
+        Arc::new(Self::compressed_frame(message, opcode, stored))
+    }
+
+    /// See [`Self::compressed`].
+    fn compressed_frame(message: &[u8], opcode: OpCode, stored: bool) -> Self {
+        let mut buf = message_buf(message.len() / 2 + 8);
+        super::deflate::compress(message, &mut buf, stored);
+        let mut frame = Self::from_headroom(buf, opcode);
+        // RSV1: this message is compressed.
+        frame.buf[frame.start] |= 0x40;
+        frame
     }
 
     /// This message for a MessagePack connection: a text frame's JSON as a binary frame of

@@ -20,6 +20,8 @@ pub(crate) struct ClientFrame {
     pub(crate) opcode: OpCode,
     /// The payload.
     pub(crate) payload: Vec<u8>,
+    /// RSV1: the message this frame starts is compressed (permessage-deflate).
+    pub(crate) compressed: bool,
 }
 
 /// Why no frame was read.
@@ -39,19 +41,23 @@ impl From<std::io::Error> for FrameError {
     }
 }
 
-/// Reads one frame of at most `max` payload bytes.
+/// Reads one frame of at most `max` payload bytes. With `deflate` (negotiated), RSV1 may mark
+/// the first frame of a data message as compressed; any other reserved bit is an error.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
+    deflate: bool,
 ) -> Result<ClientFrame, FrameError> {
     let mut head = [0u8; 2];
     r.read_exact(&mut head).await?;
     let fin = head[0] & 0x80 != 0;
-    if head[0] & 0x70 != 0 {
-        return Err(FrameError::Protocol("reserved bits set"));
-    }
     let op =
         OpCode::try_from(head[0] & 0x0F).map_err(|_| FrameError::Protocol("unknown opcode"))?;
+    let compressed = head[0] & 0x40 != 0;
+    let starts_message = matches!(op, OpCode::Text | OpCode::Binary);
+    if head[0] & 0x30 != 0 || (compressed && !(deflate && starts_message)) {
+        return Err(FrameError::Protocol("reserved bits set"));
+    }
     let control = matches!(op, OpCode::Close | OpCode::Ping | OpCode::Pong);
     if head[1] & 0x80 == 0 {
         return Err(FrameError::Protocol("client frames must be masked"));
@@ -87,6 +93,7 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
         fin,
         opcode: op,
         payload,
+        compressed,
     })
 }
 
@@ -113,7 +120,7 @@ mod tests {
     }
 
     async fn read(bytes: Vec<u8>, max: usize) -> Result<ClientFrame, FrameError> {
-        read_frame(&mut std::io::Cursor::new(bytes), max).await
+        read_frame(&mut std::io::Cursor::new(bytes), max, false).await
     }
 
     #[tokio::test]

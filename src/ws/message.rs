@@ -17,6 +17,8 @@ pub(crate) struct Message {
     pub(crate) text: bool,
     /// Its bytes.
     pub(crate) data: Vec<u8>,
+    /// Compressed (permessage-deflate): to be inflated before use.
+    pub(crate) compressed: bool,
 }
 
 /// Why a message cannot be assembled: the close code and reason to end the connection with.
@@ -60,6 +62,7 @@ impl Assembler {
                 self.partial = Some(Message {
                     text,
                     data: frame.payload,
+                    compressed: frame.compressed,
                 });
                 self.since = Some(Instant::now());
                 Ok(None)
@@ -67,6 +70,7 @@ impl Assembler {
             OpCode::Text | OpCode::Binary => Ok(Some(Message {
                 text,
                 data: frame.payload,
+                compressed: frame.compressed,
             })),
             _ => self.continue_with(frame),
         }
@@ -98,6 +102,7 @@ mod tests {
             fin,
             opcode,
             payload: payload.to_vec(),
+            compressed: false,
         }
     }
 
@@ -111,7 +116,8 @@ mod tests {
             whole,
             Some(Message {
                 text: true,
-                data: b"abcde".to_vec()
+                data: b"abcde".to_vec(),
+                compressed: false,
             })
         );
         assert_eq!(a.push(frame(false, OpCode::Binary, b"1234")), Ok(None));

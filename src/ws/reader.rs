@@ -5,11 +5,12 @@
 //! connection's task keeps only the small state of waiting for the next frame.
 
 use super::close::{self, CloseCode};
+use super::deflate::InflateError;
 use super::frame::{message_buf, OutFrame};
 use super::frame_reader::{read_frame, FrameError};
 use super::message::{Assembler, Message};
 use crate::client::ClientHandle;
-use crate::codec::Codec;
+use crate::codec::{Codec, Deflate};
 use crate::session::{Admit, Session};
 use fastwebsockets::OpCode;
 use std::sync::atomic::Ordering::Relaxed;
@@ -31,11 +32,12 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(s: &Session, mut read: R) ->
     let max = s.hub.config.websocket.max_message_size_bytes;
     let client = &s.client;
     let mut assembler = Assembler::new(max);
+    let deflate = client.wire.deflate != Deflate::Off;
     // A fragmented message must be finished within one heartbeat interval.
     let assembly_limit =
         std::time::Duration::from_secs_f64(s.hub.config.websocket.heartbeat_interval_seconds);
     loop {
-        let frame = match read_frame(&mut read, max).await {
+        let frame = match read_frame(&mut read, max, deflate).await {
             Ok(f) => f,
             Err(FrameError::Gone) => return ReaderExit::Gone,
             Err(FrameError::TooBig) => {
@@ -64,11 +66,31 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(s: &Session, mut read: R) ->
                 Err((code, why)) => return close_with(client, code, why),
             },
         };
+        let message = match inflate(message, max) {
+            Ok(m) => m,
+            Err((code, why)) => return close_with(client, code, why),
+        };
         // One boxed await for whatever a message leads to, so that the idle task holds only
         // the state of waiting for the next frame.
         if let Some(exit) = Box::pin(handle(s, message)).await {
             return exit;
         }
+    }
+}
+
+/// A compressed message inflated (within the size cap); others as they are.
+fn inflate(message: Message, max: usize) -> Result<Message, (CloseCode, &'static str)> {
+    if !message.compressed {
+        return Ok(message);
+    }
+    match super::deflate::decompress(&message.data, max) {
+        Ok(data) => Ok(Message {
+            data,
+            compressed: false,
+            ..message
+        }),
+        Err(InflateError::TooBig) => Err((CloseCode::Size, "message too big")),
+        Err(InflateError::Invalid) => Err((CloseCode::Invalid, "bad compressed data")),
     }
 }
 
@@ -90,7 +112,7 @@ async fn handle(s: &Session, message: Message) -> Option<ReaderExit> {
         Admit::Drop | Admit::DropAndWarn => return None,
         Admit::Close => return Some(ReaderExit::CloseQueued),
     }
-    let text = match (client.codec, message.text) {
+    let text = match (client.wire.codec, message.text) {
         (Codec::Json, true) => match std::str::from_utf8(&message.data) {
             Ok(text) => std::borrow::Cow::Borrowed(text),
             Err(_) => return Some(close_with(client, CloseCode::Invalid, "invalid UTF-8")),
@@ -133,9 +155,17 @@ async fn echo(client: &ClientHandle, message: Message) -> Option<ReaderExit> {
     } else {
         OpCode::Binary
     };
-    let mut buf = message_buf(message.data.len());
-    buf.extend_from_slice(&message.data);
-    let frame = Arc::new(OutFrame::from_headroom(buf, opcode));
+    // With compression negotiated, every echo goes compressed, whatever its size (the hub's
+    // own messages skip it under 128 bytes; conformance runners expect it on every message).
+    let frame = match client.wire.deflate {
+        Deflate::Off => {
+            let mut buf = message_buf(message.data.len());
+            buf.extend_from_slice(&message.data);
+            Arc::new(OutFrame::from_headroom(buf, opcode))
+        }
+        Deflate::Inbound => OutFrame::compressed(&message.data, opcode, true),
+        Deflate::Both => OutFrame::compressed(&message.data, opcode, false),
+    };
     let started = Instant::now();
     while !client.send_control_room() {
         if started.elapsed() > ECHO_STALL {
