@@ -98,7 +98,9 @@ async fn publish_cluster(
     let mut ids = Vec::new();
     for e in events {
         let cluster = e.cluster_id.as_deref();
-        let r = streamhub_wire::spublish(&conn, &channels, cluster, &e.to_published()).await?;
+        let message = e.to_published();
+        let r = streamhub_wire::spublish(&conn, &channels, Some(&e.event_id), cluster, &message)
+            .await?;
         eprintln!(
             "published {} to {} ({} subscriber(s))",
             e.event_id,

@@ -71,9 +71,21 @@ struct Rare {
     subject: Option<String>,
     /// What to say when ending the connection.
     goodbye: Option<Goodbye>,
-    /// Each resume or snapshot sent: the subscription and the last sequence number it covered.
-    covered: Vec<(Subscription, u64)>,
+    /// Each resume or snapshot sent: the subscription and what it covered.
+    covered: Vec<(Subscription, Covered)>,
 }
+
+/// What a resume or snapshot sent ahead of the live events, for one subscription.
+enum Covered {
+    /// Every matching event up to this sequence number (the instance's own history).
+    UpTo(u64),
+    /// These events (a broker's shared history, read at this moment): their live copies may
+    /// still arrive for a while, not after [`IDS_COVER_FOR`].
+    Ids(std::collections::HashSet<String>, Instant),
+}
+
+/// How long the live copies of events a shared history replayed are watched for.
+const IDS_COVER_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One connected client, shared by reference count.
 pub struct ClientHandle {
@@ -269,28 +281,57 @@ impl ClientHandle {
     /// Records that events matching `sub` up to sequence number `upto` were sent by a resume
     /// or snapshot, so their live copies are skipped. One entry per subscription (the latest).
     pub(crate) fn cover(&self, sub: &Subscription, upto: u64) {
-        {
-            let mut rare = self.rare.lock();
-            let covered = &mut rare.get_or_insert_with(Box::default).covered;
-            covered.retain(|(s, _)| s != sub);
-            covered.push((sub.clone(), upto));
-        }
+        self.add_cover(sub, Covered::UpTo(upto));
         self.covered_upto.fetch_max(upto, Ordering::AcqRel);
+    }
+
+    /// Records that the events with these ids, matching `sub`, were sent by a resume from a
+    /// broker's shared history, so their live copies are skipped (for [`IDS_COVER_FOR`]).
+    pub(crate) fn cover_ids(&self, sub: &Subscription, ids: std::collections::HashSet<String>) {
+        self.add_cover(sub, Covered::Ids(ids, Instant::now()));
+        self.covered_upto.store(u64::MAX, Ordering::Release);
+    }
+
+    /// Replaces what is covered for `sub`.
+    fn add_cover(&self, sub: &Subscription, covered: Covered) {
+        let mut rare = self.rare.lock();
+        let list = &mut rare.get_or_insert_with(Box::default).covered;
+        list.retain(|(s, _)| s != sub);
+        list.push((sub.clone(), covered));
     }
 
     /// Whether a live event frame was already sent by a resume or snapshot.
     pub(crate) fn already_sent(&self, frame: &OutFrame) -> bool {
-        let Some(seq) = frame.event.as_ref().map(|m| m.seq) else {
+        let Some(meta) = frame.event.as_ref() else {
             return false;
         };
-        if seq > self.covered_upto.load(Ordering::Acquire) {
+        if meta.seq > self.covered_upto.load(Ordering::Acquire) {
             return false;
         }
-        self.rare.lock().as_ref().is_some_and(|r| {
-            r.covered
-                .iter()
-                .any(|(sub, upto)| seq <= *upto && crate::history::frame_matches(frame, sub))
-        })
+        let mut rare = self.rare.lock();
+        let Some(r) = rare.as_mut() else {
+            return false;
+        };
+        let sent = r.covered.iter().any(|(sub, c)| {
+            let covers = match c {
+                Covered::UpTo(upto) => meta.seq <= *upto,
+                Covered::Ids(ids, _) => ids.contains(&meta.event_id),
+            };
+            covers && crate::history::frame_matches(frame, sub)
+        });
+        // Id covers end after a while; then only sequence numbers are checked again.
+        let before = r.covered.len();
+        r.covered
+            .retain(|(_, c)| !matches!(c, Covered::Ids(_, at) if at.elapsed() > IDS_COVER_FOR));
+        if r.covered.len() != before {
+            let upto = r.covered.iter().map(|(_, c)| match c {
+                Covered::UpTo(u) => *u,
+                Covered::Ids(..) => u64::MAX,
+            });
+            self.covered_upto
+                .store(upto.max().unwrap_or(0), Ordering::Release);
+        }
+        sent
     }
 
     /// Records write progress (or having nothing to write) now.

@@ -350,3 +350,74 @@ async fn scoped_tokens_hold_in_redis_cluster_mode() {
         "{status}"
     );
 }
+
+/// Publishes GPU_UPDATE events `h{i}` of cluster `c` through `hub`.
+async fn publish_gpu(hub: &HubProcess, ids: std::ops::Range<usize>, c: &str) {
+    let batch: Vec<Value> = ids
+        .map(|i| json!({"event_type": "GPU_UPDATE", "event_id": format!("h{i}"), "cluster_id": c}))
+        .collect();
+    let (code, body) = hub.broadcast(&Value::Array(batch).to_string()).await;
+    assert_eq!(code, 202, "{body}");
+}
+
+/// Resume in Redis Cluster mode: the history is the cluster's own stream, so a client resumes
+/// on an instance that held none of its clusters before, with no gap and no duplicate while
+/// events keep flowing.
+#[tokio::test]
+async fn a_client_resumes_on_another_instance_from_the_shared_history() {
+    let cluster = RedisCluster::start().expect("redis cluster (redis-server, redis-cli)");
+    let (a, b) = (cluster_hub(&cluster, "s1"), cluster_hub(&cluster, "s2"));
+    for h in [&a, &b] {
+        assert!(h.wait_ready(200, Duration::from_secs(15)).await, "ready");
+    }
+    let mut first = a.ws().await;
+    subscribe(&mut first, &["GPU_UPDATE"], &["c1"], &[]).await;
+    publish_gpu(&a, 0..3, "c1").await;
+    assert_eq!(
+        ids_until_quiet(&mut first, Duration::from_millis(500)).await,
+        ["h0", "h1", "h2"]
+    );
+    drop(first);
+    // Missed: two of its cluster, one of another.
+    publish_gpu(&a, 3..5, "c1").await;
+    publish_gpu(&a, 5..6, "c2").await;
+
+    // b holds no channel of c1 and saw none of these; it reads the cluster's history. Events
+    // keep coming while it does.
+    let mut again = b.ws().await;
+    let more = publish_gpu(&a, 6..206, "c1");
+    send(
+        &mut again,
+        &json!({"type": "subscribe", "resume_from": "h2",
+                "subscription": {"event_types": ["GPU_UPDATE"], "cluster_filter": ["c1"]}}),
+    )
+    .await;
+    more.await;
+    let mut got = Vec::new();
+    let mut complete = None;
+    while let Seen::Json(v) = next_seen(&mut again, Duration::from_millis(800)).await {
+        match v["type"].as_str() {
+            Some("event") => got.push(v["event_id"].as_str().unwrap_or_default().to_string()),
+            Some("replay_complete") => complete = Some(v),
+            _ => {}
+        }
+    }
+    let complete = complete.expect("replay_complete");
+    assert_eq!(complete["recovered"], true, "{complete}");
+    let want: Vec<String> = (3..5).chain(6..206).map(|i| format!("h{i}")).collect();
+    assert_eq!(got, want, "every event of c1 after h2, once, in order");
+
+    // An id the stream does not hold: the client knows to reload.
+    let mut lost = b.ws().await;
+    send(
+        &mut lost,
+        &json!({"type": "subscribe", "resume_from": "nope",
+                "subscription": {"event_types": ["GPU_UPDATE"], "cluster_filter": ["c1"]}}),
+    )
+    .await;
+    assert_eq!(recv(&mut lost).await["type"], "subscribed");
+    assert_eq!(
+        recv(&mut lost).await,
+        json!({"type": "replay_complete", "recovered": false, "replayed": 0})
+    );
+}

@@ -51,6 +51,11 @@ pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BrokerError>
 /// Something to wait for that yields nothing.
 pub type WaitFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
+/// The events published after one event id, oldest first, from a broker's shared history:
+/// `Ok(None)` when that id is not (or no longer) there, `Err` when the history cannot be read.
+pub type ReplayFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Vec<ParsedEvent>>, String>> + Send + 'a>>;
+
 /// What a broker delivers to, and learns from: the receiving side of the seam.
 pub trait BrokerHandler: Send + Sync {
     /// An event arrived, for the subscriptions `scope` names. `Err` when the shards are too
@@ -102,6 +107,13 @@ pub trait Broker: Send + Sync {
     fn wait_for_demand(&self, demand_version: u64) -> WaitFuture<'_> {
         let _ = demand_version;
         Box::pin(std::future::ready(()))
+    }
+    /// The broker's own history of events after `event_id`, for a resuming client, when this
+    /// instance's history cannot be complete (Redis Cluster: it reads only its clients'
+    /// clusters). `None`: use the instance's history, which sees every event.
+    fn replay<'a>(&'a self, event_id: &'a str) -> Option<ReplayFuture<'a>> {
+        let _ = event_id;
+        None
     }
 }
 

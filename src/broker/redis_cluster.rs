@@ -26,7 +26,7 @@
 //! wants again and every primary answers: `/readyz` says 503 meanwhile and publishes answer 503.
 
 use super::shard_arrivals::ShardArrivals;
-use super::{Broker, BrokerError, BrokerHandler, PublishFuture, WaitFuture};
+use super::{Broker, BrokerError, BrokerHandler, PublishFuture, ReplayFuture, WaitFuture};
 use crate::backoff::Backoff;
 use crate::event::ParsedEvent;
 use crate::index::Demand;
@@ -170,6 +170,7 @@ impl Broker for RedisClusterBroker {
             streamhub_wire::spublish(
                 &conn,
                 &s.arrivals.channels,
+                Some(&event.event_id),
                 event.cluster_id.as_deref(),
                 &message,
             )
@@ -189,6 +190,24 @@ impl Broker for RedisClusterBroker {
 
     fn connected(&self) -> Option<bool> {
         Some(self.shared.arrivals.link.is_up())
+    }
+
+    fn replay<'a>(&'a self, event_id: &'a str) -> Option<ReplayFuture<'a>> {
+        Some(Box::pin(async move {
+            let Some(mut conn) = self.shared.conn.load_full().map(|c| (*c).clone()) else {
+                return Err("no redis cluster connection".into());
+            };
+            let stream = self.shared.arrivals.channels.history();
+            let after = bounded(read_history_after(&mut conn, stream, event_id))
+                .await
+                .map_err(|e| format!("redis history: {e}"))?;
+            Ok(after.map(|messages| {
+                messages
+                    .iter()
+                    .filter_map(|m| crate::event::parse_event(m).ok())
+                    .collect()
+            }))
+        }))
     }
 
     fn wait_for_demand(&self, demand_version: u64) -> WaitFuture<'_> {
@@ -230,6 +249,48 @@ async fn bounded<T>(
             redis::ErrorKind::Io,
             "redis cluster command timed out",
         ))),
+    }
+}
+
+/// Entries read per `XREVRANGE` while looking for a resume point.
+const HISTORY_PAGE: usize = 500;
+
+/// The messages of the history stream after the entry of `event_id`, oldest first; `None`
+/// when no entry has that id (trimmed, or never seen). Reads newest first, a page at a time,
+/// so a client a few seconds behind costs one page.
+async fn read_history_after(
+    conn: &mut ClusterConnection,
+    stream: &str,
+    event_id: &str,
+) -> redis::RedisResult<Option<Vec<Vec<u8>>>> {
+    let mut newer: Vec<Vec<u8>> = Vec::new();
+    let mut end = "+".to_string();
+    loop {
+        let page: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(stream)
+            .arg(&end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(HISTORY_PAGE)
+            .query_async(conn)
+            .await?;
+        for entry in &page.ids {
+            let id: Option<String> = entry.get("id");
+            if id.as_deref() == Some(event_id) {
+                newer.reverse();
+                return Ok(Some(newer));
+            }
+            if let Some(message) = entry.get::<Vec<u8>>("e") {
+                newer.push(message);
+            }
+        }
+        let (Some(last), true) = (page.ids.last(), page.ids.len() == HISTORY_PAGE) else {
+            return Ok(None);
+        };
+        if newer.len() > 2 * streamhub_wire::HISTORY_MAXLEN {
+            return Ok(None);
+        }
+        end = format!("({}", last.id);
     }
 }
 

@@ -10,6 +10,7 @@
 
 use crate::client::ClientHandle;
 use crate::history::History;
+use crate::hub::Hub;
 use crate::protocol::{reply, Catchup};
 use crate::subscription::Subscription;
 use crate::ws::frame::OutFrame;
@@ -20,17 +21,24 @@ use std::time::Duration;
 /// neither fills the queue (replies would be refused) nor outruns a slow reader.
 const IN_FLIGHT: usize = 64;
 
+/// Longest wait for a broker's shared history.
+const SHARED_HISTORY_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Sends what `catchup` asks for about `sub` (already indexed, with live events held back),
 /// then lets the live events go.
-pub(super) async fn send(
-    history: &History,
-    client: &ClientHandle,
-    sub: &Subscription,
-    catchup: &Catchup,
-) {
+pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, catchup: &Catchup) {
+    let history = hub.router.history();
     let mut covered = None;
     let mut resumed = false;
     if let Some(id) = &catchup.resume_from {
+        if let Some(read) = hub.broker.replay(id) {
+            // Redis Cluster: this instance's history holds only its clients' clusters.
+            let done = resume_from_shared(client, sub, read).await;
+            if catchup.snapshot && !done {
+                snapshot(history, client, sub).await;
+            }
+            return client.hold_events(false);
+        }
         let replay = history.replay(id, sub);
         let n = replay.frames.len();
         if replay.recovered {
@@ -44,19 +52,58 @@ pub(super) async fn send(
     }
     // A resume that worked already brought the client up to date.
     if catchup.snapshot && !resumed {
-        let (frames, upto) = history.snapshot(sub);
-        let n = frames.len();
-        let marked = frames.iter().map(|f| f.snapshot_copy()).collect();
-        if !send_all(client, marked).await {
-            return client.hold_events(false);
-        }
-        client.send_control(reply::snapshot_complete(n));
-        covered = Some(upto);
+        covered = snapshot(history, client, sub).await;
     }
     if let Some(upto) = covered {
         client.cover(sub, upto);
     }
     client.hold_events(false);
+}
+
+/// Sends the latest event of each matching key, then `snapshot_complete`; the last sequence
+/// number the snapshot covers, or `None` if the connection ended meanwhile.
+async fn snapshot(history: &History, client: &ClientHandle, sub: &Subscription) -> Option<u64> {
+    let (frames, upto) = history.snapshot(sub);
+    let n = frames.len();
+    let marked = frames.iter().map(|f| f.snapshot_copy()).collect();
+    if !send_all(client, marked).await {
+        return None;
+    }
+    client.send_control(reply::snapshot_complete(n));
+    Some(upto)
+}
+
+/// Resumes from a broker's shared history: the events after the id that match, then
+/// `replay_complete`; their live copies are skipped by id. True when it recovered.
+async fn resume_from_shared(
+    client: &ClientHandle,
+    sub: &Subscription,
+    read: crate::broker::ReplayFuture<'_>,
+) -> bool {
+    let events = match tokio::time::timeout(SHARED_HISTORY_TIMEOUT, read).await {
+        Ok(Ok(Some(events))) => events,
+        // Not found, unreadable or too slow: never a silent gap.
+        _ => {
+            client.send_control(reply::replay_complete(false, 0));
+            return false;
+        }
+    };
+    let frames: Vec<Arc<OutFrame>> = events
+        .into_iter()
+        .map(|e| OutFrame::event(e, 0))
+        .filter(|f| crate::history::frame_matches(f, sub))
+        .collect();
+    let ids = frames
+        .iter()
+        .filter_map(|f| f.event.as_ref().map(|m| m.event_id.clone()))
+        .collect();
+    let n = frames.len();
+    if !send_all(client, frames).await {
+        return false;
+    }
+    client.cover_ids(sub, ids);
+    client.send_control(reply::replay_complete(true, n));
+    true
 }
 
 /// Queues `frames` for the writer, at most [`IN_FLIGHT`] at a time; false if the connection

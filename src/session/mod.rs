@@ -202,7 +202,7 @@ impl Session {
 
     /// Sends a resume or snapshot for `sub`, then lets the held live events go.
     async fn catch_up(&self, sub: &Subscription, catchup: &Catchup) {
-        catchup::send(self.hub.router.history(), &self.client, sub, catchup).await
+        catchup::send(&self.hub, &self.client, sub, catchup).await
     }
 
     /// Removes the listed event types (all subscriptions when `None`) and answers

@@ -9,7 +9,9 @@
 //!   `{prefix}:cluster:{id}`) and [`CONTROL_CHANNEL`].
 //! - [`publish`]: classic Pub/Sub, one `PUBLISH` to `{prefix}:all` (Redis mode).
 //! - [`spublish`]: sharded Pub/Sub, `SPUBLISH` to `{prefix}:all` and, for an event with a
-//!   cluster, to `{prefix}:cluster:{id}` (Redis Cluster mode).
+//!   cluster, to `{prefix}:cluster:{id}` (Redis Cluster mode), after appending the event to the
+//!   shared history stream `{prefix}:history` (capped near [`HISTORY_MAXLEN`] entries), which a
+//!   hub reads when a client resumes on an instance that did not see every event.
 
 use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
@@ -21,11 +23,16 @@ pub const DEFAULT_PREFIX: &str = "aiops:events";
 /// The classic channel of control messages (`drain`, `disconnect_client`), design document 9.2.
 pub const CONTROL_CHANNEL: &str = "aiops:control:streaming";
 
+/// About how many events the Redis Cluster history stream keeps (`MAXLEN ~`).
+pub const HISTORY_MAXLEN: usize = 10_000;
+
 /// The event channels under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Channels {
     /// `{prefix}:all`: every event.
     all: String,
+    /// `{prefix}:history`: the stream of recent events (Redis Cluster mode).
+    history: String,
     /// `{prefix}:cluster:`, to which a cluster id is appended.
     cluster_prefix: String,
 }
@@ -35,6 +42,7 @@ impl Channels {
     pub fn new(prefix: &str) -> Self {
         Self {
             all: format!("{prefix}:all"),
+            history: format!("{prefix}:history"),
             cluster_prefix: format!("{prefix}:cluster:"),
         }
     }
@@ -47,6 +55,12 @@ impl Channels {
     /// `{prefix}:all`, the channel of every event.
     pub fn all(&self) -> &str {
         &self.all
+    }
+
+    /// `{prefix}:history`, the stream of recent events (Redis Cluster mode): each entry holds
+    /// the event's id (`id`) and message (`e`).
+    pub fn history(&self) -> &str {
+        &self.history
     }
 
     /// `{prefix}:cluster:{id}`, the shard channel of one cluster's events.
@@ -89,16 +103,33 @@ pub struct ShardedReceivers {
     pub cluster: Option<i64>,
 }
 
-/// Publishes one event message with `SPUBLISH` to `{prefix}:all` and, when `cluster_id` is
-/// given, to `{prefix}:cluster:{cluster_id}`, both at once (Redis Cluster mode). A hub serves
-/// each client from exactly one of the two arrivals, so the event is delivered once.
+/// Publishes one event message (Redis Cluster mode): first appends it, with `event_id` (when
+/// known; a hub resumes only from ids it finds), to the
+/// history stream `{prefix}:history`, then `SPUBLISH`es it to `{prefix}:all` and, when
+/// `cluster_id` is given, to `{prefix}:cluster:{cluster_id}`, both at once. A hub serves each
+/// client from exactly one of the two arrivals, so the event is delivered once. The history
+/// comes first: a hub that subscribed before reading the history then misses no event (one
+/// appended after its read is published after its subscription).
 pub async fn spublish(
     conn: &ClusterConnection,
     channels: &Channels,
+    event_id: Option<&str>,
     cluster_id: Option<&str>,
     message: &[u8],
 ) -> RedisResult<ShardedReceivers> {
     let (mut to_all, mut to_one) = (conn.clone(), conn.clone());
+    redis::cmd("XADD")
+        .arg(channels.history())
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(HISTORY_MAXLEN)
+        .arg("*")
+        .arg("id")
+        .arg(event_id.unwrap_or_default())
+        .arg("e")
+        .arg(message)
+        .query_async::<redis::Value>(&mut to_all)
+        .await?;
     let mut all = redis::cmd("SPUBLISH");
     all.arg(channels.all()).arg(message);
     let Some(id) = cluster_id else {

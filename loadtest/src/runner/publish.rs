@@ -235,8 +235,13 @@ impl Sink {
             }
             Sink::Cluster(conn, channels) => {
                 for (body, cluster) in events {
-                    let r =
-                        streamhub_wire::spublish(conn, channels, Some(cluster), body.as_bytes());
+                    let r = streamhub_wire::spublish(
+                        conn,
+                        channels,
+                        None,
+                        Some(cluster),
+                        body.as_bytes(),
+                    );
                     taken.push(r.await.is_ok());
                 }
             }
