@@ -364,7 +364,7 @@ async fn publish_gpu(hub: &HubProcess, ids: std::ops::Range<usize>, c: &str) {
 /// on an instance that held none of its clusters before, with no gap and no duplicate while
 /// events keep flowing.
 #[tokio::test]
-async fn a_client_resumes_on_another_instance_from_the_shared_history() {
+async fn resume_and_snapshot_on_another_instance_from_the_shared_history() {
     let cluster = RedisCluster::start().expect("redis cluster (redis-server, redis-cli)");
     let (a, b) = (cluster_hub(&cluster, "s1"), cluster_hub(&cluster, "s2"));
     for h in [&a, &b] {
@@ -419,5 +419,38 @@ async fn a_client_resumes_on_another_instance_from_the_shared_history() {
     assert_eq!(
         recv(&mut lost).await,
         json!({"type": "replay_complete", "recovered": false, "replayed": 0})
+    );
+
+    // A snapshot from the same history: the latest event of each key, marked, then live.
+    for round in 0..2 {
+        let batch: Vec<Value> = ["n1", "n2"]
+            .iter()
+            .map(|n| {
+                json!({"event_type": "ALERT_FIRED", "event_id": format!("{n}-{round}"),
+                            "cluster_id": "c9", "payload": {"namespace": n}})
+            })
+            .collect();
+        let (code, _) = a.broadcast(&Value::Array(batch).to_string()).await;
+        assert_eq!(code, 202);
+    }
+    let mut snap = b.ws().await;
+    send(
+        &mut snap,
+        &json!({"type": "subscribe", "snapshot": true,
+                "subscription": {"event_types": ["ALERT_FIRED"], "cluster_filter": ["c9"]}}),
+    )
+    .await;
+    assert_eq!(recv(&mut snap).await["type"], "subscribed");
+    for id in ["n1-1", "n2-1"] {
+        let m = recv(&mut snap).await;
+        assert_eq!(
+            (m["event_id"].as_str(), m["snapshot"].as_bool()),
+            (Some(id), Some(true)),
+            "{m}"
+        );
+    }
+    assert_eq!(
+        recv(&mut snap).await,
+        json!({"type": "snapshot_complete", "events": 2})
     );
 }

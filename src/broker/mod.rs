@@ -115,6 +115,12 @@ pub trait Broker: Send + Sync {
         let _ = event_id;
         None
     }
+    /// Every event of the broker's shared history, oldest first (always `Some(..)` when
+    /// ready), for a snapshot on an instance whose own history cannot be complete. `None`: use
+    /// the instance's history.
+    fn recent(&self) -> Option<ReplayFuture<'_>> {
+        None
+    }
 }
 
 /// The broker `config` asks for (not started yet: see [`Broker::start`]).

@@ -194,19 +194,15 @@ impl Broker for RedisClusterBroker {
 
     fn replay<'a>(&'a self, event_id: &'a str) -> Option<ReplayFuture<'a>> {
         Some(Box::pin(async move {
-            let Some(mut conn) = self.shared.conn.load_full().map(|c| (*c).clone()) else {
-                return Err("no redis cluster connection".into());
-            };
-            let stream = self.shared.arrivals.channels.history();
-            let after = bounded(read_history_after(&mut conn, stream, event_id))
-                .await
-                .map_err(|e| format!("redis history: {e}"))?;
-            Ok(after.map(|messages| {
-                messages
-                    .iter()
-                    .filter_map(|m| crate::event::parse_event(m).ok())
-                    .collect()
-            }))
+            let (messages, found) = self.read_history(Some(event_id)).await?;
+            Ok(found.then(|| parse_all(&messages)))
+        }))
+    }
+
+    fn recent(&self) -> Option<ReplayFuture<'_>> {
+        Some(Box::pin(async move {
+            let (messages, _) = self.read_history(None).await?;
+            Ok(Some(parse_all(&messages)))
         }))
     }
 
@@ -239,6 +235,19 @@ impl Broker for RedisClusterBroker {
     }
 }
 
+impl RedisClusterBroker {
+    /// Reads the history stream back to `event_id` (or whole): see [`read_history_back`].
+    async fn read_history(&self, event_id: Option<&str>) -> Result<(Vec<Vec<u8>>, bool), String> {
+        let Some(mut conn) = self.shared.conn.load_full().map(|c| (*c).clone()) else {
+            return Err("no redis cluster connection".into());
+        };
+        let stream = self.shared.arrivals.channels.history();
+        bounded(read_history_back(&mut conn, stream, event_id))
+            .await
+            .map_err(|e| format!("redis history: {e}"))
+    }
+}
+
 /// Waits for one request to the cluster, at most [`COMMAND_TIMEOUT`].
 async fn bounded<T>(
     request: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -255,17 +264,18 @@ async fn bounded<T>(
 /// Entries read per `XREVRANGE` while looking for a resume point.
 const HISTORY_PAGE: usize = 500;
 
-/// The messages of the history stream after the entry of `event_id`, oldest first; `None`
-/// when no entry has that id (trimmed, or never seen). Reads newest first, a page at a time,
-/// so a client a few seconds behind costs one page.
-async fn read_history_after(
+/// The messages of the history stream newer than the entry of `event_id` (all of them when
+/// `None`), oldest first, and whether that entry was found. Reads newest first, a page at a
+/// time, so a client a few seconds behind costs one page; never more than twice the stream's
+/// cap.
+async fn read_history_back(
     conn: &mut ClusterConnection,
     stream: &str,
-    event_id: &str,
-) -> redis::RedisResult<Option<Vec<Vec<u8>>>> {
+    event_id: Option<&str>,
+) -> redis::RedisResult<(Vec<Vec<u8>>, bool)> {
     let mut newer: Vec<Vec<u8>> = Vec::new();
     let mut end = "+".to_string();
-    loop {
+    let found = loop {
         let page: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
             .arg(stream)
             .arg(&end)
@@ -274,24 +284,36 @@ async fn read_history_after(
             .arg(HISTORY_PAGE)
             .query_async(conn)
             .await?;
-        for entry in &page.ids {
-            let id: Option<String> = entry.get("id");
-            if id.as_deref() == Some(event_id) {
-                newer.reverse();
-                return Ok(Some(newer));
-            }
-            if let Some(message) = entry.get::<Vec<u8>>("e") {
-                newer.push(message);
-            }
+        let hit = page.ids.iter().position(|entry| {
+            event_id.is_some() && entry.get::<String>("id").as_deref() == event_id
+        });
+        let upto = hit.unwrap_or(page.ids.len());
+        newer.extend(
+            page.ids[..upto]
+                .iter()
+                .filter_map(|e| e.get::<Vec<u8>>("e")),
+        );
+        if hit.is_some() {
+            break true;
         }
-        let (Some(last), true) = (page.ids.last(), page.ids.len() == HISTORY_PAGE) else {
-            return Ok(None);
-        };
+        match page.ids.last() {
+            Some(last) if page.ids.len() == HISTORY_PAGE => end = format!("({}", last.id),
+            _ => break false,
+        }
         if newer.len() > 2 * streamhub_wire::HISTORY_MAXLEN {
-            return Ok(None);
+            break false;
         }
-        end = format!("({}", last.id);
-    }
+    };
+    newer.reverse();
+    Ok((newer, found))
+}
+
+/// Parses history messages into events (an entry that is not one is skipped).
+fn parse_all(messages: &[Vec<u8>]) -> Vec<ParsedEvent> {
+    messages
+        .iter()
+        .filter_map(|m| crate::event::parse_event(m).ok())
+        .collect()
 }
 
 /// Pings every primary.

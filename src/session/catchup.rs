@@ -34,8 +34,8 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
         if let Some(read) = hub.broker.replay(id) {
             // Redis Cluster: this instance's history holds only its clients' clusters.
             let done = resume_from_shared(client, sub, read).await;
-            if catchup.snapshot && !done {
-                snapshot(history, client, sub).await;
+            if let (true, false, Some(read)) = (catchup.snapshot, done, hub.broker.recent()) {
+                snapshot_from_shared(client, sub, read, hub.config.history.snapshot_keys).await;
             }
             return client.hold_events(false);
         }
@@ -52,6 +52,10 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
     }
     // A resume that worked already brought the client up to date.
     if catchup.snapshot && !resumed {
+        if let Some(read) = hub.broker.recent() {
+            snapshot_from_shared(client, sub, read, hub.config.history.snapshot_keys).await;
+            return client.hold_events(false);
+        }
         covered = snapshot(history, client, sub).await;
     }
     if let Some(upto) = covered {
@@ -73,6 +77,46 @@ async fn snapshot(history: &History, client: &ClientHandle, sub: &Subscription) 
     Some(upto)
 }
 
+/// A snapshot from a broker's shared history: the latest matching event of each key (the
+/// `max_keys` most recent keys), oldest first, then `snapshot_complete`. Every matching event
+/// read is covered by id, so an older one still on its way live never lands after the newer
+/// state.
+async fn snapshot_from_shared(
+    client: &ClientHandle,
+    sub: &Subscription,
+    read: crate::broker::ReplayFuture<'_>,
+    max_keys: usize,
+) {
+    let events = match tokio::time::timeout(SHARED_HISTORY_TIMEOUT, read).await {
+        Ok(Ok(Some(events))) => events,
+        // Unreadable: an empty snapshot, said so; live events follow.
+        _ => {
+            client.send_control(reply::snapshot_complete(0));
+            return;
+        }
+    };
+    let (frames, ids) = matching_frames(events, sub);
+    // Newest first, the first of each key is its latest; then back to oldest first.
+    let mut seen = std::collections::HashSet::new();
+    let mut latest: Vec<Arc<OutFrame>> = frames
+        .iter()
+        .rev()
+        .filter(|f| {
+            f.event.as_ref().is_some_and(|m| {
+                seen.insert((m.event_type, m.cluster_id.clone(), m.namespace.clone()))
+            })
+        })
+        .take(max_keys)
+        .map(|f| f.snapshot_copy())
+        .collect();
+    latest.reverse();
+    let n = latest.len();
+    if send_all(client, latest).await {
+        client.cover_ids(sub, ids);
+        client.send_control(reply::snapshot_complete(n));
+    }
+}
+
 /// Resumes from a broker's shared history: the events after the id that match, then
 /// `replay_complete`; their live copies are skipped by id. True when it recovered.
 async fn resume_from_shared(
@@ -88,6 +132,21 @@ async fn resume_from_shared(
             return false;
         }
     };
+    let (frames, ids) = matching_frames(events, sub);
+    let n = frames.len();
+    if !send_all(client, frames).await {
+        return false;
+    }
+    client.cover_ids(sub, ids);
+    client.send_control(reply::replay_complete(true, n));
+    true
+}
+
+/// The events from a shared history that match `sub`, as frames, and their ids.
+fn matching_frames(
+    events: Vec<crate::event::ParsedEvent>,
+    sub: &Subscription,
+) -> (Vec<Arc<OutFrame>>, std::collections::HashSet<String>) {
     let frames: Vec<Arc<OutFrame>> = events
         .into_iter()
         .map(|e| OutFrame::event(e, 0))
@@ -97,13 +156,7 @@ async fn resume_from_shared(
         .iter()
         .filter_map(|f| f.event.as_ref().map(|m| m.event_id.clone()))
         .collect();
-    let n = frames.len();
-    if !send_all(client, frames).await {
-        return false;
-    }
-    client.cover_ids(sub, ids);
-    client.send_control(reply::replay_complete(true, n));
-    true
+    (frames, ids)
 }
 
 /// Queues `frames` for the writer, at most [`IN_FLIGHT`] at a time; false if the connection
