@@ -454,3 +454,44 @@ async fn resume_and_snapshot_on_another_instance_from_the_shared_history() {
         json!({"type": "snapshot_complete", "events": 2})
     );
 }
+
+/// With the node that holds the history stream gone, a resume answers `recovered: false`
+/// (never a silent gap), and the client is still served live once the cluster is back.
+#[tokio::test]
+async fn a_resume_during_a_cluster_outage_says_it_did_not_recover() {
+    let mut cluster = RedisCluster::start().expect("redis cluster (redis-server, redis-cli)");
+    let hub = cluster_hub(&cluster, "s1");
+    assert!(hub.wait_ready(200, Duration::from_secs(15)).await, "ready");
+    publish_gpu(&hub, 0..3, "c1").await;
+    // Only the node owning the stream's slot answers EXISTS without a MOVED error.
+    let owner = (0..3)
+        .find(|i| {
+            cluster
+                .node_cmd(*i, redis::cmd("EXISTS").arg("aiops:events:history"))
+                .is_ok_and(|v| v == redis::Value::Int(1))
+        })
+        .expect("a node holds the history stream");
+    cluster.kill(owner);
+    assert!(hub.wait_ready(503, Duration::from_secs(15)).await, "down");
+    let mut ws = hub.ws().await;
+    send(
+        &mut ws,
+        &json!({"type": "subscribe", "resume_from": "h1",
+                "subscription": {"event_types": ["GPU_UPDATE"], "cluster_filter": ["c1"]}}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["type"], "subscribed");
+    let done = next_seen(&mut ws, Duration::from_secs(10)).await;
+    assert!(
+        matches!(&done, Seen::Json(v) if *v == json!({"type": "replay_complete", "recovered": false, "replayed": 0})),
+        "{done:?}"
+    );
+    cluster.restart(owner).expect("restart the node");
+    assert!(cluster.wait_ok(Duration::from_secs(30)), "cluster ok again");
+    assert!(
+        hub.wait_ready(200, Duration::from_secs(20)).await,
+        "recovers"
+    );
+    publish_gpu(&hub, 3..4, "c1").await;
+    assert_eq!(recv(&mut ws).await["event_id"], "h3", "live again");
+}
