@@ -165,14 +165,11 @@ impl Hub {
         let delta = subs.len() as i64 - old.len() as i64;
         self.metrics.subscriptions.fetch_add(delta, Relaxed);
         self.metrics.index_updates.fetch_add(1, Relaxed);
-        if !self
-            .index
-            .update(IndexOp::Set(client.clone(), subs.clone()))
-            .await
-        {
+        if !self.index.update(IndexOp::Set(client.clone(), subs)).await {
             // Put back what the client held: only its own session changes it.
-            *client.subscriptions.lock() = old.clone();
-            self.tally.lock().replace(&subs, &old);
+            let mut held = client.subscriptions.lock();
+            self.tally.lock().replace(&held, &old);
+            *held = old;
             self.metrics.subscriptions.fetch_sub(delta, Relaxed);
             return Err(IndexFull(self.config.websocket.max_index_keys));
         }

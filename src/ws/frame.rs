@@ -20,8 +20,8 @@ pub struct OutFrame {
     /// When the router accepted the event (for `ws_message_latency_seconds`).
     pub routed_at: Instant,
     /// What the frame carries, when it is an event: how the router, the history and a
-    /// resuming client's writer tell events apart.
-    pub event: Option<EventMeta>,
+    /// resuming client's writer tell events apart (shared with the frame's twins).
+    pub event: Option<Arc<EventMeta>>,
     /// The same message as a MessagePack binary frame, encoded by the first MessagePack client
     /// that needs it and shared by all of them.
     msgpack: OnceLock<Arc<OutFrame>>,
@@ -31,7 +31,7 @@ pub struct OutFrame {
 }
 
 /// The routing facts of an event frame.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct EventMeta {
     /// Sequence number, in routing order (once-per-client delivery, resume seams).
     pub seq: u64,
@@ -107,13 +107,10 @@ impl OutFrame {
                 } else {
                     OpCode::Binary
                 };
-                let mut frame = Self::compressed_frame(payload, opcode, false);
                 if self.event.is_some() {
                     crate::codec::count_event_compressed();
                 }
-                frame.routed_at = self.routed_at;
-                frame.event = self.event.clone();
-                Arc::new(frame)
+                self.twin(Self::compressed_frame(payload, opcode, false))
             })
             .clone()
     }
@@ -157,7 +154,12 @@ impl OutFrame {
         if self.event.is_some() {
             crate::codec::count_event_encoded();
         }
-        let mut frame = Self::from_headroom(buf, OpCode::Binary);
+        self.twin(Self::from_headroom(buf, OpCode::Binary))
+    }
+
+    /// `frame`, another encoding of this one's message, carrying the same routing time and
+    /// event facts (shared, not copied).
+    fn twin(&self, mut frame: Self) -> Arc<Self> {
         frame.routed_at = self.routed_at;
         frame.event = self.event.clone();
         Arc::new(frame)
@@ -166,13 +168,13 @@ impl OutFrame {
     /// The frame of a parsed event, numbered `seq`: its message, header written in place.
     pub(crate) fn event(event: ParsedEvent, seq: u64) -> Arc<Self> {
         let mut frame = Self::from_headroom(event.message, OpCode::Text);
-        frame.event = Some(EventMeta {
+        frame.event = Some(Arc::new(EventMeta {
             seq,
             event_type: event.event_type,
             event_id: event.event_id,
             cluster_id: event.cluster_id,
             namespace: event.namespace,
-        });
+        }));
         Arc::new(frame)
     }
 
