@@ -6,5 +6,5 @@ mod common;
 
 #[test]
 fn the_js_client_passes_its_tests_against_the_real_hub() {
-    common::node_tests("clients/js", "test/", &[], 5);
+    common::node_tests("clients/js", "test/", &[], 6);
 }

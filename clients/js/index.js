@@ -157,13 +157,22 @@ export class StreamhubClient {
       if (msg.type === "disconnect" && Number.isFinite(msg.reconnect_after_ms)) advice = msg.reconnect_after_ms;
       this.handle(msg);
     };
-    ws.onerror = (e) => this.emit("error", e);
-    ws.onclose = (e) => {
-      if (this.ws !== ws) return;
+    // The connection is over: once per socket, whichever event says so first.
+    let ended = false;
+    const lost = (code, reason) => {
+      if (ended || this.ws !== ws) return;
+      ended = true;
       this.ready = false;
-      this.emit("close", { code: e.code, reason: e.reason });
+      this.emit("close", { code, reason });
       if (!this.closed) this.scheduleReconnect(advice);
     };
+    ws.onerror = (e) => {
+      this.emit("error", e);
+      // Node's WebSocket (undici) reports a refused connection with "error" alone, never
+      // "close": without this the client would wait for ever.
+      if (ws.readyState === 0) lost(1006, "connection failed");
+    };
+    ws.onclose = (e) => lost(e.code, e.reason);
   }
 
   async authenticate() {

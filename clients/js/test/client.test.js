@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { StreamhubClient, connect } from "../index.js";
-import { Hub, Redis, gpuEvents, sleep, until } from "../support/hub.js";
+import { Hub, Redis, freePort, gpuEvents, sleep, until } from "../support/hub.js";
 
 const fast = { initialBackoffMs: 100, maxBackoffMs: 400 };
 
@@ -74,6 +74,25 @@ test("a fresh token is fetched on connect and again when the hub says AUTH_EXPIR
     client.close();
   } finally {
     await hub.stop();
+  }
+});
+
+test("a client started before its hub keeps trying and connects once the hub is up", async () => {
+  const port = await freePort();
+  const client = connect(`ws://127.0.0.1:${port}/ws`, fast);
+  let hub;
+  try {
+    const readies = [];
+    client.on("ready", (r) => readies.push(r));
+    const closes = [];
+    client.on("close", (c) => closes.push(c));
+    // Several refused attempts first.
+    await until(() => closes.length >= 2, 5000, "refused attempts reported as closes");
+    hub = await Hub.start("", port);
+    await until(() => readies.length === 1, 5000, "a connection once the hub is up");
+  } finally {
+    client.close();
+    await hub?.stop();
   }
 });
 
