@@ -6,9 +6,21 @@
 #
 #   loadtest/peers/run.sh                 # every server
 #   PEERS="streamhub ws" loadtest/peers/run.sh
+#   SOCKUDO=/path/to/sockudo PEERS="streamhub sockudo" loadtest/peers/run.sh
+#
+# sockudo is run from $SOCKUDO (default: `sockudo` on the PATH), built with
+# `cargo install sockudo --version 5.2.0 --locked --no-default-features --features local`; when
+# it is missing and PEERS is not set, it is left out with a note.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PEERS=${PEERS:-"streamhub streamhub_throughput ws socketio"}
+SOCKUDO=${SOCKUDO:-sockudo}
+if [ -z "${PEERS:-}" ]; then
+  PEERS="streamhub streamhub_throughput ws socketio sockudo"
+  command -v "$SOCKUDO" >/dev/null || {
+    echo "no sockudo at '$SOCKUDO': left out (see loadtest/peers/README.md)" >&2
+    PEERS="streamhub streamhub_throughput ws socketio"
+  }
+fi
 SCENARIOS=${SCENARIOS:-"fanout idle"}
 OUT=loadtest/reports/peers
 mkdir -p "$OUT"
@@ -23,6 +35,8 @@ start() {
         >"$OUT/$1.log" 2>&1 & PORT=8080 ;;
     ws) node loadtest/peers/ws-server.js >"$OUT/$1.log" 2>&1 & PORT=9001 ;;
     socketio) node loadtest/peers/sio-server.js >"$OUT/$1.log" 2>&1 & PORT=9002 ;;
+    sockudo)
+      (set -a; . loadtest/peers/sockudo.env; exec "$SOCKUDO") >"$OUT/$1.log" 2>&1 & PORT=6001 ;;
   esac
   PID=$!
   for _ in $(seq 100); do

@@ -9,6 +9,7 @@ NAMES = {
     "streamhub_throughput": "streamhub (10 ms coalescing)",
     "ws": "Node ws 8.23",
     "socketio": "socket.io 4.8",
+    "sockudo": "sockudo 5.2",
 }
 
 

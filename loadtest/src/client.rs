@@ -337,6 +337,19 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_found_inside_an_escaped_string() {
+        // A Pusher server delivers the body as the escaped `data` string.
+        let t = br#"{"event":"GPU_UPDATE","channel":"gpu","data":"{\"seq\":7,\"sent_ns\":99}"}"#;
+        assert_eq!(number_after(t, br#"\"seq\""#), Some(7));
+        assert_eq!(number_after(t, br#"\"sent_ns\""#), Some(99));
+        assert_eq!(
+            number_after(t, b"\"seq\""),
+            None,
+            "the plain key is not there"
+        );
+    }
+
+    #[test]
     fn source_addresses_cycle() {
         assert_eq!(source_ip(0, 3).to_string(), "127.0.0.1");
         assert_eq!(source_ip(4, 3).to_string(), "127.0.0.2");

@@ -6,6 +6,7 @@
 //! - [`workload`]: subscriptions, events, and which clients each event must reach.
 //! - [`client`]: one WebSocket client: connect, subscribe, read, record latency.
 //! - [`tls`]: the certificate and client settings of a run over TLS.
+//! - [`pusher`]: the Pusher protocol's signed HTTP events API, for peers that speak it.
 //! - [`tokens`]: the clients' tokens, and the hub's JWT key when a scenario turns auth on.
 //! - [`stats`]: HdrHistogram merging, percentiles, `.hgrm`, loss and duplicate accounting.
 //! - [`hub`]: the server under test: start or attach, /proc sampling, metrics, flamegraphs.
@@ -17,6 +18,7 @@ pub mod client;
 pub mod fixtures;
 pub mod heap;
 pub mod hub;
+pub mod pusher;
 pub mod report;
 pub mod runner;
 pub mod scenario;

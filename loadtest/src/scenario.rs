@@ -246,6 +246,10 @@ pub struct Generic {
     /// Key whose number is the sequence number.
     #[serde(default = "seq")]
     pub seq_key: String,
+    /// A Pusher-protocol server (sockudo): each body is sent as the escaped `data` of a signed
+    /// Pusher HTTP API event, and arrives escaped the same way.
+    #[serde(default)]
+    pub pusher: Option<crate::pusher::Pusher>,
 }
 
 /// One `generic.on_connect` step.

@@ -111,6 +111,11 @@ fn client_spec(s: &Scenario, hub: &Hub) -> anyhow::Result<ClientSpec> {
     Ok(match &s.generic {
         Some(g) => {
             let (server, host, path) = parse_ws_url(&g.url)?;
+            // Pusher delivers the body as an escaped string: `\"sent_ns\":123`.
+            let quoted = |k: &str| match g.pusher {
+                Some(_) => format!("\\\"{k}\\\"").into_bytes(),
+                None => quoted(k),
+            };
             ClientSpec {
                 server,
                 host,

@@ -169,6 +169,8 @@ enum Sink {
         token: Option<String>,
         /// Most events per request (more than one: a JSON array).
         max_batch: u64,
+        /// A Pusher-protocol target: each event is wrapped and the request signed.
+        pusher: Option<Arc<crate::pusher::Pusher>>,
     },
     /// `PUBLISH` on `{prefix}:all` of one Redis.
     Redis(redis::aio::MultiplexedConnection, Channels),
@@ -191,6 +193,12 @@ impl Sink {
                 url: publish_url(run),
                 token: run.hub.operator.clone(),
                 max_batch: p.max_batch,
+                pusher: run
+                    .s
+                    .generic
+                    .as_ref()
+                    .and_then(|g| g.pusher.clone())
+                    .map(Arc::new),
             },
             Via::Redis => {
                 let url = p.redis_url.clone().or_else(|| run.hub.redis_url());
@@ -223,9 +231,18 @@ impl Sink {
         let mut taken = Vec::with_capacity(events.len());
         match self {
             Sink::Http {
-                http, url, token, ..
+                http,
+                url,
+                token,
+                pusher,
+                ..
             } => {
-                return post(http, url, token.as_deref(), events).await;
+                let Some(pusher) = pusher else {
+                    return post(http, url, token.as_deref(), events).await;
+                };
+                for (body, _) in events {
+                    taken.push(post_pusher(http, url, pusher, body).await);
+                }
             }
             Sink::Redis(conn, channels) => {
                 for (body, _) in events {
@@ -279,6 +296,23 @@ async fn post(
     (0..events.len())
         .map(|i| answer["results"][i]["event_id"].is_string())
         .collect()
+}
+
+/// Posts one event to a Pusher-protocol server's events API; whether it was taken.
+async fn post_pusher(
+    http: &reqwest::Client,
+    url: &str,
+    pusher: &crate::pusher::Pusher,
+    body: &str,
+) -> bool {
+    let Ok((url, json)) = pusher.request(url, body) else {
+        return false;
+    };
+    let req = http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(json);
+    req.send().await.is_ok_and(|r| r.status().is_success())
 }
 
 /// Where HTTP publishers post.
