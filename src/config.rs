@@ -113,10 +113,16 @@ pub struct WebSocketConfig {
     /// `net.ipv4.tcp_wmem`'s maximum, often 4 MiB per socket).
     pub socket_send_buffer_bytes: usize,
     /// Write coalescing window, milliseconds (0 = off): while a client is busy (its last two
-    /// writes less than twice the window apart), its next write waits until this long after
-    /// the last one, so that the events arriving meanwhile leave in one system call. Other
-    /// clients get their events at once; replies never wait.
+    /// writes less than twice the window apart), its next write waits until its shard's window
+    /// has passed since the last one, so that the events arriving meanwhile leave in one system
+    /// call. The shard's window follows its load (`load.rs`): none while it is lightly loaded,
+    /// all of this when it is short of time. Other clients get their events at once; replies
+    /// never wait.
     pub write_coalesce_ms: f64,
+    /// Whether the coalescing window follows each shard's load (default true): none below 25%
+    /// utilization, all of `write_coalesce_ms` from 65%. With false every busy client waits the
+    /// whole window, however idle the hub.
+    pub write_coalesce_adaptive: bool,
     /// Offer permessage-deflate (RFC 7692) to clients that ask for it: messages of 128 bytes
     /// or more go compressed, each compressed once for every client that negotiated it. On by
     /// default: about 5 µs per event whatever the number of clients, 25–75% fewer bytes
@@ -304,7 +310,8 @@ impl Default for WebSocketConfig {
             max_index_keys: 1_000_000,
             allowed_origins: Vec::new(),
             socket_send_buffer_bytes: 256 * 1024,
-            write_coalesce_ms: 5.0,
+            write_coalesce_ms: 10.0,
+            write_coalesce_adaptive: true,
             compression: true,
             echo_path: None,
         }

@@ -52,6 +52,8 @@ pub struct Hub {
     pub(crate) started: Instant,
     /// The writers' durations, computed once from `websocket.*`.
     pub(crate) timing: crate::ws::writer::Timing,
+    /// Each shard's write-coalescing window, following the shard's load.
+    pub(crate) windows: crate::load::Windows,
 }
 
 /// What the hub talks to at its edges, built from the configuration.
@@ -88,6 +90,11 @@ impl Hub {
     ) -> Self {
         Self {
             timing: crate::ws::writer::Timing::new(&config.websocket),
+            windows: crate::load::Windows::new(
+                std::time::Duration::from_secs_f64(config.websocket.write_coalesce_ms / 1000.0),
+                shards,
+                config.websocket.write_coalesce_adaptive,
+            ),
             config,
             metrics,
             index,

@@ -20,7 +20,8 @@
 //! - [`index`]: the copy-on-write inverted index of subscriptions the router reads lock-free.
 //! - [`backpressure`]: each client's bounded ring and its drop policy.
 //! - [`ws`]: the WebSocket layer; its writer drains a client's ring onto the socket with
-//!   vectored writes and keeps the heartbeat.
+//!   vectored writes and keeps the heartbeat; `load`: how busy each shard is, and the
+//!   write-coalescing window that follows from it.
 //!
 //! Around it:
 //!
@@ -64,6 +65,7 @@ pub mod history;
 pub mod http;
 pub mod hub;
 pub mod index;
+pub(crate) mod load;
 pub mod metrics;
 pub mod profiling;
 pub mod protocol;

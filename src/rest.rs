@@ -74,6 +74,21 @@ const KNOWN_PATHS: [&str; 5] = [
     "/api/v1/streaming/openapi.json",
 ];
 
+/// `status.write_coalescing`: the configured window and each shard's utilization and window now.
+fn write_coalescing(hub: &Hub) -> serde_json::Value {
+    let shards: Vec<_> = hub
+        .windows
+        .report()
+        .into_iter()
+        .map(|(busy, window)| {
+            serde_json::json!({"utilization": (busy * 1000.0).round() / 1000.0,
+                "window_ms": window.as_secs_f64() * 1000.0})
+        })
+        .collect();
+    serde_json::json!({"max_ms": hub.windows.max().as_secs_f64() * 1000.0,
+        "adaptive": hub.config.websocket.write_coalesce_adaptive, "shards": shards})
+}
+
 /// `GET /metrics`: Prometheus text, with `redis_connected` when the broker has a connection.
 fn metrics(hub: &Hub) -> Response<Full<Bytes>> {
     let mut text = hub.metrics.render();
@@ -81,6 +96,14 @@ fn metrics(hub: &Hub) -> Response<Full<Bytes>> {
         "# HELP streamhub_index_keys Keys (event type, cluster, namespace) in the subscription index.\n# TYPE streamhub_index_keys gauge\nstreamhub_index_keys {}\n",
         hub.index.keys()
     ));
+    text.push_str("# HELP streamhub_shard_utilization Share of wall time each shard's runtime spent running tasks (smoothed).\n# TYPE streamhub_shard_utilization gauge\n");
+    text.push_str("# HELP streamhub_write_coalesce_window_seconds Each shard's write-coalescing window now (it follows the shard's utilization).\n# TYPE streamhub_write_coalesce_window_seconds gauge\n");
+    for (i, (busy, window)) in hub.windows.report().into_iter().enumerate() {
+        text.push_str(&format!(
+            "streamhub_shard_utilization{{shard=\"{i}\"}} {busy:.3}\nstreamhub_write_coalesce_window_seconds{{shard=\"{i}\"}} {:.6}\n",
+            window.as_secs_f64()
+        ));
+    }
     if let Some(up) = hub.broker.connected() {
         text.push_str(&format!(
             "# HELP redis_connected Whether the Redis subscription is live.\n# TYPE redis_connected gauge\nredis_connected {}\n",
@@ -218,6 +241,7 @@ fn status(hub: &Hub) -> Value {
             "snapshot_keys": history.1,
             "max_events": hub.config.history.max_events,
         },
+        "write_coalescing": write_coalescing(hub),
         "index_keys": {
             "held": hub.index.keys(),
             "max": hub.config.websocket.max_index_keys,

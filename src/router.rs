@@ -179,11 +179,13 @@ impl Router {
         out
     }
 
-    /// A shard's fan-out task: waits for events and fans them out, for the shard's life.
-    pub async fn run_shard(self: Arc<Self>, shard: usize) {
+    /// A shard's fan-out task: waits for events and fans them out, for the shard's life;
+    /// `before_drain` runs at each wake-up (the shard samples its load there).
+    pub async fn run_shard(self: Arc<Self>, shard: usize, mut before_drain: impl FnMut()) {
         let inbox = &self.inboxes[shard.min(self.inboxes.len() - 1)];
         loop {
             inbox.wake.notified().await;
+            before_drain();
             self.drain(shard);
         }
     }

@@ -195,8 +195,11 @@ async fn drop_newest_reports_every_drop_and_keeps_the_oldest() {
 
 #[tokio::test]
 async fn writes_coalesce_under_load_but_idle_clients_and_replies_never_wait() {
-    // A long window, so the hold-back is plain to see (the default is 5 ms).
-    let hub = HubProcess::start("  websocket:\n    write_coalesce_ms: 400\n");
+    // A long window, so the hold-back is plain to see (the default is 10 ms), and a fixed one
+    // (the default follows the shard's load, and an idle hub holds nothing).
+    let hub = HubProcess::start(
+        "  websocket:\n    write_coalesce_ms: 400\n    write_coalesce_adaptive: false\n",
+    );
     let mut ws = hub.ws().await;
     subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
     tokio::time::sleep(Duration::from_millis(900)).await;
@@ -238,4 +241,31 @@ async fn writes_coalesce_under_load_but_idle_clients_and_replies_never_wait() {
         replied < Duration::from_millis(300),
         "the reply waited {replied:?}"
     );
+}
+
+/// With the default adaptive window, a hub with CPU to spare never holds a write back, even for
+/// a busy client: the window is its shard's, and an idle shard's is zero (`status` says so).
+#[tokio::test]
+async fn an_idle_hub_writes_at_once_even_to_a_busy_client() {
+    let hub = HubProcess::start("  shards: 1\n  websocket:\n    write_coalesce_ms: 400\n");
+    let mut ws = hub.ws().await;
+    subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
+    let event = |id: &str| format!(r#"{{"event_type":"GPU_UPDATE","event_id":"{id}"}}"#);
+    let t0 = std::time::Instant::now();
+    // Four writes in a row: with a fixed window the last two would wait 400 ms.
+    for id in ["a", "b", "c", "d"] {
+        hub.broadcast(&event(id)).await;
+        assert_eq!(recv(&mut ws).await["event_id"], id);
+    }
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(300),
+        "an idle hub held a busy client's events: {took:?}"
+    );
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    let c = &status["write_coalescing"];
+    assert_eq!(c["max_ms"], 400.0, "{c}");
+    assert_eq!(c["adaptive"], true, "{c}");
+    assert_eq!(c["shards"].as_array().map(Vec::len), Some(1), "{c}");
+    assert_eq!(c["shards"][0]["window_ms"], 0.0, "{c}");
 }

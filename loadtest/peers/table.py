@@ -6,7 +6,7 @@ import sys
 out = pathlib.Path(sys.argv[1])
 NAMES = {
     "streamhub": "streamhub (default)",
-    "streamhub_throughput": "streamhub (10 ms coalescing)",
+    "streamhub_throughput": "streamhub (20 ms coalescing)",
     "ws": "Node ws 8.23",
     "socketio": "socket.io 4.8",
     "sockudo": "sockudo 5.2",
@@ -22,7 +22,7 @@ def fmt(v, unit="", digits=2):
     return "n/a" if v is None else f"{v:,.{digits}f}{unit}"
 
 
-rows, steps, date = [], {}, None
+rows, steps, cpu_steps, date = [], {}, {}, None
 for peer, name in NAMES.items():
     f, i = load("fanout", peer), load("idle", peer)
     if not f and not i:
@@ -35,6 +35,7 @@ for peer, name in NAMES.items():
                  ihub.get("rss_per_connection_kib"), acc.get("lost"), acc.get("duplicates")))
     for s in (f or {}).get("steps", []):
         steps.setdefault(s["target_events_per_second"], {})[name] = s["latency"]["p99_ms"]
+        cpu_steps.setdefault(s["target_events_per_second"], {})[name] = s.get("cpu_us_per_delivery")
 
 print("# streamhub and its peers, side by side\n")
 print(f"One sitting ({date}), this 2-core machine, the harness beside the server, the `generic`")
@@ -50,6 +51,13 @@ print("| events/s | " + " | ".join(names) + " |")
 print("| --- |" + " --- |" * len(names))
 for rate in sorted(steps):
     print(f"| {rate:g} | " + " | ".join(fmt(steps[rate].get(n)) for n in names) + " |")
+if any(v for row in cpu_steps.values() for v in row.values()):
+    print("\nServer CPU per delivery (µs) by step, the like-for-like figure (the overall one averages")
+    print("each server's own steps):\n")
+    print("| events/s | " + " | ".join(names) + " |")
+    print("| --- |" + " --- |" * len(names))
+    for rate in sorted(cpu_steps):
+        print(f"| {rate:g} | " + " | ".join(fmt(cpu_steps[rate].get(n)) for n in names) + " |")
 
 ours = [r for r in rows if r[0].startswith("streamhub")]
 peers = [r for r in rows if not r[0].startswith("streamhub")]

@@ -93,6 +93,10 @@ pub struct StepResult {
     pub latency: Percentiles,
     /// Drops the hub counted in the step.
     pub hub_drops: u64,
+    /// The hub's CPU time per delivery over the step (from `/proc`), in microseconds: what one
+    /// delivery costs at this rate, comparable between servers at the steps they share.
+    #[serde(default)]
+    pub cpu_us_per_delivery: Option<f64>,
 }
 
 /// The hub's figures.
@@ -256,12 +260,12 @@ fn latency(o: &mut String, s: &Summary) {
     if !s.steps.is_empty() {
         let _ = writeln!(
             o,
-            "## Steps\n\n| target ev/s | achieved ev/s | events | deliveries/s | p50 | p99 | p99.9 | max | hub drops |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+            "## Steps\n\n| target ev/s | achieved ev/s | events | deliveries/s | p50 | p99 | p99.9 | max | hub drops | hub CPU per delivery |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         );
         for st in &s.steps {
             let _ = writeln!(
                 o,
-                "| {:.0} | {:.0} | {} | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {} |",
+                "| {:.0} | {:.0} | {} | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {} | {} |",
                 st.target_events_per_second,
                 st.achieved_events_per_second,
                 st.events,
@@ -270,7 +274,9 @@ fn latency(o: &mut String, s: &Summary) {
                 st.latency.p99_ms,
                 st.latency.p999_ms,
                 st.latency.max_ms,
-                st.hub_drops
+                st.hub_drops,
+                st.cpu_us_per_delivery
+                    .map_or("n/a".into(), |c| format!("{c:.2} µs"))
             );
         }
         let _ = writeln!(

@@ -45,8 +45,6 @@ pub(crate) struct Timing {
     pub(crate) heartbeat: Periods,
     /// A socket that takes no bytes for this long is treated like a missed heartbeat.
     pub(crate) stall_limit: Duration,
-    /// The write coalescing window (zero: off).
-    pub(crate) coalesce: Duration,
 }
 
 impl Timing {
@@ -57,7 +55,6 @@ impl Timing {
         Self {
             heartbeat: Periods { interval, timeout },
             stall_limit: interval + timeout,
-            coalesce: Duration::from_secs_f64(ws.write_coalesce_ms / 1000.0),
         }
     }
 }
@@ -84,14 +81,12 @@ pub(crate) fn run(
         let mut batch: Vec<Arc<OutFrame>> = Vec::new();
         let mut now = Instant::now();
         // When the last two writes ended (an idle client's first events leave at once).
-        let coalesce = hub.timing.coalesce;
-        let long_ago = now.checked_sub(coalesce * 2).unwrap_or(now);
+        let most = hub.windows.max();
+        let long_ago = now.checked_sub(most * 2).unwrap_or(now);
         let (mut prev_write, mut last_write) = (long_ago, long_ago);
         loop {
-            let coalesce = hub.timing.coalesce;
-            let busy = last_write < prev_write + coalesce * 2;
-            if busy && coalesce_wait(&client, coalesce, last_write, now) {
-                timer.as_mut().reset((last_write + coalesce).into());
+            if let Some(until) = hold_until(&client, &hub, (prev_write, last_write), now) {
+                timer.as_mut().reset(until.into());
                 hold_back(&client, timer.as_mut()).await;
                 now = Instant::now();
             }
@@ -178,6 +173,23 @@ fn coalesce_wait(
         && !client.ring.is_empty()
         && !client.has_control()
         && client.goodbye().is_none()
+}
+
+/// Until when to hold the client's next write back, if at all: only while it is busy (its last
+/// two writes were less than twice the configured window apart), and then its
+/// shard's window now (load.rs) after the last write, when [`coalesce_wait`] agrees. A plain
+/// function, so that the writer's task keeps no extra state across the wait.
+fn hold_until(
+    client: &ClientHandle,
+    hub: &Hub,
+    (prev_write, last_write): (Instant, Instant),
+    now: Instant,
+) -> Option<Instant> {
+    if last_write >= prev_write + hub.windows.max() * 2 {
+        return None;
+    }
+    let window = hub.windows.get(client.shard);
+    coalesce_wait(client, window, last_write, now).then(|| last_write + window)
 }
 
 /// Waits until `timer` fires (the caller set it to the end of the window) while only events

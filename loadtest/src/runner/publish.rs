@@ -63,12 +63,10 @@ pub(super) async fn steps(run: &Run, opts: &super::RunOptions) -> anyhow::Result
         }
     }
     let (cpu_after, delivered_after) = (run.hub.sample(), run.delivered.load(Relaxed));
-    let cpu_us_per_delivery = match (cpu_before, cpu_after) {
-        (Some(a), Some(b)) if delivered_after > delivered_before => Some(
-            1e6 * (b.cpu_seconds - a.cpu_seconds) / (delivered_after - delivered_before) as f64,
-        ),
-        _ => None,
-    };
+    let cpu_us_per_delivery = cpu_per_delivery(
+        cpu_before.zip(cpu_after),
+        delivered_after.saturating_sub(delivered_before),
+    );
     Ok(Published {
         figures: PublishFigures {
             steps: results,
@@ -76,6 +74,15 @@ pub(super) async fn steps(run: &Run, opts: &super::RunOptions) -> anyhow::Result
         },
         profile,
     })
+}
+
+/// Microseconds of hub CPU per delivery between two `/proc` samples.
+fn cpu_per_delivery(
+    samples: Option<(crate::fixtures::ProcSample, crate::fixtures::ProcSample)>,
+    deliveries: u64,
+) -> Option<f64> {
+    let (a, b) = samples?;
+    (deliveries > 0).then(|| 1e6 * (b.cpu_seconds - a.cpu_seconds) / deliveries as f64)
 }
 
 /// Starts a flamegraph over the whole publishing phase when asked for.
@@ -122,12 +129,14 @@ async fn step(
     drops_before: f64,
 ) -> anyhow::Result<(StepResult, Option<f64>)> {
     let from = run.started.elapsed().as_secs_f64().ceil() as usize;
+    let (cpu_before, delivered_before) = (run.hub.sample(), run.delivered.load(Relaxed));
     let t0 = Instant::now();
     let sent = publish_at(run, rate, seqs).await?;
     let elapsed = t0.elapsed().as_secs_f64();
     let to = run.started.elapsed().as_secs_f64().floor() as usize;
     // Let the step's last events land before judging it.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let (cpu_after, delivered_after) = (run.hub.sample(), run.delivered.load(Relaxed));
     let drops_after = run.hub.metric(&run.http, "ws_events_dropped_total").await;
     let window = run.collector.lock().window(from, to.max(from + 1));
     let latency = stats::percentiles(&window);
@@ -139,6 +148,10 @@ async fn step(
         deliveries_per_second: latency.count as f64 / secs,
         latency,
         hub_drops: (drops_after.unwrap_or(drops_before) - drops_before).max(0.0) as u64,
+        cpu_us_per_delivery: cpu_per_delivery(
+            cpu_before.zip(cpu_after),
+            delivered_after.saturating_sub(delivered_before),
+        ),
     };
     Ok((step, drops_after))
 }
