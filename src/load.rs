@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Utilization under which writes are never held back.
-pub(crate) const LOW: f64 = 0.25;
+const LOW: f64 = 0.25;
 /// Utilization from which the whole window is used.
-pub(crate) const HIGH: f64 = 0.65;
+const HIGH: f64 = 0.65;
 /// Shortest time between two samples of a shard's runtime.
 const PERIOD: Duration = Duration::from_millis(10);
 /// How fast the smoothed utilization follows the samples (time constant).
