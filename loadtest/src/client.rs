@@ -35,11 +35,11 @@ pub struct ClientSpec {
     /// What to send and wait for after connecting, in order.
     pub opening: Vec<Step>,
     /// Key of the send time in received messages.
-    pub time_key: Vec<u8>,
+    pub time_key: Key,
     /// Key of the sequence number.
-    pub seq_key: Vec<u8>,
+    pub seq_key: Key,
     /// Key of the publisher id (absent = publisher 0).
-    pub publisher_key: Vec<u8>,
+    pub publisher_key: Key,
     /// Number of publishers.
     pub publishers: usize,
     /// With TLS: connects through this (the hub's certificate trusted).
@@ -87,9 +87,21 @@ pub fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
+/// A key to look for in received messages (quotes included), its searcher built once: building
+/// one per message was a tenth of the harness's own CPU.
+#[derive(Clone, Debug)]
+pub struct Key(memchr::memmem::Finder<'static>);
+
+impl Key {
+    /// Searches for exactly these bytes.
+    pub fn new(key: &[u8]) -> Self {
+        Self(memchr::memmem::Finder::new(key).into_owned())
+    }
+}
+
 /// The unsigned number after `"key":` in `text`.
-pub fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
-    let mut i = memchr::memmem::find(text, key)? + key.len();
+pub fn number_after(text: &[u8], key: &Key) -> Option<u64> {
+    let mut i = key.0.find(text)? + key.0.needle().len();
     while i < text.len() && (text[i] == b'"' || text[i] == b':' || text[i] == b' ') {
         i += 1;
     }
@@ -258,10 +270,15 @@ async fn read_events(mut ws: Ws, spec: &ClientSpec, w: &mut Wiring, out: &mut Cl
     let mut seen = vec![SeenWindow::default(); spec.publishers.max(1)];
     let mut batch: Vec<Sample> = Vec::with_capacity(BATCH);
     let mut batch_started = Instant::now();
+    // One stop future for the whole loop: a new one per message would join and leave the
+    // watch channel's waiter list, shared by every client, once per delivery.
+    let stop = w.stop.wait_for(|s| *s);
+    tokio::pin!(stop);
     loop {
         let frame = tokio::select! {
+            biased;
+            _ = &mut stop => break,
             f = ws.read_frame() => f,
-            _ = w.stop.wait_for(|s| *s) => break,
         };
         let frame = match frame {
             Ok(f) => f,
@@ -323,15 +340,15 @@ mod tests {
     #[test]
     fn numbers_are_found_after_keys() {
         let t = br#"{"type":"event","payload":{"seq":42,"sent_ns":1700000000123456789,"pad":"x"}}"#;
-        assert_eq!(number_after(t, b"\"seq\""), Some(42));
+        assert_eq!(number_after(t, &Key::new(b"\"seq\"")), Some(42));
         assert_eq!(
-            number_after(t, b"\"sent_ns\""),
+            number_after(t, &Key::new(b"\"sent_ns\"")),
             Some(1_700_000_000_123_456_789)
         );
-        assert_eq!(number_after(t, b"\"missing\""), None);
-        assert_eq!(number_after(br#"{"seq":"x"}"#, b"\"seq\""), None);
+        assert_eq!(number_after(t, &Key::new(b"\"missing\"")), None);
+        assert_eq!(number_after(br#"{"seq":"x"}"#, &Key::new(b"\"seq\"")), None);
         assert_eq!(
-            number_after(br#"{"seq":99999999999999999999999}"#, b"\"seq\""),
+            number_after(br#"{"seq":99999999999999999999999}"#, &Key::new(b"\"seq\"")),
             None
         );
     }
@@ -340,10 +357,10 @@ mod tests {
     fn numbers_are_found_inside_an_escaped_string() {
         // A Pusher server delivers the body as the escaped `data` string.
         let t = br#"{"event":"GPU_UPDATE","channel":"gpu","data":"{\"seq\":7,\"sent_ns\":99}"}"#;
-        assert_eq!(number_after(t, br#"\"seq\""#), Some(7));
-        assert_eq!(number_after(t, br#"\"sent_ns\""#), Some(99));
+        assert_eq!(number_after(t, &Key::new(br#"\"seq\""#)), Some(7));
+        assert_eq!(number_after(t, &Key::new(br#"\"sent_ns\""#)), Some(99));
         assert_eq!(
-            number_after(t, b"\"seq\""),
+            number_after(t, &Key::new(b"\"seq\"")),
             None,
             "the plain key is not there"
         );

@@ -97,6 +97,10 @@ pub struct StepResult {
     /// delivery costs at this rate, comparable between servers at the steps they share.
     #[serde(default)]
     pub cpu_us_per_delivery: Option<f64>,
+    /// The harness's own CPU time per delivery over the step (its clients and publishers, from
+    /// `/proc/self`), in microseconds: on a machine the two share, what the measuring costs.
+    #[serde(default)]
+    pub harness_cpu_us_per_delivery: Option<f64>,
 }
 
 /// The hub's figures.
@@ -260,12 +264,12 @@ fn latency(o: &mut String, s: &Summary) {
     if !s.steps.is_empty() {
         let _ = writeln!(
             o,
-            "## Steps\n\n| target ev/s | achieved ev/s | events | deliveries/s | p50 | p99 | p99.9 | max | hub drops | hub CPU per delivery |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+            "## Steps\n\n| target ev/s | achieved ev/s | events | deliveries/s | p50 | p99 | p99.9 | max | hub drops | hub CPU per delivery | harness CPU per delivery |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         );
         for st in &s.steps {
             let _ = writeln!(
                 o,
-                "| {:.0} | {:.0} | {} | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {} | {} |",
+                "| {:.0} | {:.0} | {} | {:.0} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {} | {} | {} |",
                 st.target_events_per_second,
                 st.achieved_events_per_second,
                 st.events,
@@ -275,8 +279,8 @@ fn latency(o: &mut String, s: &Summary) {
                 st.latency.p999_ms,
                 st.latency.max_ms,
                 st.hub_drops,
-                st.cpu_us_per_delivery
-                    .map_or("n/a".into(), |c| format!("{c:.2} µs"))
+                micros(st.cpu_us_per_delivery),
+                micros(st.harness_cpu_us_per_delivery),
             );
         }
         let _ = writeln!(
@@ -285,6 +289,11 @@ fn latency(o: &mut String, s: &Summary) {
             s.best_sustained_deliveries_per_second, s.peak_deliveries_per_second
         );
     }
+}
+
+/// Microseconds with two decimals, or `n/a`.
+fn micros(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |c| format!("{c:.2} µs"))
 }
 
 /// Loss and duplicates, and how the clients connected.

@@ -2,7 +2,7 @@
 //! opening and waits for the replies, then reads events until the run stops.
 
 use super::{parse_ws_url, Run};
-use crate::client::{self, ClientOutcome, ClientSpec, Step, Wiring};
+use crate::client::{self, ClientOutcome, ClientSpec, Key, Step, Wiring};
 use crate::fixtures::ProcSample;
 use crate::hub::Hub;
 use crate::scenario::Scenario;
@@ -107,13 +107,13 @@ async fn wait_ready(run: &Run, mut ready_rx: mpsc::UnboundedReceiver<()>) -> Dur
 
 /// The client settings shared by every client.
 fn client_spec(s: &Scenario, hub: &Hub) -> anyhow::Result<ClientSpec> {
-    let quoted = |k: &str| format!("\"{k}\"").into_bytes();
+    let quoted = |k: &str| Key::new(format!("\"{k}\"").as_bytes());
     Ok(match &s.generic {
         Some(g) => {
             let (server, host, path) = parse_ws_url(&g.url)?;
             // Pusher delivers the body as an escaped string: `\"sent_ns\":123`.
             let quoted = |k: &str| match g.pusher {
-                Some(_) => format!("\\\"{k}\\\"").into_bytes(),
+                Some(_) => Key::new(format!("\\\"{k}\\\"").as_bytes()),
                 None => quoted(k),
             };
             ClientSpec {

@@ -5,6 +5,7 @@
 
 use super::Run;
 use crate::client;
+use crate::fixtures::proc_sample;
 use crate::report::StepResult;
 use crate::scenario::Via;
 use crate::stats;
@@ -76,7 +77,7 @@ pub(super) async fn steps(run: &Run, opts: &super::RunOptions) -> anyhow::Result
     })
 }
 
-/// Microseconds of hub CPU per delivery between two `/proc` samples.
+/// Microseconds of a process's CPU per delivery between two `/proc` samples.
 fn cpu_per_delivery(
     samples: Option<(crate::fixtures::ProcSample, crate::fixtures::ProcSample)>,
     deliveries: u64,
@@ -130,6 +131,7 @@ async fn step(
 ) -> anyhow::Result<(StepResult, Option<f64>)> {
     let from = run.started.elapsed().as_secs_f64().ceil() as usize;
     let (cpu_before, delivered_before) = (run.hub.sample(), run.delivered.load(Relaxed));
+    let harness_before = proc_sample(std::process::id());
     let t0 = Instant::now();
     let sent = publish_at(run, rate, seqs).await?;
     let elapsed = t0.elapsed().as_secs_f64();
@@ -137,6 +139,8 @@ async fn step(
     // Let the step's last events land before judging it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (cpu_after, delivered_after) = (run.hub.sample(), run.delivered.load(Relaxed));
+    let harness_after = proc_sample(std::process::id());
+    let deliveries = delivered_after.saturating_sub(delivered_before);
     let drops_after = run.hub.metric(&run.http, "ws_events_dropped_total").await;
     let window = run.collector.lock().window(from, to.max(from + 1));
     let latency = stats::percentiles(&window);
@@ -148,9 +152,10 @@ async fn step(
         deliveries_per_second: latency.count as f64 / secs,
         latency,
         hub_drops: (drops_after.unwrap_or(drops_before) - drops_before).max(0.0) as u64,
-        cpu_us_per_delivery: cpu_per_delivery(
-            cpu_before.zip(cpu_after),
-            delivered_after.saturating_sub(delivered_before),
+        cpu_us_per_delivery: cpu_per_delivery(cpu_before.zip(cpu_after), deliveries),
+        harness_cpu_us_per_delivery: cpu_per_delivery(
+            harness_before.zip(harness_after),
+            deliveries,
         ),
     };
     Ok((step, drops_after))
