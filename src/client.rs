@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::Notify;
@@ -23,6 +23,19 @@ use uuid::Uuid;
 /// Most protocol replies a client may leave unread before it is disconnected: replies are
 /// lossless, so a client that sends requests but never reads the answers is cut off instead.
 pub(crate) const CONTROL_QUEUE_LIMIT: usize = 256;
+
+/// Most bytes of replies a client may leave unread (a reply larger than this alone is still
+/// taken while nothing else waits). With [`CONTROL_QUEUE_LIMIT`] it bounds what a client that
+/// never reads can pin through its own replies (README, "Limits").
+pub(crate) const CONTROL_QUEUE_BYTES: usize = 256 * 1024;
+
+/// The control queue's load packs its length (low bits) and its bytes (high bits) in one
+/// atomic, so `ClientHandle` stays in its allocation class.
+const LOAD_LEN_BITS: u32 = 20;
+/// One queued frame of `bytes` bytes, as a load.
+const fn load_of(bytes: usize) -> u64 {
+    1 | ((bytes as u64) << LOAD_LEN_BITS)
+}
 
 /// Why the server ends a connection, and what it tells the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +67,22 @@ impl Goodbye {
         }
     }
 
+    /// Whether the connection waits for the peer's side of the closing handshake after this
+    /// goodbye: not for an unauthenticated connection evicted to make room, whose slot is
+    /// wanted now.
+    pub(crate) fn lingers(&self) -> bool {
+        self.reason != Self::unauthenticated().reason
+    }
+
+    /// The client did not authenticate and its place was needed (close 1008).
+    pub(crate) fn unauthenticated() -> Self {
+        Self {
+            reason: "authentication_timeout",
+            reconnect_after_ms: 1000,
+            close_code: CloseCode::Policy,
+        }
+    }
+
     /// An operator disconnected this client (close 1000).
     pub(crate) fn operator(reconnect_after_ms: u64) -> Self {
         Self {
@@ -73,6 +102,11 @@ struct Rare {
     goodbye: Option<Goodbye>,
     /// Each resume or snapshot sent: the subscription and what it covered.
     covered: Vec<(Subscription, Covered)>,
+    /// Its place among the unauthenticated connections, until it authenticates.
+    unauthenticated: Option<crate::preauth::Ticket>,
+    /// After a fresh token narrowed the subscriptions: events queued up to this sequence number
+    /// reach the client only if they match one of these (the subscriptions now held).
+    regranted: Option<(u64, Vec<Subscription>)>,
 }
 
 /// What a resume or snapshot sent ahead of the live events, for one subscription.
@@ -101,8 +135,8 @@ pub struct ClientHandle {
     pub ring: EventRing,
     /// Protocol replies and control frames waiting for the writer (lossless, limited).
     control: Mutex<VecDeque<Arc<OutFrame>>>,
-    /// Length of `control`, read without the lock.
-    control_len: AtomicUsize,
+    /// Length and bytes of `control` (packed, see [`load_of`]), read without the lock.
+    control_load: AtomicU64,
     /// Wakes the writer when anything was queued or a shutdown was asked for.
     pub(crate) wake: Notify,
     /// Sequence number of the last event pushed, so an event reaches a client once even when
@@ -148,7 +182,7 @@ impl ClientHandle {
             epoch: Instant::now(),
             ring: EventRing::new(queue_size, drop_oldest),
             control: Mutex::new(VecDeque::new()),
-            control_len: AtomicUsize::new(0),
+            control_load: AtomicU64::new(0),
             wake: Notify::new(),
             last_event_seq: AtomicU64::new(0),
             subscriptions: Mutex::new(Vec::new()),
@@ -194,14 +228,21 @@ impl ClientHandle {
         self.last_event_seq.swap(seq, Ordering::Relaxed) != seq
     }
 
-    /// Queues a protocol reply or control frame and wakes the writer. Returns false when the
-    /// client has left too many replies unread (the caller then closes the connection).
+    /// Queues a protocol reply or control frame and wakes the writer. Returns false, and
+    /// queues nothing, when the client has left too many replies or reply bytes unread (the
+    /// caller then closes the connection); a close frame is always taken.
     pub(crate) fn send_control(&self, frame: Arc<OutFrame>) -> bool {
-        if self.control_len.fetch_add(1, Ordering::Relaxed) >= CONTROL_QUEUE_LIMIT {
-            self.control_len.fetch_sub(1, Ordering::Relaxed);
+        let frame = self.encoded(&frame);
+        let load = load_of(frame.bytes().len());
+        let before = self.control_load.fetch_add(load, Ordering::Relaxed);
+        let (len, bytes) = unpack(before);
+        let full = len >= CONTROL_QUEUE_LIMIT
+            || (len > 0 && bytes + frame.bytes().len() > CONTROL_QUEUE_BYTES);
+        if full && !frame.is_close() {
+            self.control_load.fetch_sub(load, Ordering::Relaxed);
             return false;
         }
-        self.control.lock().push_back(self.encoded(&frame));
+        self.control.lock().push_back(frame);
         self.wake.notify_one();
         true
     }
@@ -209,26 +250,28 @@ impl ClientHandle {
     /// Whether the control queue still has room (the client reads its replies); a reader
     /// closes the connection when it has none.
     pub(crate) fn send_control_room(&self) -> bool {
-        self.control_len.load(Ordering::Relaxed) < CONTROL_QUEUE_LIMIT
+        let (len, bytes) = self.control_queued();
+        len < CONTROL_QUEUE_LIMIT && bytes < CONTROL_QUEUE_BYTES
     }
 
-    /// How many replies and control frames wait for the writer.
-    pub(crate) fn control_len(&self) -> usize {
-        self.control_len.load(Ordering::Relaxed)
+    /// How many replies and control frames wait for the writer, and their bytes.
+    pub(crate) fn control_queued(&self) -> (usize, usize) {
+        unpack(self.control_load.load(Ordering::Relaxed))
     }
 
     /// Whether a reply or control frame waits for the writer.
     pub(crate) fn has_control(&self) -> bool {
-        self.control_len.load(Ordering::Relaxed) > 0
+        self.control_load.load(Ordering::Relaxed) > 0
     }
 
     /// Takes the next control frame.
     pub(crate) fn pop_control(&self) -> Option<Arc<OutFrame>> {
-        if self.control_len.load(Ordering::Relaxed) == 0 {
+        if self.control_load.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let f = self.control.lock().pop_front()?;
-        self.control_len.fetch_sub(1, Ordering::Relaxed);
+        self.control_load
+            .fetch_sub(load_of(f.bytes().len()), Ordering::Relaxed);
         Some(f)
     }
 
@@ -259,9 +302,34 @@ impl ClientHandle {
         self.rare.lock().as_ref().and_then(|r| r.subject.clone())
     }
 
-    /// Records the authenticated subject.
+    /// Records the authenticated subject; the client leaves the unauthenticated budget.
     pub(crate) fn set_subject(&self, subject: String) {
-        self.rare.lock().get_or_insert_with(Box::default).subject = Some(subject);
+        let ticket = {
+            let mut rare = self.rare.lock();
+            let rare = rare.get_or_insert_with(Box::default);
+            rare.subject = Some(subject);
+            rare.unauthenticated.take()
+        };
+        drop(ticket);
+    }
+
+    /// Holds the client's place among the unauthenticated connections until it
+    /// authenticates or leaves.
+    pub(crate) fn hold_unauthenticated(&self, ticket: crate::preauth::Ticket) {
+        self.rare
+            .lock()
+            .get_or_insert_with(Box::default)
+            .unauthenticated = Some(ticket);
+    }
+
+    /// Gives back the client's place among the unauthenticated connections, if it holds one.
+    pub(crate) fn release_unauthenticated(&self) {
+        let ticket = self
+            .rare
+            .lock()
+            .as_mut()
+            .and_then(|r| r.unauthenticated.take());
+        drop(ticket);
     }
 
     /// Holds live events back in the ring (true) while a resume or snapshot goes out ahead of
@@ -300,8 +368,17 @@ impl ClientHandle {
         list.push((sub.clone(), covered));
     }
 
-    /// Whether a live event frame was already sent by a resume or snapshot.
-    pub(crate) fn already_sent(&self, frame: &OutFrame) -> bool {
+    /// After a fresh token narrowed this client's subscriptions to `subs`: the events already
+    /// queued (up to sequence number `upto`, the last one routed) that match none of them are
+    /// skipped, so nothing outside the new grant goes out after the change.
+    pub(crate) fn regrant(&self, upto: u64, subs: Vec<Subscription>) {
+        self.rare.lock().get_or_insert_with(Box::default).regranted = Some((upto, subs));
+        self.covered_upto.fetch_max(upto, Ordering::AcqRel);
+    }
+
+    /// Whether a live event frame from the ring is not to be sent: a resume or snapshot sent
+    /// it already, or it was queued under a grant the client no longer holds.
+    pub(crate) fn skip(&self, frame: &OutFrame) -> bool {
         let Some(meta) = frame.event.as_ref() else {
             return false;
         };
@@ -312,6 +389,11 @@ impl ClientHandle {
         let Some(r) = rare.as_mut() else {
             return false;
         };
+        if let Some((upto, subs)) = &r.regranted {
+            if meta.seq <= *upto && !subs.iter().any(|s| crate::history::frame_matches(frame, s)) {
+                return true;
+            }
+        }
         let sent = r.covered.iter().any(|(sub, c)| {
             let covers = match c {
                 Covered::UpTo(upto) => meta.seq <= *upto,
@@ -328,8 +410,9 @@ impl ClientHandle {
                 Covered::UpTo(u) => *u,
                 Covered::Ids(..) => u64::MAX,
             });
+            let regranted = r.regranted.as_ref().map(|(u, _)| *u);
             self.covered_upto
-                .store(upto.max().unwrap_or(0), Ordering::Release);
+                .store(upto.chain(regranted).max().unwrap_or(0), Ordering::Release);
         }
         sent
     }
@@ -383,6 +466,12 @@ impl ClientHandle {
             slow: stalled >= slow_threshold_ms,
         }
     }
+}
+
+/// A control queue's (length, bytes).
+fn unpack(load: u64) -> (usize, usize) {
+    let len = load & ((1 << LOAD_LEN_BITS) - 1);
+    (len as usize, (load >> LOAD_LEN_BITS) as usize)
 }
 
 /// One row of `GET /api/v1/streaming/clients`.

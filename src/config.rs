@@ -101,11 +101,22 @@ pub struct WebSocketConfig {
     pub max_message_size_bytes: usize,
     /// Most open WebSockets; a new upgrade past it is answered 503.
     pub max_connections: usize,
+    /// With authentication on, most connections that have not authenticated yet (default: a
+    /// quarter of `max_connections`, at least 1). When full, the oldest of them is evicted
+    /// (`disconnect` with reason `authentication_timeout`, close 1008) for a new one.
+    pub max_unauthenticated_connections: Option<usize>,
+    /// With authentication on, most unauthenticated connections from one source address
+    /// (behind a proxy, the proxy's); an upgrade past it is answered 503.
+    pub max_unauthenticated_per_address: usize,
     /// Most subscriptions one client may hold.
     pub max_subscriptions_per_client: usize,
     /// Most (event type, cluster, namespace) keys in the subscription index over all clients
     /// and shards; a subscribe that would add keys past it is refused (`INVALID_SUBSCRIPTION`).
     pub max_index_keys: usize,
+    /// Most index keys one authenticated subject may hold over all its connections (each
+    /// subscription counted by its breadth; default: a tenth of `max_index_keys`), so one
+    /// principal cannot fill the index for everyone.
+    pub max_index_keys_per_subject: Option<usize>,
     /// Browser origins allowed to connect; empty allows any (and requests without `Origin`).
     pub allowed_origins: Vec<String>,
     /// Kernel send buffer per connection (`SO_SNDBUF`), bounding what a client that stops reading
@@ -192,6 +203,9 @@ pub struct AuthConfig {
     pub validation_cache_seconds: f64,
     /// Seconds to wait for the validation endpoint; past it the token is refused.
     pub validation_timeout_seconds: f64,
+    /// Most questions to the validation endpoint at once; a token that cannot be asked about
+    /// within `validation_timeout_seconds` is refused as unavailable.
+    pub validation_max_concurrent: usize,
     /// HS256 secret: JWTs signed with it are accepted.
     pub jwt_secret: Option<String>,
     /// PEM public key (RSA for RS256, EC P-256 for ES256) that JWTs are verified with.
@@ -306,8 +320,11 @@ impl Default for WebSocketConfig {
             heartbeat_timeout_seconds: 10.0,
             max_message_size_bytes: 65536,
             max_connections: 1000,
+            max_unauthenticated_connections: None,
+            max_unauthenticated_per_address: 64,
             max_subscriptions_per_client: 64,
             max_index_keys: 1_000_000,
+            max_index_keys_per_subject: None,
             allowed_origins: Vec::new(),
             socket_send_buffer_bytes: 256 * 1024,
             write_coalesce_ms: 10.0,
@@ -336,6 +353,7 @@ impl Default for AuthConfig {
             token_validation_url: None,
             validation_cache_seconds: 30.0,
             validation_timeout_seconds: 2.0,
+            validation_max_concurrent: 16,
             jwt_secret: None,
             jwt_public_key_file: None,
             jwks_file: None,
@@ -588,6 +606,20 @@ impl BrokerKind<'_> {
 }
 
 impl WebSocketConfig {
+    /// `max_index_keys_per_subject`, or its default: a tenth of `max_index_keys`.
+    pub fn index_keys_per_subject(&self) -> usize {
+        self.max_index_keys_per_subject
+            .unwrap_or(self.max_index_keys / 10)
+            .max(1)
+    }
+
+    /// `max_unauthenticated_connections`, or its default: a quarter of `max_connections`.
+    pub fn unauthenticated_budget(&self) -> usize {
+        self.max_unauthenticated_connections
+            .unwrap_or(self.max_connections / 4)
+            .max(1)
+    }
+
     /// Checks `websocket.*`.
     fn validate(&self) -> Result<(), ConfigError> {
         if !positive(self.heartbeat_interval_seconds) {
@@ -608,6 +640,18 @@ impl WebSocketConfig {
         if self.max_connections == 0 {
             return bad("websocket.max_connections", "must be at least 1");
         }
+        if self.max_unauthenticated_connections == Some(0) {
+            return bad(
+                "websocket.max_unauthenticated_connections",
+                "must be at least 1",
+            );
+        }
+        if self.max_unauthenticated_per_address == 0 {
+            return bad(
+                "websocket.max_unauthenticated_per_address",
+                "must be at least 1",
+            );
+        }
         if self.max_subscriptions_per_client == 0 {
             return bad(
                 "websocket.max_subscriptions_per_client",
@@ -616,6 +660,9 @@ impl WebSocketConfig {
         }
         if self.max_index_keys == 0 {
             return bad("websocket.max_index_keys", "must be at least 1");
+        }
+        if self.max_index_keys_per_subject == Some(0) {
+            return bad("websocket.max_index_keys_per_subject", "must be at least 1");
         }
         if !(0.0..=1000.0).contains(&self.write_coalesce_ms) {
             return bad(
@@ -687,6 +734,9 @@ impl AuthConfig {
         }
         if !positive(self.validation_timeout_seconds) {
             return bad("auth.validation_timeout_seconds", "must be a number > 0");
+        }
+        if self.validation_max_concurrent == 0 {
+            return bad("auth.validation_max_concurrent", "must be at least 1");
         }
         self.validate_sources()
     }

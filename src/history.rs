@@ -233,6 +233,11 @@ impl History {
         }
     }
 
+    /// The last sequence number handed out: every event routed so far has it or an older one.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.lock().next_seq - 1
+    }
+
     /// The latest event of every key that matches `sub`, oldest first, and the last sequence
     /// number handed out when they were read.
     pub fn snapshot(&self, sub: &Subscription) -> (Vec<Arc<OutFrame>>, u64) {

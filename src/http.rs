@@ -1,12 +1,13 @@
 //! HTTP on the service port: WebSocket upgrades at `/ws`, everything else to [`crate::rest`].
 //!
 //! The upgrade path covers what `fastwebsockets::upgrade` does not check: the `Origin` against
-//! `websocket.allowed_origins`, `max_connections` (503), and shutdown (503). The hub speaks no
-//! WebSocket subprotocol and negotiates no extension, so it never echoes
-//! `Sec-WebSocket-Protocol` or `Sec-WebSocket-Extensions`.
+//! `websocket.allowed_origins`, `max_connections` and the unauthenticated budget (503, see
+//! `preauth`), and shutdown (503); and it answers the subprotocol (`aiops.v1.msgpack`) and
+//! permessage-deflate the client offered and the hub speaks.
 
 use crate::codec::{Codec, Deflate, Wire};
 use crate::hub::{ConnectionSlot, Hub};
+use crate::preauth::Ticket;
 use crate::rest::{self, json_response};
 use crate::ws::connection::{self, Route};
 use crate::ws::socket::Socket;
@@ -124,11 +125,9 @@ fn upgrade(
     if let Some(refused) = refusal(&hub, &req) {
         return refused;
     }
-    let Some(slot) = hub.reserve_connection() else {
-        return json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &rest::error_body("max_connections reached; retry later"),
-        );
+    let admitted = match hub.admit(remote.ip()) {
+        Ok(a) => a,
+        Err(why) => return json_response(StatusCode::SERVICE_UNAVAILABLE, &rest::error_body(why)),
     };
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(r) => r,
@@ -149,7 +148,7 @@ fn upgrade(
     if let Ok(v) = hyper::header::HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(hyper::header::SET_COOKIE, v);
     }
-    tokio::spawn(adopt(hub, shard, remote, upgrade, slot, route));
+    tokio::spawn(adopt(hub, shard, remote, upgrade, admitted, route));
     response
 }
 
@@ -190,7 +189,7 @@ async fn adopt(
     shard: usize,
     remote: SocketAddr,
     upgrade: fastwebsockets::upgrade::UpgradeFut,
-    slot: ConnectionSlot,
+    admitted: (ConnectionSlot, Option<Ticket>),
     route: Route,
 ) {
     let ws = match upgrade.await {
@@ -218,6 +217,6 @@ async fn adopt(
     // A task of its own: this one (with the upgrade's state and a copy of every argument)
     // ends here, so an idle connection's task is the connection's future alone.
     tokio::spawn(connection::run(
-        hub, shard, remote, socket, leftover, slot, route,
+        hub, shard, remote, socket, leftover, admitted, route,
     ));
 }

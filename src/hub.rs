@@ -13,6 +13,7 @@ use crate::event::{EventError, ParsedEvent};
 use crate::index::{Demand, IndexFull, IndexOp, Scope, SubscriptionIndex};
 use crate::metrics::Metrics;
 use crate::router::{Full, Router};
+use crate::subject_keys::{OverQuota, SubjectKeys};
 use crate::subscription::Subscription;
 use crate::subscription_tally::SubscriptionTally;
 use dashmap::DashMap;
@@ -54,6 +55,28 @@ pub struct Hub {
     pub(crate) timing: crate::ws::writer::Timing,
     /// Each shard's write-coalescing window, following the shard's load.
     pub(crate) windows: crate::load::Windows,
+    /// With authentication on, the budget of connections that have not authenticated yet.
+    pub(crate) unauthenticated: Option<Arc<crate::preauth::PreAuth>>,
+    /// Index keys held per authenticated subject.
+    subject_keys: SubjectKeys,
+}
+
+/// Why a change of subscriptions was refused.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The instance's index is full.
+    IndexFull(IndexFull),
+    /// The client's subject holds its share of the index.
+    SubjectQuota(OverQuota),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::IndexFull(e) => e.fmt(f),
+            Refused::SubjectQuota(e) => e.fmt(f),
+        }
+    }
 }
 
 /// What the hub talks to at its edges, built from the configuration.
@@ -95,6 +118,13 @@ impl Hub {
                 shards,
                 config.websocket.write_coalesce_adaptive,
             ),
+            unauthenticated: config.auth.enabled.then(|| {
+                crate::preauth::PreAuth::new(
+                    config.websocket.unauthenticated_budget(),
+                    config.websocket.max_unauthenticated_per_address,
+                )
+            }),
+            subject_keys: SubjectKeys::new(config.websocket.index_keys_per_subject()),
             config,
             metrics,
             index,
@@ -113,6 +143,29 @@ impl Hub {
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
         self.shards
+    }
+
+    /// Admits a new WebSocket from `address`: a place in the unauthenticated budget (with
+    /// authentication on) and a slot; `Err` says why not.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        address: std::net::IpAddr,
+    ) -> Result<(ConnectionSlot, Option<crate::preauth::Ticket>), &'static str> {
+        let ticket = match &self.unauthenticated {
+            None => None,
+            Some(budget) => Some(budget.admit(address).map_err(|refused| match refused {
+                crate::preauth::Refused::Address => {
+                    "too many unauthenticated connections from this address; retry later"
+                }
+                crate::preauth::Refused::Full => {
+                    "too many unauthenticated connections; retry later"
+                }
+            })?),
+        };
+        let slot = self
+            .reserve_connection()
+            .ok_or("max_connections reached; retry later")?;
+        Ok((slot, ticket))
     }
 
     /// Takes a WebSocket slot, or `None` past `max_connections`.
@@ -140,9 +193,14 @@ impl Hub {
     /// Removes a client from the registry and the index.
     pub(crate) fn unregister(&self, client: &ClientHandle) {
         self.clients.remove(&client.id);
+        client.release_unauthenticated();
+        let subject = client.subject();
         let held = {
             let subs = client.subscriptions.lock();
             self.tally.lock().replace(&subs, &[]);
+            if let Some(subject) = &subject {
+                let _ = self.subject_keys.change(subject, &subs, &[]);
+            }
             subs.len() as i64
         };
         if held > 0 {
@@ -154,17 +212,24 @@ impl Hub {
     /// Replaces a client's subscriptions and waits until routing sees the change (and, with a
     /// broker that subscribes per cluster, until the broker listens for it). Refused, with the
     /// client's subscriptions left as they were, when the change would add index keys past
-    /// `websocket.max_index_keys`.
+    /// `websocket.max_index_keys`, or past its subject's share
+    /// (`websocket.max_index_keys_per_subject`).
     pub(crate) async fn set_subscriptions(
         &self,
         client: &Arc<ClientHandle>,
         subs: Vec<Subscription>,
-    ) -> Result<(), IndexFull> {
+    ) -> Result<(), Refused> {
+        let subject = client.subject();
         let old = {
             let mut held = client.subscriptions.lock();
             if *held == subs {
                 // Nothing changes: the index thread is not asked to do anything.
                 return Ok(());
+            }
+            if let Some(subject) = &subject {
+                self.subject_keys
+                    .change(subject, &held, &subs)
+                    .map_err(Refused::SubjectQuota)?;
             }
             self.tally.lock().replace(&held, &subs);
             std::mem::replace(&mut *held, subs.clone())
@@ -176,9 +241,15 @@ impl Hub {
             // Put back what the client held: only its own session changes it.
             let mut held = client.subscriptions.lock();
             self.tally.lock().replace(&held, &old);
+            if let Some(subject) = &subject {
+                // Back to fewer keys: always taken.
+                let _ = self.subject_keys.change(subject, &held, &old);
+            }
             *held = old;
             self.metrics.subscriptions.fetch_sub(delta, Relaxed);
-            return Err(IndexFull(self.config.websocket.max_index_keys));
+            return Err(Refused::IndexFull(IndexFull(
+                self.config.websocket.max_index_keys,
+            )));
         }
         self.broker
             .wait_for_demand(self.index.demand_version())

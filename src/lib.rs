@@ -26,7 +26,8 @@
 //! Around it:
 //!
 //! - [`server`]: start-up, the acceptor, the per-core shard runtimes, graceful shutdown.
-//! - [`http`]: the service port: `/ws` upgrades (origin, capacity) or REST.
+//! - [`http`]: the service port: `/ws` upgrades (origin, capacity) or REST; `preauth`: the
+//!   budget of connections that have not authenticated yet.
 //! - `console`: the live console page at `/` and the JavaScript client it runs on.
 //! - [`ws`] also reads: frames with no buffer held while idle, messages reassembled under the
 //!   size cap, close codes by name, the close handshake.
@@ -38,10 +39,12 @@
 //!   counts behind `GET /subscriptions`, kept as subscriptions change.
 //! - [`client`]: the per-client state shared by router, reader, writer and REST.
 //! - [`heartbeat`]: when to ping and when a client is dead.
-//! - [`auth`]: the authenticator seam and its implementations.
+//! - [`auth`]: the authenticator seam and its implementations; `subject_keys`: index keys held
+//!   per authenticated subject.
 //! - [`hub`]: the state all shards share, and the broker handler.
 //! - [`metrics`]: per-shard counters, Prometheus text; `backoff`: jittered reconnect backoff
-//!   and reconnect advice; [`config`]: the YAML configuration; [`heap`]: the allocator's statistics
+//!   and reconnect advice; `log_limit`: log lines a client can cause, throttled per kind;
+//!   [`config`]: the YAML configuration; [`heap`]: the allocator's statistics
 //!   (`/metrics`, `/debug/heap`); [`profiling`]: the opt-in
 //!   flamegraph endpoint; [`cli`]: `streamhub publish` and `streamhub tail`.
 
@@ -66,13 +69,16 @@ pub mod http;
 pub mod hub;
 pub mod index;
 pub(crate) mod load;
+pub(crate) mod log_limit;
 pub mod metrics;
+pub(crate) mod preauth;
 pub mod profiling;
 pub mod protocol;
 pub mod rest;
 pub mod router;
 pub mod server;
 pub(crate) mod session;
+pub(crate) mod subject_keys;
 pub mod subscription;
 pub(crate) mod subscription_tally;
 pub(crate) mod tls;

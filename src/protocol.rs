@@ -81,6 +81,10 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// Longest `timestamp` a `ping` may carry (its JSON text): it is echoed in the `pong`, so a
+/// larger one would let a client that never reads make the hub hold many copies of it.
+pub const MAX_PING_TIMESTAMP_BYTES: usize = 64;
+
 fn invalid_message(m: impl Into<String>) -> Refusal {
     Refusal {
         code: ErrorCode::INVALID_MESSAGE,
@@ -208,7 +212,7 @@ fn name_list(raw: Option<&RawValue>, name: &str) -> Result<Vec<String>, Refusal>
 }
 
 /// The index keys a subscription expands to.
-fn breadth(sub: &Subscription) -> usize {
+pub(crate) fn breadth(sub: &Subscription) -> usize {
     sub.event_types.len() * sub.cluster_filter.len().max(1) * sub.namespace_filter.len().max(1)
 }
 
@@ -289,9 +293,14 @@ pub fn parse_request(text: &str) -> Result<Request, Refusal> {
             Some(r) if r.get() == "null" => Ok(Request::Unsubscribe(None)),
             Some(r) => Ok(Request::Unsubscribe(Some(event_type_list(Some(r))?))),
         },
-        "ping" => Ok(Request::Ping {
-            timestamp: env.timestamp.map(|t| t.to_owned()),
-        }),
+        "ping" => match env.timestamp {
+            Some(t) if t.get().len() > MAX_PING_TIMESTAMP_BYTES => Err(invalid_message(format!(
+                "timestamp longer than {MAX_PING_TIMESTAMP_BYTES} bytes"
+            ))),
+            t => Ok(Request::Ping {
+                timestamp: t.map(|t| t.to_owned()),
+            }),
+        },
         other => Err(invalid_message(format!("unknown message type: {other}"))),
     }
 }
@@ -486,5 +495,16 @@ mod tests {
             panic!()
         };
         assert_eq!(timestamp.unwrap().get(), "12");
+        let long = format!(r#"{{"type":"ping","timestamp":"{}"}}"#, "x".repeat(63));
+        let refused = parse_request(&long).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::INVALID_MESSAGE);
+        let deep = format!(
+            r#"{{"type":"ping","timestamp":{}1{}}}"#,
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        assert!(parse_request(&deep).is_err());
+        let fits = format!(r#"{{"type":"ping","timestamp":"{}"}}"#, "x".repeat(62));
+        assert!(parse_request(&fits).is_ok());
     }
 }

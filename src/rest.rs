@@ -25,7 +25,9 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
             return json_response(StatusCode::OK, &json!({"status": "ok"}))
         }
         (&Method::GET, "/readyz") => return readyz(&hub),
-        (&Method::GET, p @ ("/" | "/client.js")) => return crate::console::serve(p),
+        (&Method::GET, p) if crate::console::PATHS.contains(&p) => {
+            return crate::console::serve(p, req.headers())
+        }
         (&Method::GET, "/metrics") => return metrics(&hub),
         (&Method::POST, "/api/v1/streaming/broadcast") => Some(ROLE_INTERNAL),
         (&Method::GET, "/api/v1/streaming/openapi.json") => None,
@@ -231,6 +233,7 @@ fn status(hub: &Hub) -> Value {
             "active": m.connections_active.load(Relaxed),
             "total": m.sum(|s| &s.connections_total),
             "max": hub.config.websocket.max_connections,
+            "unauthenticated": hub.unauthenticated.as_ref().map_or(0, |b| b.len()),
         },
         "subscriptions": m.subscriptions.load(Relaxed),
         "index_updates": m.index_updates.load(Relaxed),

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -213,61 +213,27 @@ async fn jwks_file_is_read_again_when_it_changes() {
     assert!(try_auth(&hub, &by_ec).await.is_ok());
 }
 
-/// A token validation endpoint: `yes-<sub>` is valid (scoped to cluster c1 for `yes-scoped`),
-/// `no` is not, `slow` answers after 5 s, `broken` gets a 500. Counts the requests it served.
-async fn validator() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = Arc::new(AtomicUsize::new(0));
-    let count = served.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let count = count.clone();
-            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                count.fetch_add(1, Ordering::SeqCst);
-                let token = req
-                    .headers()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .unwrap_or_default()
-                    .to_string();
-                async move {
-                    let (status, body) = match token.as_str() {
-                        "slow" => {
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                            (200, claims("slow").to_string())
-                        }
-                        "broken" => (500, "oops".to_string()),
-                        "yes-scoped" => (
-                            200,
-                            json!({"sub": "scoped", "exp": at(60), "clusters": ["c1"]}).to_string(),
-                        ),
-                        t if t.starts_with("yes-") => (200, claims(&t[4..]).to_string()),
-                        _ => (401, "{}".to_string()),
-                    };
-                    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
-                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                    Ok::<_, std::convert::Infallible>(r)
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
-        }
-    });
-    (addr, served)
+/// A token validation endpoint's answers: `yes-<sub>` is valid (scoped to cluster c1 for
+/// `yes-scoped`), `no` is not, `slow` answers after 5 s, `broken` gets a 500.
+fn answers(token: &str) -> validator::Answer {
+    let now = Duration::ZERO;
+    match token {
+        "slow" => (200, claims("slow").to_string(), Duration::from_secs(5)),
+        "broken" => (500, "oops".to_string(), now),
+        "yes-scoped" => (
+            200,
+            json!({"sub": "scoped", "exp": at(60), "clusters": ["c1"]}).to_string(),
+            now,
+        ),
+        t if t.starts_with("yes-") => (200, claims(&t[4..]).to_string(), now),
+        _ => (401, "{}".to_string(), now),
+    }
 }
 
 #[tokio::test]
 async fn validation_endpoint_yes_no_slow_down_and_cached() {
-    let (addr, served) = validator().await;
+    let (addr, asked) = validator::validator(answers).await;
+    let served = &asked.served;
     let hub = auth_hub(&format!(
         "    token_validation_url: \"http://{addr}/auth/validate\"\n    validation_timeout_seconds: 0.5\n    validation_cache_seconds: 30\n"
     ));

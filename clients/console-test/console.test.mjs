@@ -92,3 +92,53 @@ test("with authentication on, the console asks for a token and then goes live", 
     await hub.stop();
   }
 });
+
+test("event data never runs as script, and the console is served with a strict CSP", async () => {
+  const hub = await Hub.start();
+  try {
+    for (const path of ["/", "/console.js", "/console.css", "/client.js"]) {
+      const r = await fetch(`http://127.0.0.1:${hub.port}${path}`);
+      const csp = r.headers.get("content-security-policy") ?? "";
+      assert.match(csp, /script-src 'self';/, path);
+      assert.match(csp, /frame-ancestors 'none'/, path);
+      assert.doesNotMatch(csp, /unsafe/, path);
+      assert.match(csp, new RegExp(`connect-src 'self' ws://127\\.0\\.0\\.1:${hub.port}`), path);
+      assert.equal(r.headers.get("x-content-type-options"), "nosniff", path);
+      assert.equal(r.headers.get("referrer-policy"), "no-referrer", path);
+    }
+    const attack = `x"><img src=x onerror="document.title=sessionStorage.getItem('streamhub-token');window.__pwned=1">`;
+    await withBrowser(async (page) => {
+      await page.goto(`http://127.0.0.1:${hub.port}/`);
+      await page.evaluate(() => sessionStorage.setItem("streamhub-token", "secret-admin-token"));
+      await page.waitForSelector("body[data-live='1']", { timeout: 10000 });
+      const hostile = {
+        event_type: "ALERT_FIRED",
+        event_id: "x1",
+        cluster_id: `c"><script>window.__pwned=2</script>`,
+        timestamp: `<img src=x onerror="window.__pwned=3">`,
+        payload: { alertname: "<b>bold</b>", severity: attack, namespace: "production" },
+      };
+      const gpu = {
+        event_type: "GPU_UPDATE",
+        event_id: "x2",
+        cluster_id: "prod-east-1",
+        payload: { node_name: `<img src=x onerror="window.__pwned=4">`, gpus: [{ index: `<i>0</i>`, utilization_gpu_percent: 5 }] },
+      };
+      assert.equal(await hub.publish([hostile, gpu]), 202);
+      await page.locator("#tail tr[data-event-id='x1']").waitFor({ timeout: 5000 });
+      await page.locator("#tail tr[data-event-id='x2']").waitFor({ timeout: 5000 });
+      await page.waitForSelector("#severities .card");
+      // Give any injected handler (an image's onerror) time to fire.
+      await page.waitForTimeout(500);
+      assert.equal(await page.evaluate(() => window.__pwned), undefined, "no injected script ran");
+      assert.equal(await page.title(), "streamhub console", "the title was not rewritten");
+      assert.equal(await page.locator("img, script:not([src]), i, b:has-text('bold')").count(), 0, "no markup from event data");
+      // The markup shows as text, where it was sent.
+      assert.equal(await page.textContent("#severities .card span"), attack);
+      assert.match(await page.textContent("#tail tr[data-event-id='x1']"), /<b>bold<\/b>/);
+      assert.match(await page.textContent("#gpus"), /<img src=x/);
+    });
+  } finally {
+    await hub.stop();
+  }
+});

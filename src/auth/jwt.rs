@@ -5,8 +5,10 @@
 //! (`auth.jwks_file`: RSA and EC P-256 keys, picked by the token's `kid`, the file re-read when
 //! its modification time changes, looked at most once a second). A token passes only when its
 //! header's `alg` is the one algorithm its key is for (so `alg: none`, or HS256 signed with a
-//! public key, never passes), its signature verifies, `exp` is present and not past, and `nbf`,
-//! `iss` and `aud` hold where configured.
+//! public key, never passes), its header names no `crit` extension (RFC 7515 4.1.11: the hub
+//! understands none), its signature verifies, `exp` is present and not past, and `nbf`, `iss`
+//! and `aud` hold where configured. `auth.jwt_leeway_seconds` applies to `exp` and `nbf` alike,
+//! and a token admitted within the leeway lives until `exp` plus the leeway.
 
 use super::{AuthError, AuthFuture, Authenticator, Claims};
 use crate::config::AuthConfig;
@@ -112,6 +114,11 @@ impl JwtVerifier {
     /// Checks one token.
     fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
+        // RFC 7515 4.1.11: an extension the token says must be understood, and the hub
+        // understands none.
+        if header.crit.is_some() {
+            return Err(AuthError::Invalid);
+        }
         let key = self
             .key_for(header.kid.as_deref())
             .ok_or(AuthError::Invalid)?;
@@ -127,7 +134,10 @@ impl JwtVerifier {
 
 impl Authenticator for JwtVerifier {
     fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a> {
-        let result = self.verify(token).and_then(Claims::into_principal);
+        let leeway = self.validation.leeway;
+        let result = self
+            .verify(token)
+            .and_then(|claims| claims.into_principal(leeway));
         Box::pin(std::future::ready(result))
     }
 }

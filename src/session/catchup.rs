@@ -17,9 +17,12 @@ use crate::ws::frame::OutFrame;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Most resumed or snapshot events waiting in the control queue at once, so a long replay
-/// neither fills the queue (replies would be refused) nor outruns a slow reader.
+/// Most resumed or snapshot events waiting in the control queue at once, and most of their
+/// bytes, so a long replay neither fills the queue (replies would be refused) nor outruns a
+/// slow reader.
 const IN_FLIGHT: usize = 64;
+/// See [`IN_FLIGHT`]: half the queue's bytes, the other half left for replies.
+const IN_FLIGHT_BYTES: usize = crate::client::CONTROL_QUEUE_BYTES / 2;
 
 /// Longest wait for a broker's shared history.
 const SHARED_HISTORY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -69,7 +72,9 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
 async fn snapshot(history: &History, client: &ClientHandle, sub: &Subscription) -> Option<u64> {
     let (frames, upto) = history.snapshot(sub);
     let n = frames.len();
-    let marked = frames.iter().map(|f| f.snapshot_copy()).collect();
+    // The history's own frames, marked once and shared: a client that stalls mid-snapshot
+    // holds references to them, not a copy.
+    let marked = frames.iter().map(|f| f.snapshot_twin()).collect();
     if !send_all(client, marked).await {
         return None;
     }
@@ -107,7 +112,7 @@ async fn snapshot_from_shared(
             })
         })
         .take(max_keys)
-        .map(|f| f.snapshot_copy())
+        .map(|f| f.snapshot_twin())
         .collect();
     latest.reverse();
     let n = latest.len();
@@ -163,7 +168,10 @@ fn matching_frames(
 /// is ending meanwhile.
 async fn send_all(client: &ClientHandle, frames: Vec<Arc<OutFrame>>) -> bool {
     for f in frames {
-        while client.control_len() >= IN_FLIGHT {
+        while {
+            let (queued, bytes) = client.control_queued();
+            queued >= IN_FLIGHT || bytes >= IN_FLIGHT_BYTES
+        } {
             if client.goodbye().is_some() {
                 return false;
             }

@@ -76,10 +76,16 @@ impl Login {
         matches!(*self.phase.lock(), Phase::Pending(_))
     }
 
-    /// Handles `auth`; false when the connection must close.
+    /// Whether the token expired and no fresh one came yet (only `auth` and `ping` are taken;
+    /// subscriptions already held keep delivering through the grace period).
+    pub(super) fn is_expired(&self) -> bool {
+        matches!(*self.phase.lock(), Phase::Expired(_))
+    }
+
+    /// Handles `auth`; false when the connection must close. On success the caller answers
+    /// (`auth_response`), once it has acted on a changed grant.
     pub(super) async fn authenticate(&self, hub: &Hub, client: &ClientHandle, token: &str) -> bool {
         if let Phase::Off = *self.phase.lock() {
-            client.send_control(reply::auth_response(&client.id.to_string()));
             return true;
         }
         match hub.auth.authenticate(token).await {
@@ -89,7 +95,6 @@ impl Login {
                 self.changed.notify_one();
                 client.set_subject(p.subject);
                 client.authenticated.store(true, Relaxed);
-                client.send_control(reply::auth_response(&client.id.to_string()));
                 true
             }
             Err(e) => {

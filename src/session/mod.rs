@@ -89,6 +89,13 @@ impl Session {
             refuse_and_close(client, ErrorCode::AUTH_FAILED, "authenticate first");
             return false;
         }
+        if !allowed && self.login.is_expired() {
+            client.send_control(reply::error(
+                ErrorCode::AUTH_EXPIRED,
+                "token expired: send a fresh auth message first",
+            ));
+            return true;
+        }
         match request {
             Err(refusal) => {
                 client.send_control(reply::error(refusal.code, &refusal.message));
@@ -99,6 +106,9 @@ impl Session {
                 let ok = self.login.authenticate(&self.hub, client, &token).await;
                 if ok && self.login.grant() != before {
                     self.regrant().await;
+                }
+                if ok {
+                    client.send_control(reply::auth_response(&client.id.to_string()));
                 }
                 ok
             }
@@ -134,12 +144,19 @@ impl Session {
         true
     }
 
-    /// Answers a MessagePack message that does not decode to a JSON-like map.
-    pub(crate) fn refuse_undecodable(&self, why: &str) {
+    /// Answers a MessagePack message that does not decode to a JSON-like map: before
+    /// authentication like any message but `auth` or `ping` (`AUTH_FAILED`, close 1008), after
+    /// it `INVALID_MESSAGE`. False when the connection must close.
+    pub(crate) fn refuse_undecodable(&self, why: &str) -> bool {
+        if self.login.is_pending() {
+            refuse_and_close(&self.client, ErrorCode::AUTH_FAILED, "authenticate first");
+            return false;
+        }
         self.client.send_control(reply::error(
             ErrorCode::INVALID_MESSAGE,
             &format!("not a MessagePack message: {why}"),
         ));
+        true
     }
 
     /// Adds a subscription (within `max_subscriptions_per_client` and the token's grant,
@@ -225,7 +242,8 @@ impl Session {
 
 impl Session {
     /// After a fresh token with another grant: every stored subscription is checked against it
-    /// again; one it no longer admits is dropped (the client re-subscribes if it wants).
+    /// again; one it no longer admits is dropped (the client re-subscribes if it wants), and
+    /// events already queued that the subscriptions now held do not match are not sent.
     async fn regrant(&self) {
         let grant = self.login.grant();
         let subs: Vec<Subscription> = self.client.subscriptions.lock().clone();
@@ -252,6 +270,10 @@ impl Session {
                 .collect();
             let _ = self.hub.set_subscriptions(&self.client, unchanged).await;
         }
+        // Routing now sees only what is held: what was queued before is checked against it.
+        let held = self.client.subscriptions.lock().clone();
+        let upto = self.hub.router.history().last_seq();
+        self.client.regrant(upto, held);
     }
 }
 

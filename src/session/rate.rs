@@ -1,6 +1,6 @@
 //! A client's message rate limit: a token bucket of `rate_limit.burst` tokens refilled at
 //! `rate_limit.messages_per_second`. Every message a client sends (text or binary, subscription
-//! changes included; WebSocket pings and pongs are not messages) takes a token. Without one the
+//! changes included) and every WebSocket ping frame takes a token (a pong frame does not). Without one the
 //! message is dropped, and the client learns it once per second with `RATE_LIMITED`. A client
 //! that keeps flooding, more than `messages_per_second` dropped messages within one second, is
 //! closed with 1008.

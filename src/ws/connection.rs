@@ -10,6 +10,7 @@ use crate::backoff::spread;
 use crate::client::{ClientHandle, Goodbye};
 use crate::codec::Wire;
 use crate::hub::{ConnectionSlot, Hub};
+use crate::preauth::Ticket;
 use crate::session::Session;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ enum Finish {
     Writer,
     /// The reader: the peer may still answer our close frame.
     Reader,
+    /// Both: a close frame is queued, and the peer may answer it.
+    Both,
 }
 
 /// Serves one upgraded connection until it ends. `leftover` holds bytes read past the upgrade
@@ -46,7 +49,7 @@ pub(crate) fn run(
     remote: SocketAddr,
     socket: Socket,
     leftover: Bytes,
-    slot: ConnectionSlot,
+    (slot, unauthenticated): (ConnectionSlot, Option<Ticket>),
     route: Route,
 ) -> impl std::future::Future<Output = ()> {
     let cfg = &hub.config;
@@ -54,16 +57,7 @@ pub(crate) fn run(
         Route::Hub(wire) => (wire, false),
         Route::Echo(wire) => (wire, true),
     };
-    let client = Arc::new(
-        ClientHandle::new(
-            shard,
-            remote,
-            cfg.backpressure.max_queue_size,
-            cfg.backpressure.drop_oldest,
-        )
-        .with_wire(wire),
-    );
-    client.mark_heard(Instant::now());
+    let client = new_client(&hub, shard, remote, wire, unauthenticated);
     let session = Session::new(hub.clone(), client.clone(), echo);
     hub.register(client.clone());
     if hub.is_shutting_down() {
@@ -95,7 +89,7 @@ pub(crate) fn run(
         let finish = tokio::select! {
             r = &mut reader => (r == ReaderExit::CloseQueued).then_some(Finish::Writer),
             w = &mut writer => matches!(w, Ok(WriterExit::Closed)).then_some(Finish::Reader),
-            () = &mut watchdog => Some(Finish::Writer),
+            () = &mut watchdog => Some(Finish::Both),
         };
         // The grace timers are boxed: only a closing connection needs one, not every idle task.
         match finish {
@@ -103,15 +97,54 @@ pub(crate) fn run(
             Some(Finish::Writer) => {
                 let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, &mut writer)).await;
             }
-            // The close frame is sent: give the peer a moment to answer it.
-            Some(Finish::Reader) => {
+            // The close frame is sent: give the peer a moment to answer it (the reader then
+            // lingers until the peer closes its side).
+            Some(Finish::Reader) if client_lingers(&session.client) => {
                 let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, &mut reader)).await;
             }
-            None => {}
+            // The watchdog queued a close frame: the writer sends it, then the reader reads
+            // the peer's answer and lingers.
+            Some(Finish::Both) => {
+                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, &mut writer)).await;
+                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, &mut reader)).await;
+            }
+            Some(Finish::Reader) | None => {}
         }
         writer.abort();
         session.hub.unregister(&session.client);
     }
+}
+
+/// The client of a new connection, holding its place among the unauthenticated ones if it has
+/// one.
+fn new_client(
+    hub: &Hub,
+    shard: usize,
+    remote: SocketAddr,
+    wire: Wire,
+    unauthenticated: Option<Ticket>,
+) -> Arc<ClientHandle> {
+    let backpressure = &hub.config.backpressure;
+    let client = Arc::new(
+        ClientHandle::new(
+            shard,
+            remote,
+            backpressure.max_queue_size,
+            backpressure.drop_oldest,
+        )
+        .with_wire(wire),
+    );
+    client.mark_heard(Instant::now());
+    if let Some(ticket) = unauthenticated {
+        ticket.attach(&client);
+        client.hold_unauthenticated(ticket);
+    }
+    client
+}
+
+/// Whether the closing handshake is waited for: not after a goodbye that says otherwise.
+fn client_lingers(client: &ClientHandle) -> bool {
+    client.goodbye().is_none_or(|g| g.lingers())
 }
 
 #[cfg(test)]
@@ -140,7 +173,7 @@ mod tests {
             remote,
             Socket::Plain(stream),
             Bytes::new(),
-            slot,
+            (slot, None),
             Route::Hub(Wire::default()),
         );
         let (conn, writer, handle) = (

@@ -28,6 +28,9 @@ pub struct OutFrame {
     /// The same frame compressed (permessage-deflate, RSV1 set), built by the first client
     /// that negotiated compression and shared by all of them.
     deflated: OnceLock<Arc<OutFrame>>,
+    /// The same event marked `"snapshot":true`, built by the first snapshot that sends it and
+    /// shared by every later one (a snapshot holds references, never copies).
+    snapshot: OnceLock<Arc<OutFrame>>,
 }
 
 /// The routing facts of an event frame.
@@ -89,6 +92,7 @@ impl OutFrame {
             event: None,
             msgpack: OnceLock::new(),
             deflated: OnceLock::new(),
+            snapshot: OnceLock::new(),
         }
     }
 
@@ -146,7 +150,10 @@ impl OutFrame {
         let mut buf = message_buf(json.len());
         if let Err(e) = crate::codec::json_to_msgpack(json, &mut buf) {
             // Our own messages are valid JSON; say so rather than send half a map.
-            tracing::error!(error = %e, "cannot encode a message as MessagePack");
+            static LOG: crate::log_limit::LogLimit = crate::log_limit::LogLimit::new();
+            if let Some(held) = LOG.allow() {
+                tracing::error!(error = %e, held, "cannot encode a message as MessagePack");
+            }
             buf.truncate(FRAME_HEADROOM);
             let fallback = br#"{"type":"error","code":"INTERNAL_ERROR","message":"encode"}"#;
             let _ = crate::codec::json_to_msgpack(fallback, &mut buf);
@@ -178,16 +185,21 @@ impl OutFrame {
         Arc::new(frame)
     }
 
-    /// A copy of an event frame marked `"snapshot":true` (sent to one client on subscribe, so
-    /// built per client; never on the live path).
-    pub(crate) fn snapshot_copy(&self) -> Arc<Self> {
-        let message = self.buf.get(FRAME_HEADROOM..).unwrap_or_default();
-        let rest = message.strip_prefix(MESSAGE_PREFIX).unwrap_or(message);
-        let mut buf = message_buf(message.len() + 16);
-        buf.extend_from_slice(MESSAGE_PREFIX);
-        buf.extend_from_slice(br#""snapshot":true,"#);
-        buf.extend_from_slice(rest);
-        Self::text(buf)
+    /// This event frame marked `"snapshot":true`, for `snapshot` on subscribe: built once,
+    /// then shared by every client that asks (never on the live path). It keeps the event's
+    /// routing facts.
+    pub(crate) fn snapshot_twin(self: &Arc<Self>) -> Arc<Self> {
+        self.snapshot
+            .get_or_init(|| {
+                let message = self.buf.get(FRAME_HEADROOM..).unwrap_or_default();
+                let rest = message.strip_prefix(MESSAGE_PREFIX).unwrap_or(message);
+                let mut buf = message_buf(message.len() + 16);
+                buf.extend_from_slice(MESSAGE_PREFIX);
+                buf.extend_from_slice(br#""snapshot":true,"#);
+                buf.extend_from_slice(rest);
+                self.twin(Self::from_headroom(buf, OpCode::Text))
+            })
+            .clone()
     }
 
     /// A text frame of a JSON message built with [`message_buf`].

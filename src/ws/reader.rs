@@ -1,6 +1,7 @@
 //! A connection's reader: frames in (from [`super::frame_reader`], which holds no buffer while
 //! idle), whole messages out (through [`super::message`]), each text message handed to the
-//! connection's [`Session`]. Pings are answered and close frames echoed through the writer,
+//! connection's [`Session`]. Pings are answered (each counted against the rate limit, like a
+//! message) and close frames echoed through the writer,
 //! which owns the socket's write half. Handling a message runs in a boxed future, so an idle
 //! connection's task keeps only the small state of waiting for the next frame.
 
@@ -27,7 +28,8 @@ pub(crate) enum ReaderExit {
     Gone,
 }
 
-/// Reads frames until the connection ends.
+/// Reads frames until the connection ends. Once a close frame is queued, the close lingers
+/// ([`close::linger`]): what the peer still sends is read and dropped until it closes its side.
 pub(crate) async fn read_loop<R: AsyncRead + Unpin>(s: &Session, mut read: R) -> ReaderExit {
     let max = s.hub.config.websocket.max_message_size_bytes;
     let client = &s.client;
@@ -36,46 +38,58 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(s: &Session, mut read: R) ->
     // A fragmented message must be finished within one heartbeat interval.
     let assembly_limit =
         std::time::Duration::from_secs_f64(s.hub.config.websocket.heartbeat_interval_seconds);
-    loop {
+    let exit = loop {
         let frame = match read_frame(&mut read, max, deflate).await {
             Ok(f) => f,
-            Err(FrameError::Gone) => return ReaderExit::Gone,
+            Err(FrameError::Gone) => break ReaderExit::Gone,
             Err(FrameError::TooBig) => {
-                return close_with(client, CloseCode::Size, "message too big")
+                break close_with(client, CloseCode::Size, "message too big")
             }
-            Err(FrameError::Protocol(why)) => return close_with(client, CloseCode::Protocol, why),
+            Err(FrameError::Protocol(why)) => break close_with(client, CloseCode::Protocol, why),
         };
         let now = Instant::now();
         client.mark_heard(now);
         if assembler.overdue(now, assembly_limit) {
-            return close_with(client, CloseCode::Policy, "fragmented message not finished");
+            break close_with(client, CloseCode::Policy, "fragmented message not finished");
         }
         let message = match frame.opcode {
             OpCode::Close => {
                 let (code, why) = close::answer_to(&frame.payload);
-                return close_with(client, code, why);
+                break close_with(client, code, why);
             }
             OpCode::Ping => {
-                client.send_control(OutFrame::control(OpCode::Pong, &frame.payload));
+                // Pings count against the message rate limit like any message (not on the
+                // echo route, which has none): a flood of them is dropped, then closed 1008.
+                match if s.echo { Admit::Pass } else { s.admit() } {
+                    Admit::Pass => {
+                        client.send_control(OutFrame::control(OpCode::Pong, &frame.payload));
+                    }
+                    Admit::Drop | Admit::DropAndWarn => {}
+                    Admit::Close => break ReaderExit::CloseQueued,
+                }
                 continue;
             }
             OpCode::Pong => continue,
             _ => match assembler.push(frame) {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
-                Err((code, why)) => return close_with(client, code, why),
+                Err((code, why)) => break close_with(client, code, why),
             },
         };
         let message = match inflate(message, max) {
             Ok(m) => m,
-            Err((code, why)) => return close_with(client, code, why),
+            Err((code, why)) => break close_with(client, code, why),
         };
         // One boxed await for whatever a message leads to, so that the idle task holds only
         // the state of waiting for the next frame.
         if let Some(exit) = Box::pin(handle(s, message)).await {
-            return exit;
+            break exit;
         }
+    };
+    if exit == ReaderExit::CloseQueued {
+        Box::pin(close::linger(&mut read, close::CLOSE_GRACE)).await;
     }
+    exit
 }
 
 /// A compressed message inflated (within the size cap); others as they are.
@@ -120,8 +134,7 @@ async fn handle(s: &Session, message: Message) -> Option<ReaderExit> {
         (Codec::MsgPack, false) => match crate::codec::msgpack_to_json(&message.data) {
             Ok(text) => std::borrow::Cow::Owned(text),
             Err(why) => {
-                s.refuse_undecodable(&why);
-                return None;
+                return (!s.refuse_undecodable(&why)).then_some(ReaderExit::CloseQueued);
             }
         },
         (codec, _) => return (!s.handle_wrong_frame(codec)).then_some(ReaderExit::CloseQueued),

@@ -251,13 +251,14 @@ fn fill_batch(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>) -> Filled {
 }
 
 /// Moves up to `limit` event frames from the ring, behind a `QUEUE_FULL` notice if any were lost.
-/// Frames a resume or snapshot already sent are skipped.
+/// Frames a resume or snapshot already sent, or queued under a grant the client no longer
+/// holds, are skipped.
 fn push_events(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>, limit: usize) {
     let mut taken = 0;
     let mut notice_at = None;
     while taken < limit {
         let Some(f) = client.ring.pop() else { break };
-        if client.already_sent(&f) {
+        if client.skip(&f) {
             continue;
         }
         if taken == 0 {

@@ -2,6 +2,8 @@
 //! WebSocket and HTTP clients over loopback.
 #![allow(dead_code)]
 
+pub mod validator;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -298,30 +300,35 @@ pub fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// The whole server frames at the start of `buf` (unmasked, as a server sends them): each
+/// frame's opcode and payload, and how many bytes they took.
+pub fn server_frames(buf: &[u8]) -> (Vec<(u8, &[u8])>, usize) {
+    let (mut frames, mut i) = (Vec::new(), 0);
+    while i + 2 <= buf.len() {
+        let (op, len) = (buf[i] & 0x0F, (buf[i + 1] & 0x7F) as usize);
+        let (head, len) = match len {
+            126 if i + 4 <= buf.len() => (4, u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize),
+            126 | 127 => break,
+            n => (2, n),
+        };
+        if i + head + len > buf.len() {
+            break;
+        }
+        frames.push((op, &buf[i + head..i + head + len]));
+        i += head + len;
+    }
+    (frames, i)
+}
+
 /// Reads from a raw socket until the server's close frame; returns its code.
 pub async fn raw_close_code(s: &mut TcpStream) -> u16 {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        // Walk the frames received so far.
-        let mut i = 0;
-        while i + 2 <= buf.len() {
-            let (op, len) = (buf[i] & 0x0F, (buf[i + 1] & 0x7F) as usize);
-            let (head, len) = match len {
-                126 if i + 4 <= buf.len() => {
-                    (4, u16::from_be_bytes([buf[i + 2], buf[i + 3]]) as usize)
-                }
-                126 | 127 => break,
-                n => (2, n),
-            };
-            if i + head + len > buf.len() {
-                break;
-            }
-            if op == 0x8 {
-                assert!(len >= 2, "close frame without a code");
-                return u16::from_be_bytes([buf[i + head], buf[i + head + 1]]);
-            }
-            i += head + len;
+        let (frames, _) = server_frames(&buf);
+        if let Some((_, payload)) = frames.iter().find(|(op, _)| *op == 0x8) {
+            assert!(payload.len() >= 2, "close frame without a code");
+            return u16::from_be_bytes([payload[0], payload[1]]);
         }
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
             .await
