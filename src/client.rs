@@ -254,6 +254,13 @@ impl ClientHandle {
         len < CONTROL_QUEUE_LIMIT && bytes < CONTROL_QUEUE_BYTES
     }
 
+    /// Whether a frame of `size` bytes would fit in the control queue now, kept to `most`
+    /// frames and `most_bytes` (a frame larger than that fits only in an empty queue).
+    pub(crate) fn room_for(&self, size: usize, (most, most_bytes): (usize, usize)) -> bool {
+        let (len, bytes) = self.control_queued();
+        len == 0 || (len < most && bytes + size <= most_bytes)
+    }
+
     /// How many replies and control frames wait for the writer, and their bytes.
     pub(crate) fn control_queued(&self) -> (usize, usize) {
         unpack(self.control_load.load(Ordering::Relaxed))

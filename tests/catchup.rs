@@ -189,6 +189,31 @@ async fn snapshot_sends_the_latest_of_each_key_first() {
     );
 }
 
+/// Events larger than the reply queue's byte budget still go out whole in a snapshot, one at a
+/// time (the queue is bounded in bytes, README "Limits").
+#[tokio::test]
+async fn a_snapshot_of_large_events_is_complete() {
+    let hub = HubProcess::start("");
+    let pad = "x".repeat(200_000);
+    for n in ["n1", "n2", "n3"] {
+        let body = json!({"event_type": "GPU_UPDATE", "event_id": format!("big-{n}"),
+            "cluster_id": "c1", "payload": {"namespace": n, "pad": pad}});
+        let (code, _) = hub.broadcast(&body.to_string()).await;
+        assert_eq!(code, 202);
+    }
+    let mut ws = hub.ws().await;
+    send(&mut ws, &gpu_subscribe(&["c1"], json!({"snapshot": true}))).await;
+    assert_eq!(recv(&mut ws).await["type"], "subscribed");
+    for n in ["n1", "n2", "n3"] {
+        let m = recv(&mut ws).await;
+        assert_eq!(m["event_id"], format!("big-{n}"), "{}", m["type"]);
+    }
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type": "snapshot_complete", "events": 3})
+    );
+}
+
 /// With Redis, every instance keeps the stream, so a client resumes on another instance; an
 /// outage of Redis shows as `recovered: false`, never as a silent gap.
 #[tokio::test]

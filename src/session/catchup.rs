@@ -164,14 +164,12 @@ fn matching_frames(
     (frames, ids)
 }
 
-/// Queues `frames` for the writer, at most [`IN_FLIGHT`] at a time; false if the connection
-/// is ending meanwhile.
+/// Queues `frames` for the writer, at most [`IN_FLIGHT`] and [`IN_FLIGHT_BYTES`] at a time
+/// (one larger frame alone); false if the connection is ending meanwhile.
 async fn send_all(client: &ClientHandle, frames: Vec<Arc<OutFrame>>) -> bool {
     for f in frames {
-        while {
-            let (queued, bytes) = client.control_queued();
-            queued >= IN_FLIGHT || bytes >= IN_FLIGHT_BYTES
-        } {
+        // Room for this one: a frame larger than the byte budget waits for an empty queue.
+        while !client.room_for(f.bytes().len(), (IN_FLIGHT, IN_FLIGHT_BYTES)) {
             if client.goodbye().is_some() {
                 return false;
             }

@@ -10,7 +10,7 @@ use super::deflate::InflateError;
 use super::frame::{message_buf, OutFrame};
 use super::frame_reader::{read_frame, FrameError};
 use super::message::{Assembler, Message};
-use crate::client::ClientHandle;
+use crate::client::{ClientHandle, CONTROL_QUEUE_BYTES, CONTROL_QUEUE_LIMIT};
 use crate::codec::{Codec, Deflate};
 use crate::session::{Admit, Session};
 use fastwebsockets::OpCode;
@@ -179,8 +179,11 @@ async fn echo(client: &ClientHandle, message: Message) -> Option<ReaderExit> {
         Deflate::Inbound => OutFrame::compressed(&message.data, opcode, true),
         Deflate::Both => OutFrame::compressed(&message.data, opcode, false),
     };
+    // Wait until this echo fits in the reply queue (one larger than its byte bound goes into
+    // an empty queue), so that no echo is ever refused.
     let started = Instant::now();
-    while !client.send_control_room() {
+    let bounds = (CONTROL_QUEUE_LIMIT, CONTROL_QUEUE_BYTES);
+    while !client.room_for(frame.bytes().len(), bounds) {
         if started.elapsed() > ECHO_STALL {
             return Some(close_with(client, CloseCode::Policy, "echoes not read"));
         }
