@@ -475,6 +475,12 @@ impl ClientHandle {
     }
 }
 
+impl crate::preauth::Evict for ClientHandle {
+    fn evict(&self) {
+        self.request_goodbye(Goodbye::unauthenticated());
+    }
+}
+
 /// A control queue's (length, bytes).
 fn unpack(load: u64) -> (usize, usize) {
     let len = load & ((1 << LOAD_LEN_BITS) - 1);

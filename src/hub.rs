@@ -51,10 +51,8 @@ pub struct Hub {
     pub(crate) shutting_down: AtomicBool,
     /// When the hub started.
     pub(crate) started: Instant,
-    /// The writers' durations, computed once from `websocket.*`.
-    pub(crate) timing: crate::ws::writer::Timing,
-    /// Each shard's write-coalescing window, following the shard's load.
-    pub(crate) windows: crate::load::Windows,
+    /// What every client's writer uses (durations, coalescing windows), built once.
+    pub(crate) writers: Arc<crate::ws::writer::Writers>,
     /// With authentication on, the budget of connections that have not authenticated yet.
     pub(crate) unauthenticated: Option<Arc<crate::preauth::PreAuth>>,
     /// Index keys held per authenticated subject.
@@ -112,12 +110,12 @@ impl Hub {
         edges: Edges,
     ) -> Self {
         Self {
-            timing: crate::ws::writer::Timing::new(&config.websocket),
-            windows: crate::load::Windows::new(
-                std::time::Duration::from_secs_f64(config.websocket.write_coalesce_ms / 1000.0),
+            writers: Arc::new(crate::ws::writer::Writers::new(
+                &config.websocket,
+                config.shutdown.reconnect_after_ms,
                 shards,
-                config.websocket.write_coalesce_adaptive,
-            ),
+                metrics.clone(),
+            )),
             unauthenticated: config.auth.enabled.then(|| {
                 crate::preauth::PreAuth::new(
                     config.websocket.unauthenticated_budget(),

@@ -7,13 +7,19 @@
 //! oldest unauthenticated connection is evicted (`disconnect` with reason
 //! `authentication_timeout`, close 1008) to make room: a real client authenticates within a
 //! round trip, so it is the sockets that sit silent that go first. A connection leaves the
-//! budget when it authenticates or ends ([`Ticket`] is dropped).
+//! budget when it authenticates or ends ([`Ticket`] is dropped). The budget knows a connection
+//! only as something it can tell to go ([`Evict`]).
 
-use crate::client::{ClientHandle, Goodbye};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Weak};
+
+/// A connection the budget can tell to go.
+pub(crate) trait Evict: Send + Sync {
+    /// Ends the connection: its place was needed.
+    fn evict(&self);
+}
 
 /// Why an upgrade is refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,7 +44,7 @@ pub(crate) struct PreAuth {
 #[derive(Default)]
 struct Held {
     /// Connections by ticket number: the address and, once known, the client.
-    tickets: HashMap<u64, (IpAddr, Option<Weak<ClientHandle>>)>,
+    tickets: HashMap<u64, (IpAddr, Option<Weak<dyn Evict>>)>,
     /// Ticket numbers, oldest first (numbers already returned are skipped when evicting).
     order: VecDeque<u64>,
     /// Connections by source address.
@@ -106,7 +112,7 @@ impl Held {
                 skipped.push(number); // still upgrading: kept in its place
                 continue;
             };
-            client.request_goodbye(Goodbye::unauthenticated());
+            client.evict();
             self.give_back(number);
             evicted = true;
             break;
@@ -137,11 +143,12 @@ impl Held {
 }
 
 impl Ticket {
-    /// Names the client holding this place, so that it can be evicted.
-    pub(crate) fn attach(&self, client: &Arc<ClientHandle>) {
+    /// Names the connection holding this place, so that it can be evicted.
+    pub(crate) fn attach<C: Evict + 'static>(&self, client: &Arc<C>) {
+        let client: Arc<dyn Evict> = client.clone();
         let mut held = self.budget.held.lock();
         if let Some((_, c)) = held.tickets.get_mut(&self.number) {
-            *c = Some(Arc::downgrade(client));
+            *c = Some(Arc::downgrade(&client));
         }
     }
 }
@@ -156,13 +163,24 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
-    fn client() -> Arc<ClientHandle> {
-        Arc::new(ClientHandle::new(
-            0,
-            "127.0.0.1:1".parse().unwrap(),
-            4,
-            true,
-        ))
+    /// A connection that remembers being evicted.
+    #[derive(Default)]
+    struct Conn(std::sync::atomic::AtomicBool);
+
+    impl Evict for Conn {
+        fn evict(&self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Conn {
+        fn evicted(&self) -> bool {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    fn client() -> Arc<Conn> {
+        Arc::new(Conn::default())
     }
 
     #[test]
@@ -179,13 +197,13 @@ mod tests {
         t3.attach(&c3);
         // Full: the oldest with a client (t1) goes; t2 has none yet and stays.
         let _t4 = budget.admit(b).unwrap();
-        assert_eq!(c1.goodbye(), Some(Goodbye::unauthenticated()));
+        assert!(c1.evicted());
         assert_eq!(budget.len(), 3);
         drop(t1); // its connection ends: nothing more to give back
         assert_eq!(budget.len(), 3);
         // The address that lost t1 has room again; t3 goes for it.
         assert!(budget.admit(a).is_ok());
-        assert!(c3.goodbye().is_some());
+        assert!(c3.evicted());
     }
 
     #[test]

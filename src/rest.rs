@@ -79,6 +79,7 @@ const KNOWN_PATHS: [&str; 5] = [
 /// `status.write_coalescing`: the configured window and each shard's utilization and window now.
 fn write_coalescing(hub: &Hub) -> serde_json::Value {
     let shards: Vec<_> = hub
+        .writers
         .windows
         .report()
         .into_iter()
@@ -87,7 +88,7 @@ fn write_coalescing(hub: &Hub) -> serde_json::Value {
                 "window_ms": window.as_secs_f64() * 1000.0})
         })
         .collect();
-    serde_json::json!({"max_ms": hub.windows.max().as_secs_f64() * 1000.0,
+    serde_json::json!({"max_ms": hub.writers.windows.max().as_secs_f64() * 1000.0,
         "adaptive": hub.config.websocket.write_coalesce_adaptive, "shards": shards})
 }
 
@@ -100,7 +101,7 @@ fn metrics(hub: &Hub) -> Response<Full<Bytes>> {
     ));
     text.push_str("# HELP streamhub_shard_utilization Share of wall time each shard's runtime spent running tasks (smoothed).\n# TYPE streamhub_shard_utilization gauge\n");
     text.push_str("# HELP streamhub_write_coalesce_window_seconds Each shard's write-coalescing window now (it follows the shard's utilization).\n# TYPE streamhub_write_coalesce_window_seconds gauge\n");
-    for (i, (busy, window)) in hub.windows.report().into_iter().enumerate() {
+    for (i, (busy, window)) in hub.writers.windows.report().into_iter().enumerate() {
         text.push_str(&format!(
             "streamhub_shard_utilization{{shard=\"{i}\"}} {busy:.3}\nstreamhub_write_coalesce_window_seconds{{shard=\"{i}\"}} {:.6}\n",
             window.as_secs_f64()

@@ -113,8 +113,8 @@ fn shard_main(hub: Arc<Hub>, i: usize, mut rx: mpsc::Receiver<Handoff>) {
     rt.block_on(async move {
         // Before each fan-out, the shard checks how busy it has been and sets its writers'
         // coalescing window (load.rs).
-        let (mut gauge, windows_of) = (crate::load::Gauge::new(), hub.clone());
-        let sample = move || gauge.sample(&windows_of.windows, i);
+        let (mut gauge, writers) = (crate::load::Gauge::new(), hub.writers.clone());
+        let sample = move || gauge.sample(&writers.windows, i);
         tokio::spawn(hub.router.clone().run_shard(i, sample));
         while let Some((std_stream, remote)) = rx.recv().await {
             match tokio::net::TcpStream::from_std(std_stream) {

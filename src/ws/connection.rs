@@ -69,7 +69,7 @@ pub(crate) fn run(
     let guarded = cfg.auth.enabled && !echo;
     let (read_half, write_half) = socket.split();
     // The writer is a task of its own, so waking it for an event never polls the reader.
-    let writer = tokio::spawn(writer::run(write_half, client.clone(), hub.clone()));
+    let writer = tokio::spawn(writer::run(write_half, client.clone(), hub.writers.clone()));
     let input = std::io::Cursor::new(leftover).chain(read_half);
     async move {
         let _slot = slot;
@@ -166,7 +166,7 @@ mod tests {
         let client = Arc::new(ClientHandle::new(0, remote, 100, true));
         let (_, write_half) =
             Socket::Plain(tokio::net::TcpStream::connect(addr).await.unwrap()).split();
-        let writer_task = writer::run(write_half, client.clone(), hub.clone());
+        let writer_task = writer::run(write_half, client.clone(), hub.writers.clone());
         let connection_task = run(
             hub.clone(),
             0,

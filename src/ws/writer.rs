@@ -13,7 +13,7 @@ use crate::backoff::spread;
 use crate::client::ClientHandle;
 use crate::config::WebSocketConfig;
 use crate::heartbeat::{Beat, Heartbeat, Periods};
-use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::protocol::reply;
 use fastwebsockets::OpCode;
 use std::io;
@@ -37,7 +37,7 @@ pub(crate) enum WriterExit {
     Dead,
 }
 
-/// The writer's durations, the same for every client: computed once (kept in the hub) rather
+/// The writer's durations, the same for every client: computed once (kept in [`Writers`]) rather
 /// than carried in every idle connection's task.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
@@ -59,6 +59,41 @@ impl Timing {
     }
 }
 
+/// What every client's writer uses, the same for all of them: built once from the configuration
+/// (`server.rs` through the hub) and shared, so that a writer needs neither the hub nor the whole
+/// configuration, and an idle connection's task carries one pointer for it.
+pub(crate) struct Writers {
+    /// The writers' durations.
+    pub(crate) timing: Timing,
+    /// Each shard's write-coalescing window, following the shard's load.
+    pub(crate) windows: crate::load::Windows,
+    /// Where writes, latencies and heartbeat timeouts are counted.
+    metrics: Arc<Metrics>,
+    /// The centre of the reconnect advice in a goodbye (`shutdown.reconnect_after_ms`).
+    reconnect_after_ms: u64,
+}
+
+impl Writers {
+    /// The writers' settings under `ws` and `shutdown`, for `shards` shards.
+    pub(crate) fn new(
+        ws: &WebSocketConfig,
+        reconnect_after_ms: u64,
+        shards: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            timing: Timing::new(ws),
+            windows: crate::load::Windows::new(
+                Duration::from_secs_f64(ws.write_coalesce_ms / 1000.0),
+                shards,
+                ws.write_coalesce_adaptive,
+            ),
+            metrics,
+            reconnect_after_ms,
+        }
+    }
+}
+
 /// Runs the writer of one client until the connection ends.
 #[expect(
     clippy::manual_async_fn,
@@ -67,12 +102,12 @@ impl Timing {
 pub(crate) fn run(
     mut half: WriteHalf,
     client: Arc<ClientHandle>,
-    hub: Arc<Hub>,
+    writers: Arc<Writers>,
 ) -> impl std::future::Future<Output = WriterExit> {
     // An async block rather than an async fn: its captures are its only copy of the
     // arguments (an async fn keeps a dead copy of each next to the live one, 32 bytes here).
     async move {
-        let periods = hub.timing.heartbeat;
+        let periods = writers.timing.heartbeat;
         let mut heartbeat = Heartbeat::new(Instant::now(), periods);
         // One timer for the connection's life, moved only when the heartbeat deadline moves: a
         // timer armed and cancelled on every wake-up costs more than the write itself.
@@ -81,22 +116,26 @@ pub(crate) fn run(
         let mut batch: Vec<Arc<OutFrame>> = Vec::new();
         let mut now = Instant::now();
         // When the last two writes ended (an idle client's first events leave at once).
-        let most = hub.windows.max();
+        let most = writers.windows.max();
         let long_ago = now.checked_sub(most * 2).unwrap_or(now);
         let (mut prev_write, mut last_write) = (long_ago, long_ago);
         loop {
-            if let Some(until) = hold_until(&client, &hub, (prev_write, last_write), now) {
+            if let Some(until) = hold_until(&client, &writers, (prev_write, last_write), now) {
                 timer.as_mut().reset(until.into());
                 hold_back(&client, timer.as_mut()).await;
                 now = Instant::now();
             }
-            let periods = hub.timing.heartbeat;
+            let periods = writers.timing.heartbeat;
             if now >= heartbeat.deadline(periods) {
                 match heartbeat.check(now, client.last_heard(), periods) {
                     Beat::Dead => {
-                        hub.metrics.local().heartbeat_timeouts.fetch_add(1, Relaxed);
+                        writers
+                            .metrics
+                            .local()
+                            .heartbeat_timeouts
+                            .fetch_add(1, Relaxed);
                         // Boxed: only a dying connection needs the goodbye's timer.
-                        Box::pin(say_heartbeat_timeout(&mut half, &client, &hub)).await;
+                        Box::pin(say_heartbeat_timeout(&mut half, &client, &writers)).await;
                         return WriterExit::Dead;
                     }
                     Beat::Ping => batch.push(OutFrame::control(OpCode::Ping, b"hb")),
@@ -119,17 +158,21 @@ pub(crate) fn run(
                 continue;
             }
             let result = half
-                .write_batch(&batch, &client, hub.timing.stall_limit)
+                .write_batch(&batch, &client, writers.timing.stall_limit)
                 .await;
             now = Instant::now();
             (prev_write, last_write) = (last_write, now);
             client.mark_progress(now);
-            account(&hub, &client, &batch, from_ring, now);
+            account(&writers, &client, &batch, from_ring, now);
             batch.clear();
             match result {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    hub.metrics.local().heartbeat_timeouts.fetch_add(1, Relaxed);
+                    writers
+                        .metrics
+                        .local()
+                        .heartbeat_timeouts
+                        .fetch_add(1, Relaxed);
                     return WriterExit::Dead;
                 }
                 Err(_) => return WriterExit::SocketError,
@@ -145,8 +188,8 @@ pub(crate) fn run(
 /// Tells a client that missed its heartbeat why it is being dropped (design document §8.1): the
 /// `disconnect` message with reason `heartbeat_timeout`, then close 1001. A peer that is really
 /// gone takes neither, so the attempt is bounded by [`CLOSE_GRACE`].
-async fn say_heartbeat_timeout(half: &mut WriteHalf, client: &ClientHandle, hub: &Hub) {
-    let advice = spread(hub.config.shutdown.reconnect_after_ms);
+async fn say_heartbeat_timeout(half: &mut WriteHalf, client: &ClientHandle, writers: &Writers) {
+    let advice = spread(writers.reconnect_after_ms);
     let goodbye = [
         reply::disconnect("heartbeat_timeout", advice),
         OutFrame::close(CloseCode::Away, "heartbeat timeout"),
@@ -181,14 +224,14 @@ fn coalesce_wait(
 /// function, so that the writer's task keeps no extra state across the wait.
 fn hold_until(
     client: &ClientHandle,
-    hub: &Hub,
+    writers: &Writers,
     (prev_write, last_write): (Instant, Instant),
     now: Instant,
 ) -> Option<Instant> {
-    if last_write >= prev_write + hub.windows.max() * 2 {
+    if last_write >= prev_write + writers.windows.max() * 2 {
         return None;
     }
-    let window = hub.windows.get(client.shard);
+    let window = writers.windows.get(client.shard);
     coalesce_wait(client, window, last_write, now).then(|| last_write + window)
 }
 
@@ -278,13 +321,13 @@ fn push_events(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>, limit: usi
 /// Counts what a write sent, which was complete at `now`. Latency is observed for replies and
 /// live events, not for the old events a resume sent again.
 fn account(
-    hub: &Hub,
+    writers: &Writers,
     client: &ClientHandle,
     batch: &[Arc<OutFrame>],
     from_ring: usize,
     now: Instant,
 ) {
-    let local = hub.metrics.local();
+    let local = writers.metrics.local();
     let mut texts = 0;
     for (i, f) in batch.iter().enumerate().filter(|(_, f)| f.is_message()) {
         texts += 1;
