@@ -94,6 +94,16 @@ impl Writers {
     }
 }
 
+impl Writers {
+    /// Counts a client dropped for a missed heartbeat or a socket that took nothing.
+    fn count_dead(&self) {
+        self.metrics
+            .local()
+            .heartbeat_timeouts
+            .fetch_add(1, Relaxed);
+    }
+}
+
 /// Runs the writer of one client until the connection ends.
 #[expect(
     clippy::manual_async_fn,
@@ -129,11 +139,7 @@ pub(crate) fn run(
             if now >= heartbeat.deadline(periods) {
                 match heartbeat.check(now, client.last_heard(), periods) {
                     Beat::Dead => {
-                        writers
-                            .metrics
-                            .local()
-                            .heartbeat_timeouts
-                            .fetch_add(1, Relaxed);
+                        writers.count_dead();
                         // Boxed: only a dying connection needs the goodbye's timer.
                         Box::pin(say_heartbeat_timeout(&mut half, &client, &writers)).await;
                         return WriterExit::Dead;
@@ -168,11 +174,7 @@ pub(crate) fn run(
             match result {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    writers
-                        .metrics
-                        .local()
-                        .heartbeat_timeouts
-                        .fetch_add(1, Relaxed);
+                    writers.count_dead();
                     return WriterExit::Dead;
                 }
                 Err(_) => return WriterExit::SocketError,
