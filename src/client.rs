@@ -46,6 +46,9 @@ pub(crate) struct Goodbye {
     pub(crate) reconnect_after_ms: u64,
     /// The close code that follows.
     pub(crate) close_code: CloseCode,
+    /// Whether the connection then waits for the peer's side of the closing handshake (not
+    /// for an unauthenticated connection evicted to make room: its slot is wanted now).
+    pub(crate) lingers: bool,
 }
 
 impl Goodbye {
@@ -55,6 +58,7 @@ impl Goodbye {
             reason: "server_shutdown",
             reconnect_after_ms,
             close_code: CloseCode::Restart,
+            lingers: true,
         }
     }
 
@@ -64,14 +68,8 @@ impl Goodbye {
             reason: "server_drain",
             reconnect_after_ms,
             close_code: CloseCode::Restart,
+            lingers: true,
         }
-    }
-
-    /// Whether the connection waits for the peer's side of the closing handshake after this
-    /// goodbye: not for an unauthenticated connection evicted to make room, whose slot is
-    /// wanted now.
-    pub(crate) fn lingers(&self) -> bool {
-        self.reason != Self::unauthenticated().reason
     }
 
     /// The client did not authenticate and its place was needed (close 1008).
@@ -80,6 +78,7 @@ impl Goodbye {
             reason: "authentication_timeout",
             reconnect_after_ms: 1000,
             close_code: CloseCode::Policy,
+            lingers: false,
         }
     }
 
@@ -89,6 +88,7 @@ impl Goodbye {
             reason: "disconnected_by_operator",
             reconnect_after_ms,
             close_code: CloseCode::Normal,
+            lingers: true,
         }
     }
 }
@@ -235,10 +235,8 @@ impl ClientHandle {
         let frame = self.encoded(&frame);
         let load = load_of(frame.bytes().len());
         let before = self.control_load.fetch_add(load, Ordering::Relaxed);
-        let (len, bytes) = unpack(before);
-        let full = len >= CONTROL_QUEUE_LIMIT
-            || (len > 0 && bytes + frame.bytes().len() > CONTROL_QUEUE_BYTES);
-        if full && !frame.is_close() {
+        let bounds = (CONTROL_QUEUE_LIMIT, CONTROL_QUEUE_BYTES);
+        if !fits(unpack(before), frame.bytes().len(), bounds) && !frame.is_close() {
             self.control_load.fetch_sub(load, Ordering::Relaxed);
             return false;
         }
@@ -256,9 +254,8 @@ impl ClientHandle {
 
     /// Whether a frame of `size` bytes would fit in the control queue now, kept to `most`
     /// frames and `most_bytes` (a frame larger than that fits only in an empty queue).
-    pub(crate) fn room_for(&self, size: usize, (most, most_bytes): (usize, usize)) -> bool {
-        let (len, bytes) = self.control_queued();
-        len == 0 || (len < most && bytes + size <= most_bytes)
+    pub(crate) fn room_for(&self, size: usize, bounds: (usize, usize)) -> bool {
+        fits(self.control_queued(), size, bounds)
     }
 
     /// How many replies and control frames wait for the writer, and their bytes.
@@ -479,6 +476,12 @@ impl crate::preauth::Evict for ClientHandle {
     fn evict(&self) {
         self.request_goodbye(Goodbye::unauthenticated());
     }
+}
+
+/// Whether a frame of `size` bytes fits in a control queue holding `(len, bytes)`, kept to
+/// `most` frames and `most_bytes` (a larger frame fits only in an empty queue).
+fn fits((len, bytes): (usize, usize), size: usize, (most, most_bytes): (usize, usize)) -> bool {
+    len == 0 || (len < most && bytes + size <= most_bytes)
 }
 
 /// A control queue's (length, bytes).

@@ -10,6 +10,7 @@
 #      cargo build --release --bin streamhub --manifest-path /tmp/old/Cargo.toml)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. loadtest/peers/wait_port.sh
 OLD=${1:?usage: loadtest/peers/ab.sh /path/to/old/streamhub [ROUNDS]}
 ROUNDS=${2:-2}
 OUT=${OUT:-target/peers-ab}
@@ -24,10 +25,7 @@ start() { # who
     old) "$OLD" >"$OUT/$1.log" 2>&1 & PORT=8080 ;;
   esac
   PID=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-    sleep 0.1
-  done
+  wait_port "$PORT" && return 0
   echo "$1 did not start; see $OUT/$1.log" >&2
   return 1
 }

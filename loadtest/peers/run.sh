@@ -13,6 +13,7 @@
 # it is missing and PEERS is not set, it is left out with a note.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. loadtest/peers/wait_port.sh
 SOCKUDO=${SOCKUDO:-sockudo}
 if [ -z "${PEERS:-}" ]; then
   PEERS="streamhub streamhub_throughput ws socketio sockudo"
@@ -39,10 +40,7 @@ start() {
       (set -a; . loadtest/peers/sockudo.env; exec "$SOCKUDO") >"$OUT/$1.log" 2>&1 & PORT=6001 ;;
   esac
   PID=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-    sleep 0.1
-  done
+  wait_port "$PORT" && return 0
   echo "$1 did not start; see $OUT/$1.log" >&2
   return 1
 }

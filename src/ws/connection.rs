@@ -144,7 +144,7 @@ fn new_client(
 
 /// Whether the closing handshake is waited for: not after a goodbye that says otherwise.
 fn client_lingers(client: &ClientHandle) -> bool {
-    client.goodbye().is_none_or(|g| g.lingers())
+    client.goodbye().is_none_or(|g| g.lingers)
 }
 
 #[cfg(test)]

@@ -92,9 +92,7 @@ impl Writers {
             reconnect_after_ms,
         }
     }
-}
 
-impl Writers {
     /// Counts a client dropped for a missed heartbeat or a socket that took nothing.
     fn count_dead(&self) {
         self.metrics
