@@ -1,5 +1,5 @@
 //! What permessage-deflate costs and saves per event, with the hub's own compressor
-//! (`streamhub::ws::deflate::compress`, fast level, no context takeover): one compression per
+//! (`streamhub::frame::deflate::compress`, fast level, no context takeover): one compression per
 //! event, shared by every client that negotiated it. Prints the bytes saved for each sample.
 //!
 //! Run: `cargo bench --bench deflate`
@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 use std::hint::black_box;
-use streamhub::ws::deflate::compress;
+use streamhub::frame::deflate::compress;
 
 /// Events shaped like the design document's examples (sections 5.1–5.4).
 fn samples() -> Vec<(&'static str, Vec<u8>)> {

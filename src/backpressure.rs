@@ -7,7 +7,7 @@
 //! The ring's slots are allocated on the first push, so a client that never receives an event
 //! costs no ring memory.
 
-use crate::ws::frame::OutFrame;
+use crate::frame::OutFrame;
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -94,7 +94,7 @@ impl EventRing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::frame::{message_buf, OutFrame};
+    use crate::frame::{message_buf, OutFrame};
 
     fn frame(n: u8) -> Arc<OutFrame> {
         let mut b = message_buf(1);

@@ -7,9 +7,9 @@
 
 use crate::backpressure::EventRing;
 use crate::codec::{Codec, Deflate, Wire};
+use crate::frame::OutFrame;
 use crate::subscription::Subscription;
-use crate::ws::close::CloseCode;
-use crate::ws::frame::OutFrame;
+use fastwebsockets::CloseCode;
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::VecDeque;

@@ -4,38 +4,11 @@
 //!
 //! Messages are built as JSON once; a MessagePack connection gets them transcoded (no
 //! intermediate value): an event once per event, shared by every MessagePack client
-//! ([`crate::ws::frame::OutFrame::msgpack`]); a reply once for its one client. What a
+//! (`OutFrame::msgpack` in the `frame` module); a reply once for its one client. What a
 //! MessagePack client sends is transcoded to JSON text and parsed like any other request.
 
 use hyper::header::HeaderValue;
 use hyper::HeaderMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-/// Events encoded as MessagePack so far (each once, however many clients get it).
-static EVENTS_ENCODED: AtomicU64 = AtomicU64::new(0);
-
-/// Counts one event encoded as MessagePack.
-pub(crate) fn count_event_encoded() {
-    EVENTS_ENCODED.fetch_add(1, Relaxed);
-}
-
-/// Events encoded as MessagePack so far (`status`).
-pub fn events_encoded() -> u64 {
-    EVENTS_ENCODED.load(Relaxed)
-}
-
-/// Events compressed (permessage-deflate) so far, each once per format.
-static EVENTS_COMPRESSED: AtomicU64 = AtomicU64::new(0);
-
-/// Counts one event compressed.
-pub(crate) fn count_event_compressed() {
-    EVENTS_COMPRESSED.fetch_add(1, Relaxed);
-}
-
-/// Events compressed so far (`status`).
-pub fn events_compressed() -> u64 {
-    EVENTS_COMPRESSED.load(Relaxed)
-}
 
 /// The JSON subprotocol's name.
 pub const JSON: &str = "aiops.v1.json";
@@ -107,7 +80,7 @@ pub enum Deflate {
     /// The client may compress; the hub sends uncompressed (the client limited the hub's
     /// window below what its compressor uses).
     Inbound,
-    /// Both ways: the hub compresses messages of [`crate::ws::deflate::MIN_SIZE`] or more.
+    /// Both ways: the hub compresses messages of `frame::deflate::MIN_SIZE` or more.
     Both,
 }
 

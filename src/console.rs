@@ -26,10 +26,8 @@ const STYLE: &str = include_str!("console.css");
 /// The client library the page imports.
 const CLIENT: &str = include_str!("../clients/js/index.js");
 
-/// The console's paths.
-pub(crate) const PATHS: [&str; 4] = ["/", "/console.js", "/console.css", "/client.js"];
-
-/// Serves one of [`PATHS`] (any other path gets the page); `headers` are the request's.
+/// Serves one of the console's paths (`/`, `/console.js`, `/console.css`, `/client.js`; any
+/// other path gets the page); `headers` are the request's.
 pub(crate) fn serve(path: &str, headers: &HeaderMap) -> Response<Full<Bytes>> {
     let (body, content_type) = match path {
         "/client.js" => (CLIENT, "text/javascript; charset=utf-8"),
@@ -99,7 +97,7 @@ mod tests {
             policy(&h).contains("connect-src 'self';"),
             "a Host that is not a host is left out"
         );
-        for path in PATHS {
+        for path in ["/", "/console.js", "/console.css", "/client.js"] {
             let r = serve(path, &h);
             assert!(
                 r.headers().contains_key(header::CONTENT_SECURITY_POLICY),

@@ -1,6 +1,6 @@
 //! Control messages, received on [`streamhub_wire::CONTROL_CHANNEL`] in Redis and Redis Cluster
 //! modes. A broker parses them ([`Control::parse`]) and hands them to its
-//! [`crate::broker::BrokerHandler`]; the hub carries them out.
+//! broker handler (the hub), which carries them out.
 //!
 //! - `{"type": "drain", "reconnect_after_ms": N}`: stop taking connections and send every client
 //!   `disconnect` (reason `server_drain`) with advice spread around N (rolling restarts);

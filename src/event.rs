@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 /// Bytes reserved in front of every encoded message for the WebSocket frame header, so the
-/// frame is built in place without copying the payload (see [`crate::ws::frame`]).
+/// frame is built in place without copying the payload (see the `frame` module).
 pub(crate) const FRAME_HEADROOM: usize = 10;
 
 macro_rules! event_types {

@@ -15,8 +15,8 @@
 //! `recovered: false` instead of leaving a silent hole.
 
 use crate::config::HistoryConfig;
+use crate::frame::OutFrame;
 use crate::subscription::Subscription;
-use crate::ws::frame::OutFrame;
 use parking_lot::Mutex;
 use std::collections::{HashSet, VecDeque};
 use std::hash::{Hash, Hasher};

@@ -8,7 +8,7 @@
 use crate::codec::{Codec, Deflate, Wire};
 use crate::hub::{ConnectionSlot, Hub};
 use crate::preauth::Ticket;
-use crate::rest::{self, json_response};
+use crate::rest::{self, reply::error_body, reply::json_response};
 use crate::ws::connection::{self, Route};
 use crate::ws::socket::Socket;
 use bytes::Bytes;
@@ -30,7 +30,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// is on).
 pub(crate) async fn serve(hub: Arc<Hub>, shard: usize, stream: TcpStream, remote: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let sndbuf = hub.config.websocket.socket_send_buffer_bytes;
+    let sndbuf = hub.settings.http.send_buffer_bytes;
     if sndbuf > 0 {
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(sndbuf);
     }
@@ -72,7 +72,7 @@ async fn route(
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let echo = hub.config.websocket.echo_path.as_deref() == Some(path);
+    let echo = hub.settings.http.echo_path.as_deref() == Some(path);
     if path != "/ws" && !echo {
         return rest::handle(hub, req).await;
     }
@@ -80,13 +80,13 @@ async fn route(
     let (codec, chosen) = match Codec::negotiate(req.headers()) {
         Ok(_) if echo => (Codec::Json, None),
         Ok(c) => c,
-        Err(why) => return json_response(StatusCode::BAD_REQUEST, &rest::error_body(&why)),
+        Err(why) => return json_response(StatusCode::BAD_REQUEST, &error_body(&why)),
     };
     let deflate = hub
-        .config
-        .websocket
+        .settings
+        .http
         .compression
-        .then(|| crate::ws::deflate::negotiate(req.headers()))
+        .then(|| crate::frame::deflate::negotiate(req.headers()))
         .flatten();
     let wire = Wire {
         codec,
@@ -127,25 +127,20 @@ fn upgrade(
     }
     let admitted = match hub.admit(remote.ip()) {
         Ok(a) => a,
-        Err(why) => return json_response(StatusCode::SERVICE_UNAVAILABLE, &rest::error_body(why)),
+        Err(why) => return json_response(StatusCode::SERVICE_UNAVAILABLE, &error_body(why)),
     };
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(r) => r,
         Err(e) => {
             return json_response(
                 StatusCode::BAD_REQUEST,
-                &rest::error_body(&format!("bad upgrade: {e}")),
+                &error_body(&format!("bad upgrade: {e}")),
             )
         }
     };
     let mut response = response.map(|_| Full::new(Bytes::new()));
     // Sticky sessions: name this instance, so a load balancer can send the client back here.
-    let scaling = &hub.config.scaling;
-    let cookie = format!(
-        "{}={}; Path=/; HttpOnly",
-        scaling.sticky_session_cookie, scaling.instance_id
-    );
-    if let Ok(v) = hyper::header::HeaderValue::from_str(&cookie) {
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&hub.settings.http.sticky_cookie) {
         response.headers_mut().insert(hyper::header::SET_COOKIE, v);
     }
     tokio::spawn(adopt(hub, shard, remote, upgrade, admitted, route));
@@ -158,28 +153,24 @@ fn refusal(hub: &Hub, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> 
     if !fastwebsockets::upgrade::is_upgrade_request(req) {
         return Some(json_response(
             StatusCode::UPGRADE_REQUIRED,
-            &rest::error_body("use a WebSocket upgrade on /ws"),
+            &error_body("use a WebSocket upgrade on /ws"),
         ));
     }
     if hub.is_shutting_down() {
         return Some(json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &rest::error_body("shutting down"),
+            &error_body("shutting down"),
         ));
     }
     // Cross-site WebSocket hijacking: with a list, a browser origin not on it (or not even
     // valid ASCII) is refused; clients that send no Origin (not browsers) pass.
-    let allowed = &hub.config.websocket.allowed_origins;
+    let allowed = &hub.settings.http.allowed_origins;
     let origin = req.headers().get(hyper::header::ORIGIN)?;
     let listed = origin
         .to_str()
         .is_ok_and(|o| allowed.iter().any(|a| a == o));
-    (!allowed.is_empty() && !listed).then(|| {
-        json_response(
-            StatusCode::FORBIDDEN,
-            &rest::error_body("origin not allowed"),
-        )
-    })
+    (!allowed.is_empty() && !listed)
+        .then(|| json_response(StatusCode::FORBIDDEN, &error_body("origin not allowed")))
 }
 
 /// Once the 101 is sent: takes the TCP stream back from hyper, so the writer can `writev` on it

@@ -5,14 +5,15 @@
 
 use crate::auth::Authenticator;
 use crate::backoff::spread;
-use crate::broker::{Broker, BrokerHandler};
+use crate::broker::{Broker, BrokerHandler, Demand, Full, Scope};
 use crate::client::{ClientHandle, Goodbye};
 use crate::config::Config;
 use crate::control::Control;
 use crate::event::{EventError, ParsedEvent};
-use crate::index::{Demand, IndexFull, IndexOp, Scope, SubscriptionIndex};
+use crate::index::{IndexFull, IndexOp, SubscriptionIndex};
 use crate::metrics::Metrics;
-use crate::router::{Full, Router};
+use crate::router::Router;
+use crate::settings::Settings;
 use crate::subject_keys::{OverQuota, SubjectKeys};
 use crate::subscription::Subscription;
 use crate::subscription_tally::SubscriptionTally;
@@ -22,13 +23,13 @@ use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
-/// Least time between two log lines about events dropped on arrival.
-const SHED_LOG_INTERVAL_SECONDS: u64 = 10;
-
 /// Shared state of one streamhub instance.
 pub struct Hub {
-    /// The configuration in force.
+    /// The configuration in force (what start-up and the hub's own operations read; every
+    /// other part gets its own [`Settings`]).
     pub config: Config,
+    /// Each room's settings, built once from `config`.
+    pub(crate) settings: Settings,
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
     /// The subscription index.
@@ -123,6 +124,7 @@ impl Hub {
                 )
             }),
             subject_keys: SubjectKeys::new(config.websocket.index_keys_per_subject()),
+            settings: Settings::new(&config),
             config,
             metrics,
             index,
@@ -285,24 +287,16 @@ impl Hub {
     }
 
     /// Counts events dropped on arrival because the shards' inboxes were full, and says so in
-    /// the log at most once per [`SHED_LOG_INTERVAL_SECONDS`]. The history now has a hole, so
+    /// the log at most once per [`crate::log_limit::INTERVAL`]. The history now has a hole, so
     /// its recent events are forgotten: a resume across it answers `recovered: false`.
     fn shed(&self, n: u64) {
         self.router.history().forget_recent();
         let total = self.metrics.events_shed.fetch_add(n, Relaxed) + n;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let last = self.metrics.shed_logged_at.load(Relaxed);
-        if now >= last + SHED_LOG_INTERVAL_SECONDS
-            && self
-                .metrics
-                .shed_logged_at
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
-        {
+        static SHED: crate::log_limit::LogLimit = crate::log_limit::LogLimit::new();
+        if let Some(held) = SHED.allow() {
             tracing::warn!(
                 shed_total = total,
+                held_back = held,
                 max_pending = self.config.backpressure.max_pending_events,
                 "the shards are behind: arriving events are being dropped"
             );

@@ -10,11 +10,12 @@
 //! rebuild took before taking the next batch, so under a subscribe storm batches grow and the
 //! rebuild work stays below about half of one core, instead of costing one full copy per change.
 
+use crate::broker::{Demand, Scope};
 use crate::client::ClientHandle;
 use crate::event::{EventType, EVENT_TYPE_COUNT};
 use crate::subscription::Subscription;
 use arc_swap::ArcSwap;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,35 +119,6 @@ impl Snapshot {
             visit_cluster(ci, namespace, &mut f);
         }
     }
-}
-
-/// Which subscriptions one arrival of an event serves.
-///
-/// With one stream of events (embedded mode, classic Redis Pub/Sub) every arrival serves every
-/// matching subscription. With sharded Pub/Sub an event can arrive twice, on `{prefix}:all` and
-/// on its cluster's channel, and each arrival serves its own half of the index, so that every
-/// client still gets it once: see [`crate::broker::RedisClusterBroker`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// Every matching subscription.
-    Every,
-    /// Only subscriptions without a cluster filter (the arrival on `{prefix}:all`).
-    Unfiltered,
-    /// Only subscriptions listing the event's cluster, skipping clients that an unfiltered
-    /// subscription already serves (the arrival on `{prefix}:cluster:{id}`).
-    Filtered,
-}
-
-/// Which clusters one instance's subscriptions ask for: what a broker that subscribes per
-/// cluster (Redis Cluster sharded Pub/Sub) must listen to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Demand {
-    /// Some subscription has no cluster filter, so it needs every cluster's events.
-    pub any_cluster: bool,
-    /// The clusters named in some subscription's cluster filter.
-    pub clusters: BTreeSet<Arc<str>>,
-    /// Raised by one each time the index publishes a different demand.
-    pub version: u64,
 }
 
 /// Visits the buckets of one cluster that an event with `namespace` matches.

@@ -51,7 +51,6 @@
 pub mod auth;
 pub(crate) mod backoff;
 pub mod backpressure;
-pub(crate) mod broadcast;
 pub mod broker;
 pub mod cli;
 pub mod client;
@@ -60,6 +59,7 @@ pub mod config;
 pub(crate) mod console;
 pub mod control;
 pub mod event;
+pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod heap;
@@ -78,6 +78,7 @@ pub mod rest;
 pub mod router;
 pub mod server;
 pub(crate) mod session;
+pub(crate) mod settings;
 pub(crate) mod subject_keys;
 pub mod subscription;
 pub(crate) mod subscription_tally;

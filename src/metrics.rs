@@ -1,4 +1,10 @@
-//! Metrics: the eight names of the design document's section 14, in Prometheus text format.
+//! Metrics: every family the hub exposes, and their Prometheus text exposition.
+//!
+//! This module owns them all: the per-shard counters, the instance-wide gauges, the counts of
+//! event twins (MessagePack, compressed) built once, and the exposition that `GET /metrics`
+//! serves (the gauges others keep, such as index keys or shard utilization, are handed in as
+//! [`Gauges`]). Code elsewhere adds to a counter through this module's types and never
+//! writes exposition text itself.
 //!
 //! Counters are per shard (one cache-padded block per runtime thread, found through a
 //! thread-local), so the hot path adds to memory no other core writes; a scrape sums the blocks.
@@ -77,9 +83,44 @@ pub struct Metrics {
     pub events_shed: AtomicU64,
     /// Changes of some client's subscriptions sent to the index thread.
     pub index_updates: AtomicU64,
-    /// When a shed event was last logged (seconds since the Unix epoch), so that the log says
-    /// so at most once per interval.
-    pub shed_logged_at: AtomicU64,
+}
+
+/// Events encoded as MessagePack so far (each once, however many clients get it).
+static EVENTS_ENCODED: AtomicU64 = AtomicU64::new(0);
+
+/// Events compressed (permessage-deflate) so far, each once per format.
+static EVENTS_COMPRESSED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one event encoded as MessagePack (a frame's twin, built once).
+pub(crate) fn count_event_encoded() {
+    EVENTS_ENCODED.fetch_add(1, Relaxed);
+}
+
+/// Events encoded as MessagePack so far (`status`).
+pub fn events_encoded() -> u64 {
+    EVENTS_ENCODED.load(Relaxed)
+}
+
+/// Counts one event compressed (a frame's twin, built once).
+pub(crate) fn count_event_compressed() {
+    EVENTS_COMPRESSED.fetch_add(1, Relaxed);
+}
+
+/// Events compressed so far (`status`).
+pub fn events_compressed() -> u64 {
+    EVENTS_COMPRESSED.load(Relaxed)
+}
+
+/// The gauges other parts keep, read at scrape time for [`Metrics::exposition`].
+pub(crate) struct Gauges {
+    /// Keys in the subscription index.
+    pub(crate) index_keys: usize,
+    /// Each shard's utilization (0..1) and write-coalescing window now.
+    pub(crate) shards: Vec<(f64, Duration)>,
+    /// Whether the broker's connection is up (`None`: it has none).
+    pub(crate) broker_connected: Option<bool>,
+    /// Bytes on the heap and resident, when the allocator keeps statistics.
+    pub(crate) heap: Option<(usize, usize)>,
 }
 
 impl Metrics {
@@ -94,7 +135,6 @@ impl Metrics {
             events_rejected: AtomicU64::new(0),
             events_shed: AtomicU64::new(0),
             index_updates: AtomicU64::new(0),
-            shed_logged_at: AtomicU64::new(0),
         }
     }
 
@@ -188,6 +228,40 @@ impl Metrics {
         );
         self.render_latency(&mut o);
         o
+    }
+
+    /// The whole exposition of `GET /metrics`: [`Metrics::render`] and the gauges of `g`.
+    pub(crate) fn exposition(&self, g: &Gauges) -> String {
+        let mut text = self.render();
+        let _ = write!(
+            text,
+            "# HELP streamhub_index_keys Keys (event type, cluster, namespace) in the subscription index.\n# TYPE streamhub_index_keys gauge\nstreamhub_index_keys {}\n",
+            g.index_keys
+        );
+        text.push_str("# HELP streamhub_shard_utilization Share of wall time each shard's runtime spent running tasks (smoothed).\n# TYPE streamhub_shard_utilization gauge\n");
+        text.push_str("# HELP streamhub_write_coalesce_window_seconds Each shard's write-coalescing window now (it follows the shard's utilization).\n# TYPE streamhub_write_coalesce_window_seconds gauge\n");
+        for (i, (busy, window)) in g.shards.iter().enumerate() {
+            let _ = write!(
+                text,
+                "streamhub_shard_utilization{{shard=\"{i}\"}} {busy:.3}\nstreamhub_write_coalesce_window_seconds{{shard=\"{i}\"}} {:.6}\n",
+                window.as_secs_f64()
+            );
+        }
+        if let Some(up) = g.broker_connected {
+            let _ = write!(
+                text,
+                "# HELP redis_connected Whether the Redis subscription is live.\n# TYPE redis_connected gauge\nredis_connected {}\n",
+                u8::from(up)
+            );
+        }
+        if let Some((allocated, resident)) = g.heap {
+            let _ = write!(
+                text,
+                "# HELP streamhub_heap_allocated_bytes Bytes the hub holds on its heap.\n# TYPE streamhub_heap_allocated_bytes gauge\nstreamhub_heap_allocated_bytes {allocated}\n\
+                 # HELP streamhub_heap_resident_bytes Bytes of memory the allocator holds.\n# TYPE streamhub_heap_resident_bytes gauge\nstreamhub_heap_resident_bytes {resident}\n"
+            );
+        }
+        text
     }
 
     /// Writes the latency histogram.

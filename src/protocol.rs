@@ -2,8 +2,8 @@
 //! frames, and the error codes of section 13.
 
 use crate::event::EventType;
+use crate::frame::{json_frame, OutFrame};
 use crate::subscription::Subscription;
-use crate::ws::frame::{json_frame, OutFrame};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -211,15 +211,10 @@ fn name_list(raw: Option<&RawValue>, name: &str) -> Result<Vec<String>, Refusal>
     }
 }
 
-/// The index keys a subscription expands to.
-pub(crate) fn breadth(sub: &Subscription) -> usize {
-    sub.event_types.len() * sub.cluster_filter.len().max(1) * sub.namespace_filter.len().max(1)
-}
-
 /// Refuses adding `sub` when the client's subscriptions together would expand to more than
 /// [`MAX_SUBSCRIPTION_KEYS`] index keys.
 pub fn check_total_breadth(held: &[Subscription], sub: &Subscription) -> Result<(), Refusal> {
-    let keys: usize = held.iter().map(breadth).sum::<usize>() + breadth(sub);
+    let keys: usize = held.iter().map(Subscription::breadth).sum::<usize>() + sub.breadth();
     if keys > MAX_SUBSCRIPTION_KEYS {
         return Err(invalid_subscription(format!(
             "subscriptions too broad together: {keys} type/cluster/namespace combinations (most {MAX_SUBSCRIPTION_KEYS} per client)"
@@ -231,7 +226,7 @@ pub fn check_total_breadth(held: &[Subscription], sub: &Subscription) -> Result<
 /// Refuses a subscription of more than [`MAX_SUBSCRIPTION_KEYS`] type/cluster/namespace
 /// combinations.
 pub fn check_breadth(sub: &Subscription) -> Result<(), Refusal> {
-    let keys = breadth(sub);
+    let keys = sub.breadth();
     if keys > MAX_SUBSCRIPTION_KEYS {
         return Err(invalid_subscription(format!(
             "subscription is too broad: {keys} type/cluster/namespace combinations (most {MAX_SUBSCRIPTION_KEYS})"

@@ -11,11 +11,12 @@
 //! limit, and the caller says so (503 to a publisher, a counted drop for an arrival from Redis).
 
 use crate::backpressure::Push;
+use crate::broker::{Full, Scope};
 use crate::event::ParsedEvent;
+use crate::frame::OutFrame;
 use crate::history::History;
-use crate::index::{Scope, SubscriptionIndex};
+use crate::index::SubscriptionIndex;
 use crate::metrics::Metrics;
-use crate::ws::frame::OutFrame;
 use crossbeam_queue::SegQueue;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -54,10 +55,6 @@ pub struct Router {
     /// Most events waiting in one inbox.
     max_pending: usize,
 }
-
-/// The shards are too far behind to take another event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
 
 /// What fanning out did on one shard.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

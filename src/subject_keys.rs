@@ -68,7 +68,7 @@ impl SubjectKeys {
 
 /// The index keys `subs` expand to, counted per subscription.
 fn keys(subs: &[Subscription]) -> usize {
-    subs.iter().map(crate::protocol::breadth).sum()
+    subs.iter().map(Subscription::breadth).sum()
 }
 
 #[cfg(test)]

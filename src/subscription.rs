@@ -1,5 +1,5 @@
 //! Subscriptions: what one `subscribe` stores, how it is validated, and the matching rule of
-//! decisions.md in its plain form (the index in [`crate::index`] must answer the same).
+//! decisions.md in its plain form (the subscription index must answer the same).
 
 use crate::event::EventType;
 use serde::Serialize;
@@ -28,6 +28,13 @@ impl Subscription {
                 || cluster.is_some_and(|c| self.cluster_filter.iter().any(|f| f == c)))
             && (self.namespace_filter.is_empty()
                 || namespace.is_none_or(|n| self.namespace_filter.iter().any(|f| f == n)))
+    }
+
+    /// The index keys (event type, cluster, namespace) this subscription expands to.
+    pub(crate) fn breadth(&self) -> usize {
+        self.event_types.len()
+            * self.cluster_filter.len().max(1)
+            * self.namespace_filter.len().max(1)
     }
 }
 

@@ -7,9 +7,10 @@
 use proptest::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use streamhub::broker::Scope;
 use streamhub::client::ClientHandle;
 use streamhub::event::EventType;
-use streamhub::index::{IndexBuilder, IndexOp, Scope, Snapshot};
+use streamhub::index::{IndexBuilder, IndexOp, Snapshot};
 use streamhub::subscription::Subscription;
 
 const CLUSTERS: &[&str] = &["c0", "c1", "c2", "c3"];

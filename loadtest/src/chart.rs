@@ -1,7 +1,6 @@
 //! SVG charts: the latency percentile curve (log percentile axis), one or several runs, and the
 //! timeline of deliveries/s and p99 per second.
 
-use crate::report::Summary;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -82,26 +81,19 @@ pub fn percentiles(path: &Path, series: &[(&str, &Vec<(f64, f64)>)]) -> anyhow::
     Ok(())
 }
 
-/// Draws deliveries/s (left axis) and p99 ms (right axis) per second.
-pub fn timeline(path: &Path, s: &Summary) -> anyhow::Result<()> {
+/// One second of a run: (second since start, deliveries in it, its p99 in ms).
+pub type Second = (u32, u64, Option<f64>);
+
+/// Draws deliveries/s (left axis) and p99 ms (right axis) per second of run `scenario`.
+pub fn timeline(path: &Path, scenario: &str, seconds: &[Second]) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let secs = s.timeline.len().max(2) as f64;
-    let d_max = s
-        .timeline
-        .iter()
-        .map(|p| p.deliveries as f64)
-        .fold(1.0, f64::max)
-        * 1.1;
-    let p_max = s
-        .timeline
-        .iter()
-        .filter_map(|p| p.p99_ms)
-        .fold(0.01, f64::max)
-        * 1.1;
+    let secs = seconds.len().max(2) as f64;
+    let d_max = seconds.iter().map(|p| p.1 as f64).fold(1.0, f64::max) * 1.1;
+    let p_max = seconds.iter().filter_map(|p| p.2).fold(0.01, f64::max) * 1.1;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("{}: deliveries/s and p99 per second", s.scenario),
+            format!("{scenario}: deliveries/s and p99 per second"),
             ("sans-serif", 20),
         )
         .margin(15)
@@ -126,9 +118,7 @@ pub fn timeline(path: &Path, s: &Summary) -> anyhow::Result<()> {
     let red = COLOURS[1];
     chart
         .draw_series(LineSeries::new(
-            s.timeline
-                .iter()
-                .map(|p| (p.second as f64, p.deliveries as f64)),
+            seconds.iter().map(|p| (f64::from(p.0), p.1 as f64)),
             blue.stroke_width(2),
         ))
         .map_err(err)?
@@ -136,9 +126,9 @@ pub fn timeline(path: &Path, s: &Summary) -> anyhow::Result<()> {
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2)));
     chart
         .draw_secondary_series(LineSeries::new(
-            s.timeline
+            seconds
                 .iter()
-                .filter_map(|p| p.p99_ms.map(|v| (p.second as f64, v))),
+                .filter_map(|p| p.2.map(|v| (f64::from(p.0), v))),
             red.stroke_width(2),
         ))
         .map_err(err)?

@@ -178,7 +178,12 @@ pub fn write_all(s: &Summary, dir: &Path) -> anyhow::Result<()> {
         &dir.join("latency_percentiles.svg"),
         &[(s.scenario.as_str(), &s.percentile_curve)],
     )?;
-    chart::timeline(&dir.join("timeline.svg"), s)?;
+    let seconds: Vec<chart::Second> = s
+        .timeline
+        .iter()
+        .map(|p| (p.second, p.deliveries, p.p99_ms))
+        .collect();
+    chart::timeline(&dir.join("timeline.svg"), &s.scenario, &seconds)?;
     Ok(())
 }
 

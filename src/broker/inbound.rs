@@ -3,9 +3,9 @@
 //! logged at most once per interval per kind, and skipped.
 
 use super::BrokerHandler;
+use super::Scope;
 use crate::control::Control;
 use crate::event::{parse_event, ParsedEvent};
-use crate::index::Scope;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,9 +1,9 @@
 //! The in-process bus of embedded mode: a publish is handed straight back to this instance's
 //! handler, which routes it.
 
+use super::Scope;
 use super::{Broker, BrokerError, BrokerHandler, PublishFuture};
 use crate::event::ParsedEvent;
-use crate::index::Scope;
 use std::sync::{Arc, OnceLock};
 
 /// The in-process bus.

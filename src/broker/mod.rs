@@ -20,8 +20,7 @@
 use crate::config::{BrokerKind, Config};
 use crate::control::Control;
 use crate::event::{EventError, ParsedEvent};
-use crate::index::{Demand, Scope};
-use crate::router::Full;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,6 +32,39 @@ mod memory;
 mod redis;
 mod redis_cluster;
 mod shard_arrivals;
+
+/// The shards are too far behind to take another event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+/// Which subscriptions one arrival of an event serves.
+///
+/// With one stream of events (embedded mode, classic Redis Pub/Sub) every arrival serves every
+/// matching subscription. With sharded Pub/Sub an event can arrive twice, on `{prefix}:all` and
+/// on its cluster's channel, and each arrival serves its own half of the index, so that every
+/// client still gets it once: see `redis_cluster`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every matching subscription.
+    Every,
+    /// Only subscriptions without a cluster filter (the arrival on `{prefix}:all`).
+    Unfiltered,
+    /// Only subscriptions listing the event's cluster, skipping clients that an unfiltered
+    /// subscription already serves (the arrival on `{prefix}:cluster:{id}`).
+    Filtered,
+}
+
+/// Which clusters one instance's subscriptions ask for: what a broker that subscribes per
+/// cluster (Redis Cluster sharded Pub/Sub) must listen to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Demand {
+    /// Some subscription has no cluster filter, so it needs every cluster's events.
+    pub any_cluster: bool,
+    /// The clusters named in some subscription's cluster filter.
+    pub clusters: BTreeSet<Arc<str>>,
+    /// Raised by one each time the index publishes a different demand.
+    pub version: u64,
+}
 
 /// Why a publish did not happen.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -12,10 +12,10 @@
 
 use super::inbound::Inbound;
 use super::link::Link;
+use super::Scope;
 use super::{Broker, BrokerError, BrokerHandler, PublishFuture};
 use crate::backoff::Backoff;
 use crate::event::ParsedEvent;
-use crate::index::Scope;
 use arc_swap::ArcSwapOption;
 use futures_util::{FutureExt, StreamExt};
 use std::collections::HashMap;

@@ -26,10 +26,10 @@
 //! wants again and every primary answers: `/readyz` says 503 meanwhile and publishes answer 503.
 
 use super::shard_arrivals::ShardArrivals;
+use super::Demand;
 use super::{Broker, BrokerError, BrokerHandler, PublishFuture, ReplayFuture, WaitFuture};
 use crate::backoff::Backoff;
 use crate::event::ParsedEvent;
-use crate::index::Demand;
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use redis::cluster_async::ClusterConnection;

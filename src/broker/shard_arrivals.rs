@@ -9,7 +9,7 @@
 use super::inbound::Inbound;
 use super::link::Link;
 use super::BrokerHandler;
-use crate::index::Scope;
+use super::Scope;
 use redis::{PushInfo, PushKind, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};

@@ -9,11 +9,11 @@
 //! the live copies of events this answer covered (matching the subscription, `upto` or older).
 
 use crate::client::ClientHandle;
+use crate::frame::OutFrame;
 use crate::history::History;
 use crate::hub::Hub;
 use crate::protocol::{reply, Catchup};
 use crate::subscription::Subscription;
-use crate::ws::frame::OutFrame;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
             // Redis Cluster: this instance's history holds only its clients' clusters.
             let done = resume_from_shared(client, sub, read).await;
             if let (true, false, Some(read)) = (catchup.snapshot, done, hub.broker.recent()) {
-                snapshot_from_shared(client, sub, read, hub.config.history.snapshot_keys).await;
+                snapshot_from_shared(client, sub, read, hub.settings.session.snapshot_keys).await;
             }
             return client.hold_events(false);
         }
@@ -56,7 +56,7 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
     // A resume that worked already brought the client up to date.
     if catchup.snapshot && !resumed {
         if let Some(read) = hub.broker.recent() {
-            snapshot_from_shared(client, sub, read, hub.config.history.snapshot_keys).await;
+            snapshot_from_shared(client, sub, read, hub.settings.session.snapshot_keys).await;
             return client.hold_events(false);
         }
         covered = snapshot(history, client, sub).await;

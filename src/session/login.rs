@@ -9,12 +9,12 @@
 use super::refuse_and_close;
 use crate::auth::{AuthError, Grant};
 use crate::client::ClientHandle;
-use crate::config::AuthConfig;
 use crate::hub::Hub;
 use crate::protocol::{reply, ErrorCode};
+use crate::settings::SessionSettings;
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Notify;
 
 /// Where a connection stands with authentication.
@@ -52,9 +52,9 @@ pub(super) struct Login {
 
 impl Login {
     /// The starting state under `cfg`; marks `client` authenticated at once when auth is off.
-    pub(super) fn new(cfg: &AuthConfig, client: &ClientHandle) -> Self {
-        let phase = if cfg.enabled {
-            Phase::Pending(Instant::now() + Duration::from_secs_f64(cfg.timeout_seconds))
+    pub(super) fn new(settings: &SessionSettings, client: &ClientHandle) -> Self {
+        let phase = if settings.auth {
+            Phase::Pending(Instant::now() + settings.auth_timeout)
         } else {
             client.authenticated.store(true, Relaxed);
             Phase::Off
@@ -154,7 +154,7 @@ impl Login {
                 true
             }
             Phase::Authed(Some(_)) => {
-                let grace = Duration::from_secs_f64(hub.config.auth.reauth_grace_seconds);
+                let grace = hub.settings.session.reauth_grace;
                 *guard = Phase::Expired(Instant::now() + grace);
                 drop(guard);
                 client.send_control(reply::error(

@@ -11,13 +11,13 @@ pub(crate) use rate::Admit;
 
 use crate::client::ClientHandle;
 use crate::codec::Codec;
+use crate::frame::OutFrame;
 use crate::hub::Hub;
 use crate::protocol::{
     check_breadth, check_total_breadth, parse_request, reply, Catchup, ErrorCode, Request,
 };
 use crate::subscription::{all_types, remove_types, Subscription};
-use crate::ws::close::CloseCode;
-use crate::ws::frame::OutFrame;
+use fastwebsockets::CloseCode;
 use login::Login;
 use std::sync::Arc;
 
@@ -39,8 +39,9 @@ pub(crate) struct Session {
 impl Session {
     /// A new session for `client`, waiting for `auth` when authentication is on.
     pub(crate) fn new(hub: Arc<Hub>, client: Arc<ClientHandle>, echo: bool) -> Self {
-        let login = Login::new(&hub.config.auth, &client);
-        let rate = rate::Bucket::new(&hub.config.rate_limit, std::time::Instant::now());
+        let settings = &hub.settings.session;
+        let login = Login::new(settings, &client);
+        let rate = rate::Bucket::new(&settings.rate_limit, std::time::Instant::now());
         Self {
             hub,
             client,
@@ -175,7 +176,7 @@ impl Session {
             self.client.send_control(reply::error(r.code, &r.message));
             return;
         }
-        let max = self.hub.config.websocket.max_subscriptions_per_client;
+        let max = self.hub.settings.session.max_subscriptions;
         let mut subs = self.client.subscriptions.lock().clone();
         let catching_up = catchup.resume_from.is_some() || catchup.snapshot;
         if subs.contains(&sub) {

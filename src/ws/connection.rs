@@ -52,7 +52,7 @@ pub(crate) fn run(
     (slot, unauthenticated): (ConnectionSlot, Option<Ticket>),
     route: Route,
 ) -> impl std::future::Future<Output = ()> {
-    let cfg = &hub.config;
+    let settings = &hub.settings.connection;
     let (wire, echo) = match route {
         Route::Hub(wire) => (wire, false),
         Route::Echo(wire) => (wire, true),
@@ -61,12 +61,12 @@ pub(crate) fn run(
     let session = Session::new(hub.clone(), client.clone(), echo);
     hub.register(client.clone());
     if hub.is_shutting_down() {
-        let advice = spread(cfg.shutdown.reconnect_after_ms);
+        let advice = spread(settings.reconnect_after_ms);
         client.request_goodbye(Goodbye::shutdown(advice));
     }
     // With authentication off the watchdog never fires: it is not built at all, and with it on
     // it lives in a box of its own, so an idle task carries only a pointer for it.
-    let guarded = cfg.auth.enabled && !echo;
+    let guarded = settings.auth && !echo;
     let (read_half, write_half) = socket.split();
     // The writer is a task of its own, so waking it for an event never polls the reader.
     let writer = tokio::spawn(writer::run(write_half, client.clone(), hub.writers.clone()));
@@ -124,15 +124,9 @@ fn new_client(
     wire: Wire,
     unauthenticated: Option<Ticket>,
 ) -> Arc<ClientHandle> {
-    let backpressure = &hub.config.backpressure;
+    let settings = &hub.settings.connection;
     let client = Arc::new(
-        ClientHandle::new(
-            shard,
-            remote,
-            backpressure.max_queue_size,
-            backpressure.drop_oldest,
-        )
-        .with_wire(wire),
+        ClientHandle::new(shard, remote, settings.queue_size, settings.drop_oldest).with_wire(wire),
     );
     client.mark_heard(Instant::now());
     if let Some(ticket) = unauthenticated {

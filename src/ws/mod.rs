@@ -9,13 +9,11 @@
 //! - [`close`]: the close codes by name and the hub's side of the closing handshake.
 //! - [`socket`]: plain TCP or TLS under the connection, split for the reader and the writer.
 //! - [`writer`]: the only code that writes to a client's socket (batches, `writev`, heartbeat
-//!   pings, goodbye); [`frame`]: server frames encoded once and shared by every client.
-//! - [`deflate`]: permessage-deflate, negotiated per connection; each message compressed once.
+//!   pings, goodbye). The frames it writes are encoded once, below this layer, in
+//!   [`crate::frame`].
 
 pub(crate) mod close;
 pub(crate) mod connection;
-pub mod deflate;
-pub mod frame;
 pub(crate) mod frame_reader;
 pub(crate) mod message;
 pub(crate) mod reader;

@@ -6,12 +6,12 @@
 //! connection's task keeps only the small state of waiting for the next frame.
 
 use super::close::{self, CloseCode};
-use super::deflate::InflateError;
-use super::frame::{message_buf, OutFrame};
 use super::frame_reader::{read_frame, FrameError};
 use super::message::{Assembler, Message};
 use crate::client::{ClientHandle, CONTROL_QUEUE_BYTES, CONTROL_QUEUE_LIMIT};
 use crate::codec::{Codec, Deflate};
+use crate::frame::deflate::InflateError;
+use crate::frame::{message_buf, OutFrame};
 use crate::session::{Admit, Session};
 use fastwebsockets::OpCode;
 use std::sync::atomic::Ordering::Relaxed;
@@ -31,13 +31,13 @@ pub(crate) enum ReaderExit {
 /// Reads frames until the connection ends. Once a close frame is queued, the close lingers
 /// ([`close::linger`]): what the peer still sends is read and dropped until it closes its side.
 pub(crate) async fn read_loop<R: AsyncRead + Unpin>(s: &Session, mut read: R) -> ReaderExit {
-    let max = s.hub.config.websocket.max_message_size_bytes;
+    let settings = &s.hub.settings.connection;
+    let max = settings.max_message_bytes;
     let client = &s.client;
     let mut assembler = Assembler::new(max);
     let deflate = client.wire.deflate != Deflate::Off;
     // A fragmented message must be finished within one heartbeat interval.
-    let assembly_limit =
-        std::time::Duration::from_secs_f64(s.hub.config.websocket.heartbeat_interval_seconds);
+    let assembly_limit = settings.assembly_limit;
     let exit = loop {
         let frame = match read_frame(&mut read, max, deflate).await {
             Ok(f) => f,
@@ -97,7 +97,7 @@ fn inflate(message: Message, max: usize) -> Result<Message, (CloseCode, &'static
     if !message.compressed {
         return Ok(message);
     }
-    match super::deflate::decompress(&message.data, max) {
+    match crate::frame::deflate::decompress(&message.data, max) {
         Ok(data) => Ok(Message {
             data,
             compressed: false,

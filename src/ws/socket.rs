@@ -3,8 +3,8 @@
 //! frames with non-blocking `writev` calls straight on the socket; through TLS it writes the
 //! batch into the TLS session (which encrypts it into records) and flushes once per batch.
 
-use super::frame::OutFrame;
 use crate::client::ClientHandle;
+use crate::frame::OutFrame;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;

@@ -7,11 +7,11 @@
 //! `heartbeat_interval + heartbeat_timeout` is treated like a missed heartbeat.
 
 use super::close::{CloseCode, CLOSE_GRACE};
-use super::frame::OutFrame;
 use super::socket::WriteHalf;
 use crate::backoff::spread;
 use crate::client::ClientHandle;
 use crate::config::WebSocketConfig;
+use crate::frame::OutFrame;
 use crate::heartbeat::{Beat, Heartbeat, Periods};
 use crate::metrics::Metrics;
 use crate::protocol::reply;

@@ -10,10 +10,11 @@
 //! once). While the broker cannot take events, the answer is 503 and events not yet published
 //! are reported as not published.
 
+use super::reply::{error_body, json_response};
 use crate::broker::BrokerError;
 use crate::event::parse_event;
 use crate::hub::Hub;
-use crate::rest::{error_body, json_response};
+use crate::settings::RestSettings;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -23,7 +24,11 @@ use serde_json::{json, Value};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Answers one broadcast request.
-pub(crate) async fn handle(hub: &Hub, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(super) async fn handle(
+    hub: &Hub,
+    settings: &RestSettings,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let ndjson = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
@@ -31,7 +36,7 @@ pub(crate) async fn handle(hub: &Hub, req: Request<Incoming>) -> Response<Full<B
         .is_some_and(|t| {
             t.starts_with("application/x-ndjson") || t.starts_with("application/jsonl")
         });
-    let max = hub.config.rest.max_body_bytes;
+    let max = settings.max_body_bytes;
     let body = match Limited::new(req.into_body(), max).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -42,7 +47,7 @@ pub(crate) async fn handle(hub: &Hub, req: Request<Incoming>) -> Response<Full<B
         }
         Err(e) => return json_response(StatusCode::BAD_REQUEST, &error_body(&e.to_string())),
     };
-    match split(&body, ndjson, hub.config.rest.max_batch_events) {
+    match split(&body, ndjson, settings.max_batch_events) {
         Ok(None) => one(hub, &body).await,
         Ok(Some(events)) => batch(hub, &events).await,
         Err(why) => json_response(StatusCode::BAD_REQUEST, &error_body(&why)),

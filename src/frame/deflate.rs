@@ -3,7 +3,7 @@
 //! Negotiated per connection when `websocket.compression` is on. The hub always answers with
 //! `server_no_context_takeover` and `client_no_context_takeover`: every message is compressed
 //! on its own, so one compressed copy of an event serves every client that negotiated it
-//! ([`crate::ws::frame::OutFrame::deflated`]), and the hub keeps no inflate window per idle
+//! ([`crate::frame::OutFrame::deflated`]), and the hub keeps no inflate window per idle
 //! connection (a fresh one per compressed message from the client). A message under
 //! [`MIN_SIZE`] goes uncompressed (RSV1 clear), as the RFC allows per message; so does every
 //! message to a client that asked for a `server_max_window_bits` below 15 (the compressor's

@@ -5,6 +5,8 @@
 //! in place into the headroom the message was built with, so the payload is never copied. The
 //! router shares one `Arc<OutFrame>` among every client that gets the event.
 
+pub mod deflate;
+
 use crate::event::{EventType, ParsedEvent, FRAME_HEADROOM, MESSAGE_PREFIX};
 use fastwebsockets::{CloseCode, Frame, OpCode, Payload};
 use std::sync::{Arc, OnceLock};
@@ -101,7 +103,7 @@ impl OutFrame {
     pub(crate) fn deflated(self: &Arc<Self>) -> Arc<Self> {
         let payload = self.buf.get(FRAME_HEADROOM..).unwrap_or_default();
         let already = self.buf[self.start] & 0x40 != 0;
-        if already || !self.is_message() || payload.len() < super::deflate::MIN_SIZE {
+        if already || !self.is_message() || payload.len() < deflate::MIN_SIZE {
             return self.clone();
         }
         self.deflated
@@ -112,7 +114,7 @@ impl OutFrame {
                     OpCode::Binary
                 };
                 if self.event.is_some() {
-                    crate::codec::count_event_compressed();
+                    crate::metrics::count_event_compressed();
                 }
                 self.twin(Self::compressed_frame(payload, opcode, false))
             })
@@ -128,7 +130,7 @@ impl OutFrame {
     /// See [`Self::compressed`].
     fn compressed_frame(message: &[u8], opcode: OpCode, stored: bool) -> Self {
         let mut buf = message_buf(message.len() / 2 + 8);
-        super::deflate::compress(message, &mut buf, stored);
+        deflate::compress(message, &mut buf, stored);
         let mut frame = Self::from_headroom(buf, opcode);
         // RSV1: this message is compressed.
         frame.buf[frame.start] |= 0x40;
@@ -159,7 +161,7 @@ impl OutFrame {
             let _ = crate::codec::json_to_msgpack(fallback, &mut buf);
         }
         if self.event.is_some() {
-            crate::codec::count_event_encoded();
+            crate::metrics::count_event_encoded();
         }
         self.twin(Self::from_headroom(buf, OpCode::Binary))
     }

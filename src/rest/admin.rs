@@ -1,0 +1,146 @@
+//! The admin reads of the REST API: `status`, `subscriptions`, `clients`, and the debugging
+//! endpoints (`/debug/heap`, the flamegraph). Owns nothing: each answer is read from the parts
+//! that own the figures (metrics, the index, the history, the subscriptions, the registry).
+
+use super::reply::{error_body, json_response, text_response};
+use crate::hub::Hub;
+use crate::settings::RestSettings;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// `status.write_coalescing`: the configured window and each shard's utilization and window now.
+fn write_coalescing(hub: &Hub, adaptive: bool) -> serde_json::Value {
+    let shards: Vec<_> = hub
+        .writers
+        .windows
+        .report()
+        .into_iter()
+        .map(|(busy, window)| {
+            serde_json::json!({"utilization": (busy * 1000.0).round() / 1000.0,
+                "window_ms": window.as_secs_f64() * 1000.0})
+        })
+        .collect();
+    serde_json::json!({"max_ms": hub.writers.windows.max().as_secs_f64() * 1000.0,
+        "adaptive": adaptive, "shards": shards})
+}
+
+/// `GET /debug/heap`: the allocator's totals and its live allocations by size class.
+pub(super) fn heap() -> Response<Full<Bytes>> {
+    match (crate::heap::totals(), crate::heap::by_size_class()) {
+        (Some(totals), Some(classes)) => json_response(
+            StatusCode::OK,
+            &json!({"totals": totals, "size_classes": classes}),
+        ),
+        _ => json_response(
+            StatusCode::NOT_IMPLEMENTED,
+            &error_body("the allocator keeps no statistics"),
+        ),
+    }
+}
+
+/// `GET /api/v1/streaming/status`.
+pub(super) fn status(hub: &Hub, settings: &RestSettings) -> Value {
+    let facts = &settings.facts;
+    let m = &hub.metrics;
+    let history = hub.router.history().sizes();
+    let broker = hub.broker.health();
+    let routed: u64 = m.routed_by_type().iter().sum();
+    json!({
+        "status": if hub.is_shutting_down() { "shutting_down" } else { "running" },
+        "instance_id": facts.instance_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "mode": hub.broker.mode(),
+        "uptime_seconds": hub.uptime_seconds(),
+        "shards": hub.shard_count(),
+        "ready": !hub.is_shutting_down() && broker.is_ok(),
+        "broker": {
+            "mode": hub.broker.mode(),
+            "healthy": broker.is_ok(),
+            "detail": broker.err(),
+            "stats": hub.broker.details(),
+        },
+        "connections": {
+            "active": m.connections_active.load(Relaxed),
+            "total": m.sum(|s| &s.connections_total),
+            "max": facts.max_connections,
+            "unauthenticated": hub.unauthenticated.as_ref().map_or(0, |b| b.len()),
+        },
+        "subscriptions": m.subscriptions.load(Relaxed),
+        "index_updates": m.index_updates.load(Relaxed),
+        "msgpack": {"events_encoded": crate::metrics::events_encoded()},
+        "deflate": {"events_compressed": crate::metrics::events_compressed()},
+        "history": {
+            "recent_events": history.0,
+            "snapshot_keys": history.1,
+            "max_events": facts.max_events,
+        },
+        "write_coalescing": write_coalescing(hub, facts.coalesce_adaptive),
+        "index_keys": {
+            "held": hub.index.keys(),
+            "max": facts.max_index_keys,
+        },
+        "events": {
+            "routed": routed,
+            "deliveries": m.sum(|s| &s.deliveries),
+            "dropped": m.sum(|s| &s.events_dropped),
+            "rejected": m.events_rejected.load(Relaxed),
+            "shed": m.events_shed.load(Relaxed),
+        },
+        "messages": {
+            "sent": m.sum(|s| &s.messages_sent),
+            "received": m.sum(|s| &s.messages_received),
+        },
+        "heartbeat_timeouts": m.sum(|s| &s.heartbeat_timeouts),
+    })
+}
+
+/// `GET /api/v1/streaming/subscriptions`: counts by event type, cluster and namespace.
+pub(super) fn subscriptions(hub: &Hub) -> Value {
+    hub.tally.lock().to_json()
+}
+
+/// `GET /api/v1/streaming/clients[?limit=N]` (at most 1000 rows unless asked for more).
+pub(super) fn clients(hub: &Hub, query: Option<&str>, slow_threshold_ms: u64) -> Value {
+    let limit = query_param(query, "limit")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1000);
+    let list: Vec<_> = hub
+        .clients
+        .iter()
+        .take(limit)
+        .map(|c| c.info(slow_threshold_ms))
+        .collect();
+    json!({ "count": hub.clients.len(), "clients": list })
+}
+
+/// The value of query parameter `name`.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// `GET /debug/pprof/flamegraph?seconds=N` (default 10).
+pub(super) async fn profile(query: Option<&str>) -> Response<Full<Bytes>> {
+    let seconds = query_param(query, "seconds")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite())
+        .unwrap_or(10.0);
+    match crate::profiling::flamegraph(seconds).await {
+        Ok(svg) => text_response(
+            StatusCode::OK,
+            "image/svg+xml",
+            String::from_utf8_lossy(&svg).into_owned(),
+        ),
+        Err(e @ crate::profiling::ProfileError::Busy) => {
+            json_response(StatusCode::CONFLICT, &error_body(&e.to_string()))
+        }
+        Err(e) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &error_body(&e.to_string()),
+        ),
+    }
+}

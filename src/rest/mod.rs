@@ -1,0 +1,264 @@
+//! The REST API (the design document's section 6.1) plus `/metrics`, `/healthz`, `/readyz`, the
+//! console and the OpenAPI document.
+//!
+//! Every route is one row of [`ROUTES`]: method, path, who may call it, and what answers. The
+//! 404 / 405 decision and the `Allow` header come from that table, and a test holds the OpenAPI
+//! document's paths to it. Owns nothing but the table; [`admin`] answers the admin reads,
+//! [`broadcast`] the publishing endpoint, [`reply`] shapes every answer.
+
+mod admin;
+mod broadcast;
+pub(crate) mod reply;
+
+use crate::auth::{bearer, ROLE_ADMIN, ROLE_INTERNAL};
+use crate::hub::Hub;
+use crate::settings::RestSettings;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use reply::{error_body, json_response, method_not_allowed, text_response};
+use serde_json::json;
+use std::sync::Arc;
+
+/// The OpenAPI document of these endpoints.
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// Who may call a route while authentication is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Anyone (scrapers, load balancers, the console's files).
+    Open,
+    /// Any valid token.
+    Token,
+    /// A token with this role.
+    Role(&'static str),
+}
+
+/// What answers a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handler {
+    Healthz,
+    Readyz,
+    Metrics,
+    Console,
+    Status,
+    Subscriptions,
+    Clients,
+    Broadcast,
+    OpenApi,
+    Flamegraph,
+    Heap,
+}
+
+/// One route: method, path, access, handler.
+type Route = (Method, &'static str, Access, Handler);
+
+/// Every route the REST API serves.
+const ROUTES: [Route; 14] = [
+    (Method::GET, "/healthz", Access::Open, Handler::Healthz),
+    (Method::GET, "/readyz", Access::Open, Handler::Readyz),
+    (Method::GET, "/metrics", Access::Open, Handler::Metrics),
+    (Method::GET, "/", Access::Open, Handler::Console),
+    (Method::GET, "/console.js", Access::Open, Handler::Console),
+    (Method::GET, "/console.css", Access::Open, Handler::Console),
+    (Method::GET, "/client.js", Access::Open, Handler::Console),
+    (
+        Method::GET,
+        "/api/v1/streaming/status",
+        Access::Role(ROLE_ADMIN),
+        Handler::Status,
+    ),
+    (
+        Method::GET,
+        "/api/v1/streaming/subscriptions",
+        Access::Role(ROLE_ADMIN),
+        Handler::Subscriptions,
+    ),
+    (
+        Method::GET,
+        "/api/v1/streaming/clients",
+        Access::Role(ROLE_ADMIN),
+        Handler::Clients,
+    ),
+    (
+        Method::POST,
+        "/api/v1/streaming/broadcast",
+        Access::Role(ROLE_INTERNAL),
+        Handler::Broadcast,
+    ),
+    (
+        Method::GET,
+        "/api/v1/streaming/openapi.json",
+        Access::Token,
+        Handler::OpenApi,
+    ),
+    (
+        Method::GET,
+        "/debug/pprof/flamegraph",
+        Access::Role(ROLE_ADMIN),
+        Handler::Flamegraph,
+    ),
+    (
+        Method::GET,
+        "/debug/heap",
+        Access::Role(ROLE_ADMIN),
+        Handler::Heap,
+    ),
+];
+
+/// Why no route answers a request.
+enum Miss {
+    /// No route has the path.
+    NotFound,
+    /// Routes have the path, with these methods (the `Allow` header).
+    Method(String),
+}
+
+/// The route for `method` and `path`, or why there is none. The flamegraph is there only with
+/// profiling on.
+fn find(method: &Method, path: &str, settings: &RestSettings) -> Result<(Access, Handler), Miss> {
+    let served = |r: &&Route| r.1 == path && (r.3 != Handler::Flamegraph || settings.profiling);
+    let mut methods = Vec::new();
+    for (m, _, access, handler) in ROUTES.iter().filter(served) {
+        if m == method {
+            return Ok((*access, *handler));
+        }
+        methods.push(m.as_str());
+    }
+    match methods.is_empty() {
+        true => Err(Miss::NotFound),
+        false => Err(Miss::Method(methods.join(", "))),
+    }
+}
+
+/// Answers one REST request. While auth is enabled, every `/api/v1/streaming/*` endpoint and
+/// the profiler need a bearer token: `admin` for status, clients, subscriptions and the profiler,
+/// `internal` for broadcast, any valid token for the OpenAPI document. `/metrics`, `/healthz` and
+/// `/readyz` stay open for scrapers and load balancers.
+pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let settings = &hub.settings.rest;
+    let (access, handler) = match find(req.method(), req.uri().path(), settings) {
+        Ok(found) => found,
+        Err(Miss::NotFound) => {
+            return json_response(StatusCode::NOT_FOUND, &error_body("not found"))
+        }
+        Err(Miss::Method(allow)) => return method_not_allowed(&allow),
+    };
+    let role = match access {
+        Access::Open => None,
+        Access::Token => Some(None),
+        Access::Role(role) => Some(Some(role)),
+    };
+    if let Some(role) = role {
+        if let Err(refused) = authorize(&hub, settings.auth, &req, role).await {
+            return refused;
+        }
+    }
+    let query = req.uri().query();
+    match handler {
+        Handler::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        Handler::Readyz => readyz(&hub),
+        Handler::Metrics => metrics(&hub),
+        Handler::Console => crate::console::serve(req.uri().path(), req.headers()),
+        Handler::Status => json_response(StatusCode::OK, &admin::status(&hub, settings)),
+        Handler::Subscriptions => json_response(StatusCode::OK, &admin::subscriptions(&hub)),
+        Handler::Clients => json_response(
+            StatusCode::OK,
+            &admin::clients(&hub, query, settings.slow_client_threshold_ms),
+        ),
+        Handler::Broadcast => broadcast::handle(&hub, settings, req).await,
+        Handler::OpenApi => text_response(StatusCode::OK, "application/json", OPENAPI.to_string()),
+        Handler::Flamegraph => admin::profile(query).await,
+        Handler::Heap => admin::heap(),
+    }
+}
+
+/// `GET /metrics`: the Prometheus text of [`crate::metrics`], with the gauges other parts keep.
+fn metrics(hub: &Hub) -> Response<Full<Bytes>> {
+    let gauges = crate::metrics::Gauges {
+        index_keys: hub.index.keys(),
+        shards: hub.writers.windows.report(),
+        broker_connected: hub.broker.connected(),
+        heap: crate::heap::totals().map(|h| (h.allocated, h.resident)),
+    };
+    text_response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        hub.metrics.exposition(&gauges),
+    )
+}
+
+/// Checks the bearer token (and its `role`, when one is needed) while auth is on.
+async fn authorize(
+    hub: &Hub,
+    enabled: bool,
+    req: &Request<Incoming>,
+    role: Option<&str>,
+) -> Result<(), Response<Full<Bytes>>> {
+    if !enabled {
+        return Ok(());
+    }
+    let header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(token) = bearer(header) else {
+        return Err(json_response(
+            StatusCode::UNAUTHORIZED,
+            &error_body("missing bearer token"),
+        ));
+    };
+    match hub.auth.authenticate(token).await {
+        Err(e) => Err(json_response(
+            StatusCode::UNAUTHORIZED,
+            &error_body(&e.to_string()),
+        )),
+        Ok(p) if role.is_some_and(|r| !p.has_role(r)) => Err(json_response(
+            StatusCode::FORBIDDEN,
+            &error_body(&format!("needs the {} role", role.unwrap_or_default())),
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// `/readyz`: 200 while the hub takes connections and its broker delivers.
+fn readyz(hub: &Hub) -> Response<Full<Bytes>> {
+    if hub.is_shutting_down() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "reason": "shutting down"}),
+        );
+    }
+    match hub.broker.health() {
+        Ok(()) => json_response(StatusCode::OK, &json!({"ready": true})),
+        Err(why) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "reason": why}),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_the_routes_it_documents() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("the document parses");
+        let mut documented: Vec<String> = Vec::new();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for method in ops.as_object().expect("operations").keys() {
+                documented.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+        let mut routed: Vec<String> = ROUTES
+            .iter()
+            .filter(|r| r.3 != Handler::Console && !r.1.starts_with("/debug/"))
+            .map(|r| format!("{} {}", r.0, r.1))
+            .collect();
+        documented.sort();
+        routed.sort();
+        assert_eq!(documented, routed);
+    }
+}
