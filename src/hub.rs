@@ -10,13 +10,11 @@ use crate::client::{ClientHandle, Goodbye};
 use crate::config::Config;
 use crate::control::Control;
 use crate::event::{EventError, ParsedEvent};
-use crate::index::{IndexFull, IndexOp, SubscriptionIndex};
+use crate::index::SubscriptionIndex;
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::settings::Settings;
-use crate::subject_keys::{OverQuota, SubjectKeys};
-use crate::subscription::Subscription;
-use crate::subscription_tally::SubscriptionTally;
+use crate::subscriptions::Subscriptions;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -37,15 +35,15 @@ pub struct Hub {
     /// The router: what the broker delivers goes here.
     pub router: Arc<Router>,
     /// Where published events go.
-    pub broker: Box<dyn Broker>,
+    pub broker: Arc<dyn Broker>,
     /// Validates tokens.
     pub auth: Box<dyn Authenticator>,
     /// Accepts TLS on the service port, when configured.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// Connected clients by id (connect, disconnect and REST listings only; never per event).
     pub(crate) clients: DashMap<Uuid, Arc<ClientHandle>>,
-    /// The stored subscriptions counted for `GET /subscriptions`, kept as they change.
-    pub(crate) tally: parking_lot::Mutex<SubscriptionTally>,
+    /// Who subscribes to what.
+    pub(crate) subscriptions: Subscriptions,
     /// Number of shard runtimes.
     shards: usize,
     /// Set once shutdown has begun.
@@ -56,26 +54,6 @@ pub struct Hub {
     pub(crate) writers: Arc<crate::ws::writer::Writers>,
     /// With authentication on, the budget of connections that have not authenticated yet.
     pub(crate) unauthenticated: Option<Arc<crate::preauth::PreAuth>>,
-    /// Index keys held per authenticated subject.
-    subject_keys: SubjectKeys,
-}
-
-/// Why a change of subscriptions was refused.
-#[derive(Debug)]
-pub(crate) enum Refused {
-    /// The instance's index is full.
-    IndexFull(IndexFull),
-    /// The client's subject holds its share of the index.
-    SubjectQuota(OverQuota),
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refused::IndexFull(e) => e.fmt(f),
-            Refused::SubjectQuota(e) => e.fmt(f),
-        }
-    }
 }
 
 /// What the hub talks to at its edges, built from the configuration.
@@ -110,6 +88,13 @@ impl Hub {
         router: Arc<Router>,
         edges: Edges,
     ) -> Self {
+        let broker: Arc<dyn Broker> = Arc::from(edges.broker);
+        let subscriptions = Subscriptions::new(
+            index.clone(),
+            broker.clone(),
+            metrics.clone(),
+            config.websocket.index_keys_per_subject(),
+        );
         Self {
             writers: Arc::new(crate::ws::writer::Writers::new(
                 &config.websocket,
@@ -123,17 +108,16 @@ impl Hub {
                     config.websocket.max_unauthenticated_per_address,
                 )
             }),
-            subject_keys: SubjectKeys::new(config.websocket.index_keys_per_subject()),
             settings: Settings::new(&config),
             config,
             metrics,
             index,
             router,
-            broker: edges.broker,
+            broker,
             auth: edges.auth,
             tls: edges.tls,
             clients: DashMap::new(),
-            tally: parking_lot::Mutex::new(SubscriptionTally::default()),
+            subscriptions,
             shards,
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
@@ -190,71 +174,11 @@ impl Hub {
         self.clients.insert(client.id, client);
     }
 
-    /// Removes a client from the registry and the index.
+    /// Removes a client from the registry, its subscriptions from the index.
     pub(crate) fn unregister(&self, client: &ClientHandle) {
         self.clients.remove(&client.id);
         client.release_unauthenticated();
-        let subject = client.subject();
-        let held = {
-            let subs = client.subscriptions.lock();
-            self.tally.lock().replace(&subs, &[]);
-            if let Some(subject) = &subject {
-                let _ = self.subject_keys.change(subject, &subs, &[]);
-            }
-            subs.len() as i64
-        };
-        if held > 0 {
-            self.metrics.subscriptions.fetch_sub(held, Relaxed);
-            self.index.update_later(IndexOp::Remove(client.id));
-        }
-    }
-
-    /// Replaces a client's subscriptions and waits until routing sees the change (and, with a
-    /// broker that subscribes per cluster, until the broker listens for it). Refused, with the
-    /// client's subscriptions left as they were, when the change would add index keys past
-    /// `websocket.max_index_keys`, or past its subject's share
-    /// (`websocket.max_index_keys_per_subject`).
-    pub(crate) async fn set_subscriptions(
-        &self,
-        client: &Arc<ClientHandle>,
-        subs: Vec<Subscription>,
-    ) -> Result<(), Refused> {
-        let subject = client.subject();
-        let old = {
-            let mut held = client.subscriptions.lock();
-            if *held == subs {
-                // Nothing changes: the index thread is not asked to do anything.
-                return Ok(());
-            }
-            if let Some(subject) = &subject {
-                self.subject_keys
-                    .change(subject, &held, &subs)
-                    .map_err(Refused::SubjectQuota)?;
-            }
-            self.tally.lock().replace(&held, &subs);
-            std::mem::replace(&mut *held, subs.clone())
-        };
-        let delta = subs.len() as i64 - old.len() as i64;
-        self.metrics.subscriptions.fetch_add(delta, Relaxed);
-        self.metrics.index_updates.fetch_add(1, Relaxed);
-        if !self.index.update(IndexOp::Set(client.clone(), subs)).await {
-            // Put back what the client held: only its own session changes it.
-            let mut held = client.subscriptions.lock();
-            self.tally.lock().replace(&held, &old);
-            if let Some(subject) = &subject {
-                // Back to fewer keys: always taken.
-                let _ = self.subject_keys.change(subject, &held, &old);
-            }
-            *held = old;
-            self.metrics.subscriptions.fetch_sub(delta, Relaxed);
-            return Err(Refused::IndexFull(IndexFull(
-                self.config.websocket.max_index_keys,
-            )));
-        }
-        self.broker
-            .wait_for_demand(self.index.demand_version())
-            .await;
-        Ok(())
+        self.subscriptions.remove(client);
     }
 
     /// Begins shutdown: every client is told to go, each with its own jittered advice.

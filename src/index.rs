@@ -320,6 +320,8 @@ impl IndexBuilder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexFull(pub usize);
 
+impl std::error::Error for IndexFull {}
+
 impl std::fmt::Display for IndexFull {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -345,6 +347,8 @@ pub struct SubscriptionIndex {
     demand: tokio::sync::watch::Sender<Demand>,
     /// Keys held over all shards, as of the last published batch.
     keys: Arc<AtomicUsize>,
+    /// Most keys over all shards.
+    max_keys: usize,
 }
 
 impl SubscriptionIndex {
@@ -368,6 +372,7 @@ impl SubscriptionIndex {
             tx,
             demand,
             keys,
+            max_keys,
         })
     }
 
@@ -393,15 +398,17 @@ impl SubscriptionIndex {
         self.current[shard.min(self.current.len() - 1)].load()
     }
 
-    /// Queues a change and waits until a snapshot containing it is published: true, or false
-    /// when it was refused because it would add keys past the instance's cap (nothing of it
-    /// was applied).
-    pub async fn update(&self, op: IndexOp) -> bool {
+    /// Queues a change and waits until a snapshot containing it is published; refused, with
+    /// nothing of it applied, when it would add keys past the instance's cap.
+    pub async fn update(&self, op: IndexOp) -> Result<(), IndexFull> {
         let (done, wait) = tokio::sync::oneshot::channel();
         if self.tx.send((op, Some(done))).is_err() {
-            return true;
+            return Ok(());
         }
-        wait.await.unwrap_or(true)
+        match wait.await.unwrap_or(true) {
+            true => Ok(()),
+            false => Err(IndexFull(self.max_keys)),
+        }
     }
 
     /// Queues a change without waiting (used when a client goes away).

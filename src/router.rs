@@ -163,7 +163,7 @@ impl Router {
                     Push::Queued => {}
                     Push::Dropped => {
                         out.dropped += 1;
-                        client.dropped.fetch_add(1, Relaxed);
+                        client.activity.dropped.fetch_add(1, Relaxed);
                     }
                 }
             });

@@ -99,7 +99,7 @@ pub(super) fn status(hub: &Hub, settings: &RestSettings) -> Value {
 
 /// `GET /api/v1/streaming/subscriptions`: counts by event type, cluster and namespace.
 pub(super) fn subscriptions(hub: &Hub) -> Value {
-    hub.tally.lock().to_json()
+    hub.subscriptions.tally_json()
 }
 
 /// `GET /api/v1/streaming/clients[?limit=N]` (at most 1000 rows unless asked for more).
@@ -111,7 +111,7 @@ pub(super) fn clients(hub: &Hub, query: Option<&str>, slow_threshold_ms: u64) ->
         .clients
         .iter()
         .take(limit)
-        .map(|c| c.info(slow_threshold_ms))
+        .map(|c| c.info(slow_threshold_ms, hub.subscriptions.of(c.id)))
         .collect();
     json!({ "count": hub.clients.len(), "clients": list })
 }

@@ -62,7 +62,7 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
         covered = snapshot(history, client, sub).await;
     }
     if let Some(upto) = covered {
-        client.cover(sub, upto);
+        client.seam.cover(sub, upto);
     }
     client.hold_events(false);
 }
@@ -117,7 +117,7 @@ async fn snapshot_from_shared(
     latest.reverse();
     let n = latest.len();
     if send_all(client, latest).await {
-        client.cover_ids(sub, ids);
+        client.seam.cover_ids(sub, ids);
         client.send_control(reply::snapshot_complete(n));
     }
 }
@@ -142,7 +142,7 @@ async fn resume_from_shared(
     if !send_all(client, frames).await {
         return false;
     }
-    client.cover_ids(sub, ids);
+    client.seam.cover_ids(sub, ids);
     client.send_control(reply::replay_complete(true, n));
     true
 }

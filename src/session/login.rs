@@ -13,7 +13,6 @@ use crate::hub::Hub;
 use crate::protocol::{reply, ErrorCode};
 use crate::settings::SessionSettings;
 use parking_lot::Mutex;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use tokio::sync::Notify;
 
@@ -56,7 +55,7 @@ impl Login {
         let phase = if settings.auth {
             Phase::Pending(Instant::now() + settings.auth_timeout)
         } else {
-            client.authenticated.store(true, Relaxed);
+            client.set_authenticated();
             Phase::Off
         };
         Self {
@@ -94,7 +93,7 @@ impl Login {
                 *self.phase.lock() = Phase::Authed(p.expires_at);
                 self.changed.notify_one();
                 client.set_subject(p.subject);
-                client.authenticated.store(true, Relaxed);
+                client.set_authenticated();
                 true
             }
             Err(e) => {

@@ -177,7 +177,7 @@ impl Session {
             return;
         }
         let max = self.hub.settings.session.max_subscriptions;
-        let mut subs = self.client.subscriptions.lock().clone();
+        let mut subs = self.hub.subscriptions.of(self.client.id);
         let catching_up = catchup.resume_from.is_some() || catchup.snapshot;
         if subs.contains(&sub) {
             // Already held: answered, and the index is left alone.
@@ -203,7 +203,7 @@ impl Session {
         // Live events wait in the ring from before the subscription is indexed until the
         // catch-up has gone out (session/catchup.rs).
         self.client.hold_events(catching_up);
-        match self.hub.set_subscriptions(&self.client, subs).await {
+        match self.hub.subscriptions.set(&self.client, subs).await {
             Ok(()) => {
                 self.client.send_control(reply::subscribed(&sub));
                 if catching_up {
@@ -226,7 +226,7 @@ impl Session {
     /// Removes the listed event types (all subscriptions when `None`) and answers
     /// `unsubscribed` with what was removed.
     async fn unsubscribe(&self, types: Option<Vec<crate::event::EventType>>) {
-        let mut subs = self.client.subscriptions.lock().clone();
+        let mut subs = self.hub.subscriptions.of(self.client.id);
         let removed = match types {
             Some(t) => remove_types(&mut subs, &t),
             None => {
@@ -236,7 +236,7 @@ impl Session {
             }
         };
         // Removing adds no index key, so the index never refuses it.
-        let _ = self.hub.set_subscriptions(&self.client, subs).await;
+        let _ = self.hub.subscriptions.set(&self.client, subs).await;
         self.client.send_control(reply::unsubscribed(&removed));
     }
 }
@@ -247,7 +247,7 @@ impl Session {
     /// events already queued that the subscriptions now held do not match are not sent.
     async fn regrant(&self) {
         let grant = self.login.grant();
-        let subs: Vec<Subscription> = self.client.subscriptions.lock().clone();
+        let subs: Vec<Subscription> = self.hub.subscriptions.of(self.client.id);
         let kept: Vec<Subscription> = subs
             .iter()
             .filter_map(|s| grant.admit(s.clone()).ok())
@@ -258,7 +258,8 @@ impl Session {
         }
         if self
             .hub
-            .set_subscriptions(&self.client, kept)
+            .subscriptions
+            .set(&self.client, kept)
             .await
             .is_err()
         {
@@ -269,12 +270,12 @@ impl Session {
                 .filter(|s| grant.admit((*s).clone()).as_ref() == Ok(*s))
                 .cloned()
                 .collect();
-            let _ = self.hub.set_subscriptions(&self.client, unchanged).await;
+            let _ = self.hub.subscriptions.set(&self.client, unchanged).await;
         }
         // Routing now sees only what is held: what was queued before is checked against it.
-        let held = self.client.subscriptions.lock().clone();
+        let held = self.hub.subscriptions.of(self.client.id);
         let upto = self.hub.router.history().last_seq();
-        self.client.regrant(upto, held);
+        self.client.seam.regrant(upto, held);
     }
 }
 

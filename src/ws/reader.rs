@@ -120,7 +120,7 @@ async fn handle(s: &Session, message: Message) -> Option<ReaderExit> {
         .local()
         .messages_received
         .fetch_add(1, Relaxed);
-    client.received.fetch_add(1, Relaxed);
+    client.activity.received.fetch_add(1, Relaxed);
     match s.admit() {
         Admit::Pass => {}
         Admit::Drop | Admit::DropAndWarn => return None,

@@ -284,7 +284,7 @@ fn fill_batch(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>) -> Filled {
             from_ring,
         };
     }
-    if !client.is_holding() {
+    if !client.seam.is_holding() {
         push_events(client, batch, MAX_BATCH);
     }
     Filled {
@@ -301,7 +301,7 @@ fn push_events(client: &ClientHandle, batch: &mut Vec<Arc<OutFrame>>, limit: usi
     let mut notice_at = None;
     while taken < limit {
         let Some(f) = client.ring.pop() else { break };
-        if client.skip(&f) {
+        if client.seam.skip(&f) {
             continue;
         }
         if taken == 0 {
@@ -336,5 +336,5 @@ fn account(
         }
     }
     local.messages_sent.fetch_add(texts, Relaxed);
-    client.sent.fetch_add(texts, Relaxed);
+    client.activity.sent.fetch_add(texts, Relaxed);
 }

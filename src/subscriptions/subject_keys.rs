@@ -19,6 +19,8 @@ pub(crate) struct SubjectKeys {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct OverQuota(pub(crate) usize);
 
+impl std::error::Error for OverQuota {}
+
 impl std::fmt::Display for OverQuota {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
