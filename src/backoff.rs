@@ -1,6 +1,8 @@
 //! Spreading retries and reconnects over time: the brokers' reconnect backoff and the
 //! `reconnect_after_ms` advice given to clients, both jittered so that many peers that lost the
 //! same thing at the same moment do not all come back at once.
+//!
+//! Owns nothing: pure functions, used by the brokers and by whoever says goodbye.
 
 use std::time::Duration;
 

@@ -6,6 +6,8 @@
 //! writer takes the count and tells the client with a `QUEUE_FULL` error ahead of its next message.
 //! The ring's slots are allocated on the first push, so a client that never receives an event
 //! costs no ring memory.
+//!
+//! Owns one client's ring: the router pushes into it, the client's writer alone pops.
 
 use crate::frame::OutFrame;
 use crossbeam_queue::ArrayQueue;

@@ -1,5 +1,7 @@
 //! Operator tools: `streamhub publish` sends one event (to Redis or to a hub's broadcast
 //! endpoint); `streamhub tail` connects as a client, subscribes, and prints what arrives.
+//!
+//! Owns nothing of the hub: it talks to a running hub (or Redis) like any client.
 
 use crate::event::{parse_event, ParsedEvent};
 use bytes::Bytes;

@@ -6,6 +6,9 @@
 //! intermediate value): an event once per event, shared by every MessagePack client
 //! (`OutFrame::msgpack` in the `frame` module); a reply once for its one client. What a
 //! MessagePack client sends is transcoded to JSON text and parsed like any other request.
+//!
+//! Owns nothing that lives: a connection's [`Wire`] is chosen once at the upgrade and never
+//! changed.
 
 use hyper::header::HeaderValue;
 use hyper::HeaderMap;

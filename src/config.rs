@@ -4,6 +4,9 @@
 //! Precedence, lowest first: built-in defaults, the YAML file, `STREAMHUB_*` environment
 //! variables, command-line flags. An unknown key or a value of the wrong type stops start-up with
 //! a message that names the key's full path (`realtime_streaming.websocket.max_connections`).
+//!
+//! Owns the configuration's layout, defaults and checks; read once at start-up (settings.rs turns
+//! it into each part's settings), never changed after.
 
 use serde::Deserialize;
 use std::path::Path;
@@ -25,10 +28,12 @@ pub struct Config {
     /// TCP port for WebSocket, REST and metrics; 0 picks a free port.
     pub port: u16,
     /// Redis URL; absent or empty means embedded mode (in-process bus).
+    #[serde(deserialize_with = "unset_if_empty")]
     pub redis_url: Option<String>,
     /// Seed nodes of a Redis Cluster; non-empty means Redis Cluster mode with sharded Pub/Sub
     /// (`{prefix}:cluster:{id}` held only while a client wants that cluster). Exclusive with
     /// `redis_url`.
+    #[serde(deserialize_with = "nodes_given")]
     pub redis_cluster_nodes: Vec<String>,
     /// Prefix of the Redis Pub/Sub channels (`{prefix}:all`, `{prefix}:cluster:{id}`).
     pub redis_channel_prefix: String,
@@ -65,8 +70,10 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first.
+    #[serde(deserialize_with = "unset_if_empty")]
     pub cert_file: Option<String>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(deserialize_with = "unset_if_empty")]
     pub key_file: Option<String>,
 }
 
@@ -143,6 +150,7 @@ pub struct WebSocketConfig {
     /// the same reader and writer as `/ws`: for protocol conformance tests (the Autobahn
     /// TestSuite's cases). Off (`None`) by default; it takes no authentication, so never
     /// expose it.
+    #[serde(deserialize_with = "unset_if_empty")]
     pub echo_path: Option<String>,
 }
 
@@ -198,6 +206,7 @@ pub struct AuthConfig {
     pub enabled: bool,
     /// Token validation endpoint: `GET` with `Authorization: Bearer <token>`; a 2xx answer
     /// carries the claims as JSON (`sub`, `exp`, `roles`, `clusters`, `namespaces`).
+    #[serde(deserialize_with = "unset_if_empty")]
     pub token_validation_url: Option<String>,
     /// Seconds a validation endpoint's answer is reused for the same token (never past `exp`).
     pub validation_cache_seconds: f64,
@@ -207,14 +216,19 @@ pub struct AuthConfig {
     /// within `validation_timeout_seconds` is refused as unavailable.
     pub validation_max_concurrent: usize,
     /// HS256 secret: JWTs signed with it are accepted.
+    #[serde(deserialize_with = "unset_if_empty")]
     pub jwt_secret: Option<String>,
     /// PEM public key (RSA for RS256, EC P-256 for ES256) that JWTs are verified with.
+    #[serde(deserialize_with = "unset_if_empty")]
     pub jwt_public_key_file: Option<String>,
     /// JWKS file (RSA and EC P-256 keys, chosen by `kid`), re-read when it changes.
+    #[serde(deserialize_with = "unset_if_empty")]
     pub jwks_file: Option<String>,
     /// When set, a JWT's `iss` must equal it.
+    #[serde(deserialize_with = "unset_if_empty")]
     pub jwt_issuer: Option<String>,
     /// When set, a JWT's `aud` must contain it.
+    #[serde(deserialize_with = "unset_if_empty")]
     pub jwt_audience: Option<String>,
     /// Seconds of clock skew allowed on `exp` and `nbf`.
     pub jwt_leeway_seconds: u64,
@@ -394,18 +408,25 @@ impl Default for RestConfig {
     }
 }
 
-/// Overrides taken from flags and environment variables (flags win; clap merges both).
-#[derive(Debug, Default, Clone)]
+/// Overrides taken from flags and environment variables (flags win; clap merges both): each
+/// one's flag, variable and doc are here, and [`Config::apply`] is the one place they take
+/// effect.
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
-    /// `--host` / `STREAMHUB_HOST`.
+    /// Address to listen on.
+    #[arg(long, env = "STREAMHUB_HOST")]
     pub host: Option<String>,
-    /// `--port` / `STREAMHUB_PORT`.
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "STREAMHUB_PORT")]
     pub port: Option<u16>,
-    /// `--shards` / `STREAMHUB_SHARDS`.
+    /// Number of shard runtimes (default: number of cores).
+    #[arg(long, env = "STREAMHUB_SHARDS")]
     pub shards: Option<usize>,
-    /// `--redis-url` / `STREAMHUB_REDIS_URL`.
+    /// Redis URL: run in Redis mode (events from `{prefix}:all`, publishes to Redis).
+    #[arg(long, env = "STREAMHUB_REDIS_URL")]
     pub redis_url: Option<String>,
-    /// `--redis-cluster-nodes` / `STREAMHUB_REDIS_CLUSTER_NODES` (comma-separated).
+    /// Redis Cluster seed nodes, comma-separated: run in Redis Cluster mode (sharded Pub/Sub).
+    #[arg(long, env = "STREAMHUB_REDIS_CLUSTER_NODES", value_delimiter = ',')]
     pub redis_cluster_nodes: Option<Vec<String>>,
 }
 
@@ -472,10 +493,10 @@ impl Config {
             self.shards = s;
         }
         if let Some(r) = &o.redis_url {
-            self.redis_url = Some(r.clone());
+            self.redis_url = unset(Some(r.clone()));
         }
         if let Some(n) = &o.redis_cluster_nodes {
-            self.redis_cluster_nodes = n.iter().filter(|u| !u.is_empty()).cloned().collect();
+            self.redis_cluster_nodes = n.iter().filter_map(|u| unset(Some(u.clone()))).collect();
         }
         if self.scaling.instance_id.is_empty() {
             self.scaling.instance_id =
@@ -531,7 +552,7 @@ impl Config {
 
     /// Checks the Redis settings: valid URLs, and one Redis or one Redis Cluster, not both.
     fn validate_redis(&self) -> Result<(), ConfigError> {
-        if let Some(url) = self.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        if let Some(url) = self.redis_url.as_deref() {
             if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url) {
                 return bad("redis_url", &format!("not a Redis URL ({e})"));
             }
@@ -555,7 +576,7 @@ impl Config {
 
     /// Which broker carries events between publishers and routers, as configured.
     pub fn broker_kind(&self) -> BrokerKind<'_> {
-        match self.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        match self.redis_url.as_deref() {
             Some(url) => BrokerKind::Redis { url },
             None if !self.redis_cluster_nodes.is_empty() => BrokerKind::RedisCluster {
                 nodes: &self.redis_cluster_nodes,
@@ -677,8 +698,7 @@ impl WebSocketConfig {
 impl TlsConfig {
     /// Checks `tls.*`: both files or neither, and both readable.
     fn validate(&self) -> Result<(), ConfigError> {
-        let given = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
-        match (given(&self.cert_file), given(&self.key_file)) {
+        match (self.cert_file.clone(), self.key_file.clone()) {
             (None, None) => Ok(()),
             (Some(cert), Some(key)) => {
                 for (k, path) in [("tls.cert_file", cert), ("tls.key_file", key)] {
@@ -697,9 +717,7 @@ impl TlsConfig {
 
     /// The certificate and key files, when TLS is on.
     pub fn files(&self) -> Option<(&str, &str)> {
-        let cert = self.cert_file.as_deref().filter(|s| !s.is_empty())?;
-        let key = self.key_file.as_deref().filter(|s| !s.is_empty())?;
-        Some((cert, key))
+        Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
     }
 }
 
@@ -741,14 +759,26 @@ impl AuthConfig {
         self.validate_sources()
     }
 
+    /// Whether some way to verify a token is configured (a JWT key, a validation endpoint or
+    /// static tokens): with authentication on and none, nothing could ever authenticate.
+    pub fn has_token_source(&self) -> bool {
+        self.jwt_secret.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwks_file.is_some()
+            || self.token_validation_url.is_some()
+            || !self.static_tokens.is_empty()
+    }
+
     /// Checks the token sources: at most one JWT key, readable key files, an `http://`
     /// validation URL, and (fail closed) at least one source while auth is enabled.
     fn validate_sources(&self) -> Result<(), ConfigError> {
-        let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
         let keys = [
-            ("auth.jwt_secret", set(&self.jwt_secret)),
-            ("auth.jwt_public_key_file", set(&self.jwt_public_key_file)),
-            ("auth.jwks_file", set(&self.jwks_file)),
+            ("auth.jwt_secret", self.jwt_secret.is_some()),
+            (
+                "auth.jwt_public_key_file",
+                self.jwt_public_key_file.is_some(),
+            ),
+            ("auth.jwks_file", self.jwks_file.is_some()),
         ];
         if keys.iter().filter(|(_, on)| *on).count() > 1 {
             return bad(
@@ -760,17 +790,13 @@ impl AuthConfig {
             ("auth.jwt_public_key_file", &self.jwt_public_key_file),
             ("auth.jwks_file", &self.jwks_file),
         ] {
-            if let Some(p) = path.as_deref().filter(|p| !p.is_empty()) {
+            if let Some(p) = path.as_deref() {
                 if let Err(e) = std::fs::metadata(p) {
                     return bad(key, &format!("cannot read {p:?}: {e}"));
                 }
             }
         }
-        if let Some(url) = self
-            .token_validation_url
-            .as_deref()
-            .filter(|u| !u.is_empty())
-        {
+        if let Some(url) = self.token_validation_url.as_deref() {
             let ok = url
                 .parse::<hyper::Uri>()
                 .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
@@ -778,10 +804,7 @@ impl AuthConfig {
                 return bad("auth.token_validation_url", "must be an http:// URL");
             }
         }
-        let any = keys.iter().any(|(_, on)| *on)
-            || set(&self.token_validation_url)
-            || !self.static_tokens.is_empty();
-        if self.enabled && !any {
+        if self.enabled && !self.has_token_source() {
             return bad(
                 "auth",
                 "enabled with no way to verify a token: set jwt_secret, jwt_public_key_file, jwks_file, token_validation_url or static_tokens",
@@ -815,6 +838,23 @@ impl ScalingConfig {
 }
 
 /// The error for `realtime_streaming.{key}`.
+/// "Unset", decided once for every optional text key: absent, `null` and the empty string
+/// (an environment variable set to nothing) all mean the key is not set.
+pub(crate) fn unset(value: Option<String>) -> Option<String> {
+    value.filter(|s| !s.is_empty())
+}
+
+/// An optional text key, read through [`unset`].
+fn unset_if_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d).map(unset)
+}
+
+/// `redis_cluster_nodes`, without empty entries.
+fn nodes_given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(d)
+        .map(|nodes| nodes.into_iter().filter_map(|n| unset(Some(n))).collect())
+}
+
 fn bad(key: &str, why: &str) -> Result<(), ConfigError> {
     Err(ConfigError::Semantic(format!(
         "realtime_streaming.{key}: {why}"

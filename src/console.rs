@@ -11,6 +11,8 @@
 //! Event data is shown as text only (the script never builds markup from it), and every file
 //! goes out with a strict Content-Security-Policy ([`policy`]): scripts and styles from the hub
 //! alone, none inline, connections to the hub alone, never framed.
+//!
+//! Owns the console's files, built into the binary; nothing changes at run time.
 
 use bytes::Bytes;
 use http_body_util::Full;

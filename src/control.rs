@@ -6,6 +6,8 @@
 //!   `disconnect` (reason `server_drain`) with advice spread around N (rolling restarts);
 //! - `{"type": "disconnect_client", "client_id": "..."}`: whichever instance holds that client
 //!   sends it `disconnect` (reason `disconnected_by_operator`) and closes it.
+//!
+//! Owns nothing that lives: a control message is parsed by a broker and carried out by the hub.
 
 use serde::Deserialize;
 use uuid::Uuid;

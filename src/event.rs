@@ -5,6 +5,8 @@
 //! after its opening `{` are copied once behind `{"type":"event",` (plus a generated `event_id`
 //! and `timestamp` when the event lacks them). Unknown fields and the payload reach clients
 //! byte for byte. Only the few fields routing needs are parsed, borrowed from the input.
+//!
+//! Owns nothing that lives: an event is parsed once and then only read, shared by reference.
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;

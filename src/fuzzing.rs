@@ -2,6 +2,8 @@
 //! parsing must never panic, and what parses must hold its invariants (a panic here is a
 //! finding). The regression test `tests/fuzz_corpus.rs` replays every committed corpus file
 //! through the same functions on the stable toolchain. Not used by the hub itself.
+//!
+//! Owns nothing: checks run by the fuzz targets and by `tests/fuzz_corpus.rs`.
 
 use crate::config::Config;
 use crate::event::{parse_event, FRAME_HEADROOM};

@@ -5,6 +5,8 @@
 //!
 //! Read on demand, never on the event path. In a process whose allocator is not jemalloc (the
 //! library's own tests) the figures describe jemalloc's idle arenas and are near zero.
+//!
+//! Owns nothing: it reads the allocator's statistics when asked.
 
 use serde::Serialize;
 use tikv_jemalloc_ctl::{epoch, raw, stats};

@@ -3,6 +3,8 @@
 //! Any frame from the client counts as a sign of life (browsers answer pings with pongs on their
 //! own). After each ping the client has `timeout` to show one; the next ping follows `interval`
 //! after the previous one.
+//!
+//! Owns one connection's heartbeat state; only that connection's writer changes it.
 
 use std::time::{Duration, Instant};
 

@@ -13,6 +13,9 @@
 //! same bytes. When the broker may have missed events (its link
 //! to Redis went down) the recent events are forgotten, so a resume across the gap answers
 //! `recovered: false` instead of leaving a silent hole.
+//!
+//! Owns the recent events and the latest per key; only the router records into it, resumes and
+//! snapshots read it.
 
 use crate::config::HistoryConfig;
 use crate::frame::OutFrame;

@@ -4,6 +4,9 @@
 //! `websocket.allowed_origins`, `max_connections` and the unauthenticated budget (503, see
 //! `preauth`), and shutdown (503); and it answers the subprotocol (`aiops.v1.msgpack`) and
 //! permessage-deflate the client offered and the hub speaks.
+//!
+//! Owns nothing that lives: each request is answered from the hub's parts and
+//! [`crate::settings::HttpSettings`].
 
 use crate::codec::{Codec, Deflate, Wire};
 use crate::hub::{ConnectionSlot, Hub};

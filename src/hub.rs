@@ -1,7 +1,12 @@
-//! The hub: the state every shard shares (configuration, index, router, broker, authenticator,
-//! the registry of connected clients, metrics), the operations that span clients, and the
-//! receiving side of the broker seam ([`BrokerHandler`]): what a broker delivers is routed,
-//! control messages are carried out, and the index's demand is what brokers follow.
+//! The hub: where one instance's parts are wired together (settings, metrics, index, router,
+//! broker, authenticator, subscriptions, the writers' shared part, the unauthenticated budget),
+//! the operations that span clients (admit, drain, shutdown, disconnect), and the receiving
+//! side of the broker seam ([`BrokerHandler`]): what a broker delivers is routed, control
+//! messages are carried out, and the index's demand is what brokers follow.
+//!
+//! Owns the registry of connected clients and the shutdown flag; the connection layer registers
+//! and unregisters, shutdown and control messages say goodbye through it. Every other part it
+//! holds owns its own state.
 
 use crate::auth::Authenticator;
 use crate::backoff::spread;

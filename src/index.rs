@@ -9,6 +9,9 @@
 //! at the type, cluster and bucket levels). Only the buckets a batch touched are rebuilt. The thread then waits as long as the
 //! rebuild took before taking the next batch, so under a subscribe storm batches grow and the
 //! rebuild work stays below about half of one core, instead of costing one full copy per change.
+//!
+//! Owns the per-shard snapshots and the key budget; only the index thread changes them (the
+//! subscriptions part asks it to), shards read the snapshots lock-free.
 
 use crate::broker::{Demand, Scope};
 use crate::client::ClientHandle;

@@ -4,17 +4,19 @@
 //!
 //! One event's path, top to bottom:
 //!
-//! - [`rest`]: the REST API; `broadcast`: `POST /api/v1/streaming/broadcast`, where an event
-//!   (or a batch of them) enters.
+//! - [`rest`]: the REST API, one route table; its `broadcast` is where an event (or a batch of
+//!   them) enters.
 //! - [`event`]: validates an event and serializes its `event` message once.
 //! - [`broker`]: carries events to every instance: in process (embedded), through Redis Pub/Sub,
 //!   or through a Redis Cluster's sharded Pub/Sub. A two-sided seam: a [`broker::Broker`]
 //!   publishes and hands what arrives to a [`broker::BrokerHandler`] (the [`hub`]); no broker
-//!   knows the hub. Channel names and publishing live in the `streamhub-wire` crate (`wire/`),
-//!   shared with the CLI and the load-test harness. [`control`]: the control messages of the
-//!   Redis control channel (drain, disconnect a client).
+//!   knows the hub, and what the router must know of an arrival is the seam's own
+//!   [`broker::Scope`]. Channel names and publishing live in the `streamhub-wire` crate
+//!   (`wire/`), shared with the CLI and the load-test harness.
 //! - [`router`]: writes the frame header once and hands one shared frame to each shard, whose
 //!   fan-out pushes it into each matching client's ring.
+//! - [`frame`]: server frames encoded once (and their MessagePack and compressed twins, each
+//!   built once), shared by every client.
 //! - [`history`]: numbers each event and keeps the recent ones (for `resume_from`) and the
 //!   latest of each key (for `snapshot`), sharing the router's frames.
 //! - [`index`]: the copy-on-write inverted index of subscriptions the router reads lock-free.
@@ -25,28 +27,27 @@
 //!
 //! Around it:
 //!
-//! - [`server`]: start-up, the acceptor, the per-core shard runtimes, graceful shutdown.
+//! - [`server`]: start-up, the acceptor, the per-core shard runtimes, graceful shutdown;
+//!   `settings`: the configuration turned once into each room's settings.
+//! - [`hub`]: where the parts are wired together; the client registry; the broker handler.
 //! - [`http`]: the service port: `/ws` upgrades (origin, capacity) or REST; `preauth`: the
-//!   budget of connections that have not authenticated yet.
-//! - `console`: the live console page at `/` and the JavaScript client it runs on.
-//! - [`ws`] also reads: frames with no buffer held while idle, messages reassembled under the
-//!   size cap, close codes by name, the close handshake.
-//! - `session`: what a client's requests mean: authentication state and its watchdog, then
-//!   subscribe, unsubscribe and ping.
+//!   budget of connections that have not authenticated yet; `console`: the live console.
+//! - `session`: what a client's requests mean: authentication and its watchdog, subscribe
+//!   (with its catch-up), unsubscribe, ping; `seam`: what a catch-up sent ahead of the live
+//!   events, which the writer skips.
+//! - `subscriptions`: who subscribes to what (each client's list, the tally, keys per subject,
+//!   the index change); [`subscription`]: what one subscription is and the matching rule.
+//! - [`client`]: the per-client record shared by router, reader, writer and REST.
 //! - [`protocol`]: client requests and server replies, error codes; [`codec`]: the wire format
-//!   a connection chose (JSON, or MessagePack, transcoded once per event).
-//! - [`subscription`]: what a subscription is and the matching rule; `subscription_tally`: the
-//!   counts behind `GET /subscriptions`, kept as subscriptions change.
-//! - [`client`]: the per-client state shared by router, reader, writer and REST.
-//! - [`heartbeat`]: when to ping and when a client is dead.
-//! - [`auth`]: the authenticator seam and its implementations; `subject_keys`: index keys held
-//!   per authenticated subject.
-//! - [`hub`]: the state all shards share, and the broker handler.
-//! - [`metrics`]: per-shard counters, Prometheus text; `backoff`: jittered reconnect backoff
-//!   and reconnect advice; `log_limit`: log lines a client can cause, throttled per kind;
-//!   [`config`]: the YAML configuration; [`heap`]: the allocator's statistics
-//!   (`/metrics`, `/debug/heap`); [`profiling`]: the opt-in
-//!   flamegraph endpoint; [`cli`]: `streamhub publish` and `streamhub tail`.
+//!   a connection chose.
+//! - [`auth`]: the authenticator seam and its implementations.
+//! - [`metrics`]: every metric family and the Prometheus text; [`heartbeat`]: when to ping;
+//!   `backoff`: jittered backoff and reconnect advice; `log_limit`: throttled log lines;
+//!   [`config`]: the YAML configuration; [`control`]: control messages; `heap`: allocator
+//!   statistics; [`profiling`]: the opt-in flamegraph; [`cli`]: `streamhub publish` and
+//!   `streamhub tail`.
+//!
+//! Each module's first lines say what it owns and who may change it.
 
 pub mod auth;
 pub(crate) mod backoff;

@@ -8,6 +8,8 @@
 //! (`websocket.write_coalesce_ms`) from [`HIGH`] up, in proportion between. Each shard's fan-out
 //! task samples its own runtime (at most once per [`PERIOD`]) and publishes the window in one
 //! atomic that its writers read.
+//!
+//! Owns each shard's gauge and window; each shard's own sampler changes its own.
 
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

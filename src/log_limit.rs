@@ -2,6 +2,8 @@
 //! causing one (a token the validator cannot answer, a message that cannot be encoded) must not
 //! flood the log. Each kind is a `static` [`LogLimit`]; the line that does get through says how
 //! many were held back since the last one.
+//!
+//! Owns one throttle per kind of line (`static`s where the lines are written).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;

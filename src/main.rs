@@ -1,4 +1,6 @@
 //! The `streamhub` command.
+//!
+//! Owns nothing: it parses the command line and hands over to `server` or `cli`.
 
 use clap::{Parser, Subcommand};
 
@@ -78,21 +80,9 @@ struct ServeArgs {
     /// YAML configuration file (section 12 layout); default config/default.yaml if present.
     #[arg(long, env = "STREAMHUB_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, env = "STREAMHUB_HOST")]
-    host: Option<String>,
-    /// Port to listen on (0 picks a free one).
-    #[arg(long, env = "STREAMHUB_PORT")]
-    port: Option<u16>,
-    /// Number of shard runtimes (default: number of cores).
-    #[arg(long, env = "STREAMHUB_SHARDS")]
-    shards: Option<usize>,
-    /// Redis URL: run in Redis mode (events from `{prefix}:all`, publishes to Redis).
-    #[arg(long, env = "STREAMHUB_REDIS_URL")]
-    redis_url: Option<String>,
-    /// Redis Cluster seed nodes, comma-separated: run in Redis Cluster mode (sharded Pub/Sub).
-    #[arg(long, env = "STREAMHUB_REDIS_CLUSTER_NODES", value_delimiter = ',')]
-    redis_cluster_nodes: Option<Vec<String>>,
+    /// Flags and environment variables over the file.
+    #[command(flatten)]
+    overrides: Overrides,
 }
 
 fn main() -> ExitCode {
@@ -196,11 +186,5 @@ fn load(args: &ServeArgs) -> Result<Config, streamhub::config::ConfigError> {
         None if default_path.exists() => Config::from_file(&default_path)?,
         None => Config::default(),
     };
-    base.apply(&Overrides {
-        host: args.host.clone(),
-        port: args.port,
-        shards: args.shards,
-        redis_url: args.redis_url.clone(),
-        redis_cluster_nodes: args.redis_cluster_nodes.clone(),
-    })
+    base.apply(&args.overrides)
 }

@@ -9,6 +9,9 @@
 //! round trip, so it is the sockets that sit silent that go first. A connection leaves the
 //! budget when it authenticates or ends ([`Ticket`] is dropped). The budget knows a connection
 //! only as something it can tell to go ([`Evict`]).
+//!
+//! Owns the unauthenticated budget; changed only through [`PreAuth::admit`] and a [`Ticket`]
+//! dropped.
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};

@@ -2,6 +2,8 @@
 //! with an in-process sampling profiler (pprof-rs, driven by SIGPROF, so it works where `perf` is
 //! not allowed) and answers an SVG flamegraph. Refused (404) unless `profiling.enabled` is true;
 //! one profile at a time (409 while another runs).
+//!
+//! Owns the one-profile-at-a-time guard.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

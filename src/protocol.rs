@@ -1,5 +1,7 @@
 //! The WebSocket protocol: client requests parsed from text frames, server replies built as
 //! frames, and the error codes of section 13.
+//!
+//! Owns nothing that lives: requests are parsed and replies built per message.
 
 use crate::event::EventType;
 use crate::frame::{json_frame, OutFrame};

@@ -9,6 +9,9 @@
 //! Nothing here waits on any client. Each inbox is bounded (`backpressure.max_pending_events`):
 //! when the shards fall that far behind, new events are refused rather than queued without
 //! limit, and the caller says so (503 to a publisher, a counted drop for an arrival from Redis).
+//!
+//! Owns the shards' inboxes; brokers (through the hub) enqueue, each shard's fan-out task drains
+//! its own.
 
 use crate::backpressure::Push;
 use crate::broker::{Full, Scope};

@@ -6,6 +6,8 @@
 //! spread evenly whatever the kernel's hash does with few source addresses (load tests, a load
 //! balancer), a port is never silently shared with another process, and stopping the accept
 //! loop stops all intake at once. Accepting costs one system call per connection, not per event.
+//!
+//! Owns the process's runtimes and threads; nothing else changes them.
 
 use crate::auth;
 use crate::broker;

@@ -1,5 +1,7 @@
 //! Subscriptions: what one `subscribe` stores, how it is validated, and the matching rule of
 //! decisions.md in its plain form (the subscription index must answer the same).
+//!
+//! Owns nothing that lives: a subscription is a value, stored by the subscriptions part.
 
 use crate::event::EventType;
 use serde::Serialize;

@@ -2,6 +2,8 @@
 //! accepted with rustls (ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`) before HTTP, so
 //! `wss://` and `https://` share the port. The certificate and key are read once at start-up;
 //! a file that cannot be used stops start-up naming the key.
+//!
+//! Owns the TLS acceptor, built once at start-up.
 
 use crate::config::TlsConfig;
 use rustls::pki_types::pem::PemObject;

@@ -5,6 +5,9 @@
 //! (a missing claim means no limit; `null` is not read as one), and a validation endpoint's
 //! answer counts only when it says `"active": true`, or, for endpoints that are not RFC 7662
 //! introspection, names a `sub` and carries no `active` at all.
+//!
+//! Owns nothing that lives: claims are parsed per check and turned into a `Principal` by
+//! `into_principal`. Changed only with the token formats it reads.
 
 use super::{AuthError, Grant, Principal};
 use serde::Deserialize;

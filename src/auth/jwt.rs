@@ -9,8 +9,10 @@
 //! understands none), its signature verifies, `exp` is present and not past, and `nbf`, `iss`
 //! and `aud` hold where configured. `auth.jwt_leeway_seconds` applies to `exp` and `nbf` alike,
 //! and a token admitted within the leeway lives until `exp` plus the leeway.
+//!
+//! Owns the verification keys, loaded once at start-up and never changed after.
 
-use super::{AuthError, AuthFuture, Authenticator, Claims};
+use super::{AuthError, AuthFuture, Authenticator, Claims, SetupError};
 use crate::config::AuthConfig;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
@@ -56,17 +58,16 @@ pub(super) struct JwtVerifier {
 
 impl JwtVerifier {
     /// The verifier `cfg` asks for, if any; `Err` names the key that cannot be used.
-    pub(super) fn from_config(cfg: &AuthConfig) -> Result<Option<Self>, String> {
-        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-        let source = if let Some(secret) = nonempty(&cfg.jwt_secret) {
+    pub(super) fn from_config(cfg: &AuthConfig) -> Result<Option<Self>, SetupError> {
+        let source = if let Some(secret) = cfg.jwt_secret.clone() {
             KeySource::Fixed(Key {
                 kid: None,
                 key: DecodingKey::from_secret(secret.as_bytes()),
                 alg: Algorithm::HS256,
             })
-        } else if let Some(path) = nonempty(&cfg.jwt_public_key_file) {
+        } else if let Some(path) = cfg.jwt_public_key_file.clone() {
             KeySource::Fixed(pem_key(&path)?)
-        } else if let Some(path) = nonempty(&cfg.jwks_file) {
+        } else if let Some(path) = cfg.jwks_file.clone() {
             let (modified, keys) = read_jwks(&path)?;
             KeySource::Jwks(JwksFile {
                 path,
@@ -80,11 +81,11 @@ impl JwtVerifier {
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_aud = false;
-        if let Some(iss) = nonempty(&cfg.jwt_issuer) {
+        if let Some(iss) = cfg.jwt_issuer.clone() {
             validation.set_issuer(&[iss]);
             validation.set_required_spec_claims(&["exp", "iss"]);
         }
-        if let Some(aud) = nonempty(&cfg.jwt_audience) {
+        if let Some(aud) = cfg.jwt_audience.clone() {
             validation.set_audience(&[aud]);
             validation.validate_aud = true;
             let mut required = validation.required_spec_claims.clone();
@@ -168,16 +169,17 @@ impl JwksFile {
 }
 
 /// Reads a PEM public key: RSA (RS256) or EC P-256 (ES256).
-fn pem_key(path: &str) -> Result<Key, String> {
-    let pem = std::fs::read(path)
-        .map_err(|e| format!("realtime_streaming.auth.jwt_public_key_file: {path:?}: {e}"))?;
+fn pem_key(path: &str) -> Result<Key, SetupError> {
+    const KEY: &str = ".jwt_public_key_file";
+    let pem = std::fs::read(path).map_err(|e| SetupError::new(KEY, format!("{path:?}: {e}")))?;
     let (key, alg) = match DecodingKey::from_rsa_pem(&pem) {
         Ok(k) => (k, Algorithm::RS256),
         Err(_) => match DecodingKey::from_ec_pem(&pem) {
             Ok(k) => (k, Algorithm::ES256),
             Err(e) => {
-                return Err(format!(
-                    "realtime_streaming.auth.jwt_public_key_file: {path:?} is neither an RSA nor an EC public key in PEM ({e})"
+                return Err(SetupError::new(
+                    KEY,
+                    format!("{path:?} is neither an RSA nor an EC public key in PEM ({e})"),
                 ))
             }
         },
@@ -190,8 +192,8 @@ fn pem_key(path: &str) -> Result<Key, String> {
 }
 
 /// Reads a JWKS file: its modification time and its RSA and EC P-256 keys.
-fn read_jwks(path: &str) -> Result<(Option<SystemTime>, Vec<Key>), String> {
-    let bad = |why: String| format!("realtime_streaming.auth.jwks_file: {path:?}: {why}");
+fn read_jwks(path: &str) -> Result<(Option<SystemTime>, Vec<Key>), SetupError> {
+    let bad = |why: String| SetupError::new(".jwks_file", format!("{path:?}: {why}"));
     let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let set: JwkSet = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;

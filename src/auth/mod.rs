@@ -13,6 +13,9 @@
 //!
 //! No source accepts an unverified token: with auth enabled and none configured, start-up stops
 //! (see `config.rs`). [`AllowAll`] serves only while auth is disabled.
+//!
+//! Owns the seam ([`Authenticator`]) and the grant rules; the hub holds the authenticator the
+//! configuration chose, and sessions and REST call it.
 
 mod claims;
 mod jwt;
@@ -52,6 +55,43 @@ impl Principal {
     }
 }
 
+/// Why a subscription is outside a token's grant (sent to the client as `FORBIDDEN`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotGranted {
+    /// The grant names no cluster (or namespace) at all.
+    #[error("the token grants no {0}")]
+    Nothing(&'static str),
+    /// The subscription names one the grant does not.
+    #[error("the token does not grant {what} {value:?}")]
+    Outside {
+        /// `cluster` or `namespace`.
+        what: &'static str,
+        /// The one named.
+        value: String,
+    },
+}
+
+/// Why the configured authentication cannot be set up: the key under `realtime_streaming.auth`
+/// and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("realtime_streaming.auth{key}: {reason}")]
+pub struct SetupError {
+    /// `.jwt_public_key_file`, `.jwks_file`, `.token_validation_url`, or empty for the section.
+    pub key: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl SetupError {
+    /// `key` (with its leading dot) cannot be used, for `reason`.
+    pub(crate) fn new(key: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The clusters and namespaces a token allows (`None`: no limit).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grant {
@@ -65,7 +105,7 @@ pub struct Grant {
 impl Grant {
     /// Checks a subscription against the grant: one naming a cluster or namespace outside it is
     /// refused (the reason says which); a filter left empty is narrowed to the grant.
-    pub fn admit(&self, mut sub: Subscription) -> Result<Subscription, String> {
+    pub fn admit(&self, mut sub: Subscription) -> Result<Subscription, NotGranted> {
         narrow(&mut sub.cluster_filter, self.clusters.as_deref(), "cluster")?;
         narrow(
             &mut sub.namespace_filter,
@@ -77,19 +117,26 @@ impl Grant {
 }
 
 /// Narrows one filter to `allowed`.
-fn narrow(filter: &mut Vec<String>, allowed: Option<&[String]>, what: &str) -> Result<(), String> {
+fn narrow(
+    filter: &mut Vec<String>,
+    allowed: Option<&[String]>,
+    what: &'static str,
+) -> Result<(), NotGranted> {
     let Some(allowed) = allowed else {
         return Ok(());
     };
     if filter.is_empty() {
         *filter = allowed.to_vec();
         if filter.is_empty() {
-            return Err(format!("the token grants no {what}"));
+            return Err(NotGranted::Nothing(what));
         }
         return Ok(());
     }
     match filter.iter().find(|f| !allowed.contains(f)) {
-        Some(f) => Err(format!("the token does not grant {what} {f:?}")),
+        Some(f) => Err(NotGranted::Outside {
+            what,
+            value: f.clone(),
+        }),
         None => Ok(()),
     }
 }
@@ -161,26 +208,22 @@ impl Authenticator for Sources {
 }
 
 /// The authenticator the configuration asks for; `Err` names the key that cannot be used.
-pub fn from_config(cfg: &AuthConfig) -> Result<Box<dyn Authenticator>, String> {
+pub fn from_config(cfg: &AuthConfig) -> Result<Box<dyn Authenticator>, SetupError> {
     if !cfg.enabled {
         return Ok(Box::new(AllowAll));
+    }
+    if !cfg.has_token_source() {
+        return Err(SetupError::new("", "enabled with no way to verify a token"));
     }
     let mut sources: Vec<Box<dyn Authenticator>> = Vec::new();
     if let Some(jwt) = jwt::JwtVerifier::from_config(cfg)? {
         sources.push(Box::new(jwt));
     }
-    if let Some(url) = cfg
-        .token_validation_url
-        .as_deref()
-        .filter(|u| !u.is_empty())
-    {
+    if let Some(url) = cfg.token_validation_url.as_deref() {
         sources.push(Box::new(remote::Remote::new(url, cfg)?));
     }
     if !cfg.static_tokens.is_empty() {
         sources.push(Box::new(static_tokens::StaticTokens::new(cfg)));
-    }
-    if sources.is_empty() {
-        return Err("realtime_streaming.auth: enabled with no way to verify a token".into());
     }
     Ok(Box::new(Sources(sources)))
 }
@@ -217,8 +260,16 @@ mod tests {
             g.admit(sub(&["c2"], &["prod"])).unwrap(),
             sub(&["c2"], &["prod"])
         );
-        assert!(g.admit(sub(&["c3"], &[])).unwrap_err().contains("c3"));
-        assert!(g.admit(sub(&["c1"], &["dev"])).unwrap_err().contains("dev"));
+        assert!(g
+            .admit(sub(&["c3"], &[]))
+            .unwrap_err()
+            .to_string()
+            .contains("c3"));
+        assert!(g
+            .admit(sub(&["c1"], &["dev"]))
+            .unwrap_err()
+            .to_string()
+            .contains("dev"));
         assert_eq!(
             Grant::default().admit(sub(&[], &[])).unwrap(),
             sub(&[], &[])

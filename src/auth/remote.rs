@@ -8,8 +8,11 @@
 //! `auth.validation_max_concurrent` questions are asked at once. A validator that is down, slow
 //! (`auth.validation_timeout_seconds`, the wait for a turn included) or answers anything else
 //! fails closed ([`AuthError::Unavailable`]), and that answer is not cached.
+//!
+//! Owns its answer caches and the cap on validations in flight; only its own `authenticate`
+//! changes them.
 
-use super::{AuthError, AuthFuture, Authenticator, Claims, Principal};
+use super::{AuthError, AuthFuture, Authenticator, Claims, Principal, SetupError};
 use crate::config::AuthConfig;
 use crate::log_limit::LogLimit;
 use bytes::Bytes;
@@ -54,10 +57,10 @@ pub(super) struct Remote {
 
 impl Remote {
     /// A validator at `url` with `cfg`'s cache and timeout.
-    pub(super) fn new(url: &str, cfg: &AuthConfig) -> Result<Self, String> {
+    pub(super) fn new(url: &str, cfg: &AuthConfig) -> Result<Self, SetupError> {
         let url: hyper::Uri = url
             .parse()
-            .map_err(|e| format!("realtime_streaming.auth.token_validation_url: {e}"))?;
+            .map_err(|e| SetupError::new(".token_validation_url", format!("{e}")))?;
         Ok(Self {
             url,
             client: Client::builder(TokioExecutor::new()).build_http(),

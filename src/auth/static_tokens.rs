@@ -1,6 +1,8 @@
 //! `auth.static_tokens`: a fixed list of tokens, for development and tests. Each presented token
 //! is compared with every configured one in constant time, so timing tells nothing of how much
 //! of a token matched.
+//!
+//! Owns the configured token list, fixed at start-up.
 
 use super::{AuthError, AuthFuture, Authenticator, Grant, Principal};
 use crate::config::AuthConfig;

@@ -1,9 +1,10 @@
 //! What arrives from Redis, whichever Redis broker received it: control messages are parsed and
 //! handed on, events are validated and handed on with their scope, and junk is counted per kind,
 //! logged at most once per interval per kind, and skipped.
+//!
+//! Owns the per-kind junk counters; changed only by the Redis brokers' subscriber threads.
 
-use super::BrokerHandler;
-use super::Scope;
+use super::{BrokerHandler, Scope};
 use crate::control::Control;
 use crate::event::{parse_event, ParsedEvent};
 use parking_lot::Mutex;

@@ -1,6 +1,10 @@
 //! Whether a Redis broker's subscriptions are live, why not if they are not, and how often that
 //! changed: what `/readyz`, `status` and the `redis_connected` gauge report.
+//!
+//! Owns one broker's link state; changed by that broker's subscriber task, read by `/readyz` and
+//! `status`.
 
+use super::Unhealthy;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
@@ -49,15 +53,14 @@ impl Link {
     }
 
     /// `Ok` when up, else why not.
-    pub(super) fn health(&self) -> Result<(), String> {
+    pub(super) fn health(&self) -> Result<(), Unhealthy> {
         if self.is_up() {
             return Ok(());
         }
-        Err(self
-            .last_error
-            .lock()
-            .clone()
-            .unwrap_or_else(|| "redis not connected".into()))
+        let why = self.last_error.lock().clone();
+        Err(Unhealthy(
+            why.unwrap_or_else(|| "redis not connected".into()),
+        ))
     }
 
     /// (connects, disconnects) so far.

@@ -1,8 +1,9 @@
 //! The in-process bus of embedded mode: a publish is handed straight back to this instance's
 //! handler, which routes it.
+//!
+//! Owns the handler it was started with; nothing else.
 
-use super::Scope;
-use super::{Broker, BrokerError, BrokerHandler, PublishFuture};
+use super::{Broker, BrokerError, BrokerHandler, PublishFuture, Scope, Unhealthy};
 use crate::event::ParsedEvent;
 use std::sync::{Arc, OnceLock};
 
@@ -33,10 +34,10 @@ impl Broker for MemoryBroker {
         "embedded"
     }
 
-    fn health(&self) -> Result<(), String> {
+    fn health(&self) -> Result<(), Unhealthy> {
         match self.handler.get() {
             Some(_) => Ok(()),
-            None => Err("broker not started".into()),
+            None => Err(Unhealthy("broker not started".into())),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! The seam has two sides, like centrifuge's `Broker` and `BrokerEventHandler`:
 //!
 //! - [`Broker`], what the hub asks of a broker: publish an event, say whether events flow, and
-//!   wait until what the subscriptions ask for is listened to.
+//!   wait until what the subscriptions ask for is listened to; optionally, a
+//!   [`SharedHistory`] for resumes and snapshots where an instance's own cannot be complete.
 //! - [`BrokerHandler`], what a broker hands back: events (each with the [`Scope`] of the index it
 //!   serves), control messages, rejected messages, and the [`Demand`] it must follow. The hub
 //!   implements it; no broker knows the hub.
@@ -16,6 +17,9 @@
 //! [`inbound`] (for Redis Cluster, where it arrives: [`shard_arrivals`]); whether their
 //! subscriptions are live is kept in [`link`]. Adding a broker (NATS,
 //! say) is one file here plus one arm in [`from_config`] (see ARCHITECTURE.md).
+//!
+//! Owns the seam's types ([`Scope`], [`Demand`], [`Full`], [`BrokerError`]); a broker is changed
+//! only through the two traits.
 
 use crate::config::{BrokerKind, Config};
 use crate::control::Control;
@@ -77,6 +81,43 @@ pub enum BrokerError {
     Overloaded,
 }
 
+/// Why events do not flow through a broker now (`/readyz`, `status`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unhealthy(pub String);
+
+/// Why a broker's shared history could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The broker has no connection to read it from.
+    #[error("no redis cluster connection")]
+    NotConnected,
+    /// Reading failed.
+    #[error("redis history: {0}")]
+    Redis(#[from] ::redis::RedisError),
+}
+
+/// Why the configured broker cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `redis_url` is not a Redis URL.
+    #[error("redis_url {url:?}: {source}")]
+    RedisUrl {
+        /// The URL given.
+        url: String,
+        /// Why it cannot be used.
+        source: ::redis::RedisError,
+    },
+    /// `redis_cluster_nodes` cannot make a cluster client.
+    #[error("redis_cluster_nodes {nodes:?}: {source}")]
+    ClusterNodes {
+        /// The nodes given.
+        nodes: Vec<String>,
+        /// Why they cannot be used.
+        source: ::redis::RedisError,
+    },
+}
+
 /// The result of a publish.
 pub type PublishFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send + 'a>>;
 
@@ -86,7 +127,7 @@ pub type WaitFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 /// The events published after one event id, oldest first, from a broker's shared history:
 /// `Ok(None)` when that id is not (or no longer) there, `Err` when the history cannot be read.
 pub type ReplayFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<Vec<ParsedEvent>>, String>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<Option<Vec<ParsedEvent>>, HistoryError>> + Send + 'a>>;
 
 /// What a broker delivers to, and learns from: the receiving side of the seam.
 pub trait BrokerHandler: Send + Sync {
@@ -112,6 +153,16 @@ pub trait BrokerHandler: Send + Sync {
     fn demand(&self) -> tokio::sync::watch::Receiver<Demand>;
 }
 
+/// A broker's shared history: what a resume or snapshot reads where the instance's own history
+/// cannot be complete.
+pub trait SharedHistory: Send + Sync {
+    /// The events published after `event_id`, for a resuming client.
+    fn replay<'a>(&'a self, event_id: &'a str) -> ReplayFuture<'a>;
+    /// Every event of the history, oldest first (always `Some(..)` when readable), for a
+    /// snapshot.
+    fn recent(&self) -> ReplayFuture<'_>;
+}
+
 /// Carries published events to every instance's handler: the publishing side of the seam.
 pub trait Broker: Send + Sync {
     /// Starts delivering what arrives to `handler` (a subscriber thread, for the Redis brokers).
@@ -122,7 +173,7 @@ pub trait Broker: Send + Sync {
     /// `embedded`, `redis` or `redis-cluster`, for `status` and the start-up line.
     fn mode(&self) -> &'static str;
     /// `Ok` when events flow; otherwise why not (drives `/readyz`).
-    fn health(&self) -> Result<(), String>;
+    fn health(&self) -> Result<(), Unhealthy>;
     /// Whether the broker's connection is up, for a `redis_connected`-style gauge (`None`: no
     /// connection to speak of).
     fn connected(&self) -> Option<bool> {
@@ -140,23 +191,16 @@ pub trait Broker: Send + Sync {
         let _ = demand_version;
         Box::pin(std::future::ready(()))
     }
-    /// The broker's own history of events after `event_id`, for a resuming client, when this
-    /// instance's history cannot be complete (Redis Cluster: it reads only its clients'
-    /// clusters). `None`: use the instance's history, which sees every event.
-    fn replay<'a>(&'a self, event_id: &'a str) -> Option<ReplayFuture<'a>> {
-        let _ = event_id;
-        None
-    }
-    /// Every event of the broker's shared history, oldest first (always `Some(..)` when
-    /// ready), for a snapshot on an instance whose own history cannot be complete. `None`: use
-    /// the instance's history.
-    fn recent(&self) -> Option<ReplayFuture<'_>> {
+    /// The broker's own history, when this instance's cannot be complete (Redis Cluster: it
+    /// reads only its clients' clusters). `None`: resumes and snapshots use the instance's
+    /// history, which sees every event. An optional ability, like centrifuge's `HistoryManager`.
+    fn shared_history(&self) -> Option<&dyn SharedHistory> {
         None
     }
 }
 
 /// The broker `config` asks for (not started yet: see [`Broker::start`]).
-pub fn from_config(config: &Config) -> Result<Box<dyn Broker>, String> {
+pub fn from_config(config: &Config) -> Result<Box<dyn Broker>, SetupError> {
     let channels = Channels::new(&config.redis_channel_prefix);
     let max_message_bytes = config.rest.max_body_bytes;
     Ok(match config.broker_kind() {

@@ -9,11 +9,12 @@
 //! publishes 503), reconnects with capped, jittered backoff and resubscribes; clients stay
 //! connected throughout. Events published while it was away are lost (that is Pub/Sub); the
 //! outage is counted.
+//!
+//! Owns its Redis connections and link state; only its own tasks change them.
 
 use super::inbound::Inbound;
 use super::link::Link;
-use super::Scope;
-use super::{Broker, BrokerError, BrokerHandler, PublishFuture};
+use super::{Broker, BrokerError, BrokerHandler, PublishFuture, Scope, SetupError, Unhealthy};
 use crate::backoff::Backoff;
 use crate::event::ParsedEvent;
 use arc_swap::ArcSwapOption;
@@ -53,8 +54,11 @@ impl RedisBroker {
         url: &str,
         channels: Channels,
         max_message_bytes: usize,
-    ) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis_url {url:?}: {e}"))?;
+    ) -> Result<Self, SetupError> {
+        let client = redis::Client::open(url).map_err(|source| SetupError::RedisUrl {
+            url: url.to_string(),
+            source,
+        })?;
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
@@ -101,11 +105,11 @@ impl Broker for RedisBroker {
         "redis"
     }
 
-    fn health(&self) -> Result<(), String> {
+    fn health(&self) -> Result<(), Unhealthy> {
         self.shared.link.health()?;
         match self.shared.publisher.load().is_some() {
             true => Ok(()),
-            false => Err("no redis publishing connection".into()),
+            false => Err(Unhealthy("no redis publishing connection".into())),
         }
     }
 

@@ -24,10 +24,13 @@
 //! The cluster connection (RESP3, redis-rs) reconnects to a lost node and resubscribes by itself.
 //! This broker still treats a lost node as an outage until it has confirmed every channel it
 //! wants again and every primary answers: `/readyz` says 503 meanwhile and publishes answer 503.
+//!
+//! Owns its cluster connections, the channels it holds and its link state; only its own tasks
+//! change them, following the demand the handler publishes.
 
 use super::shard_arrivals::ShardArrivals;
-use super::Demand;
-use super::{Broker, BrokerError, BrokerHandler, PublishFuture, ReplayFuture, WaitFuture};
+use super::{Broker, BrokerError, BrokerHandler, Demand, HistoryError, PublishFuture};
+use super::{ReplayFuture, SetupError, SharedHistory, Unhealthy, WaitFuture};
 use crate::backoff::Backoff;
 use crate::event::ParsedEvent;
 use arc_swap::ArcSwapOption;
@@ -84,14 +87,14 @@ impl Shared {
     fn wanted(&self, demand: &mut watch::Receiver<Demand>) -> Want {
         let d = demand.borrow_and_update();
         let full_stream = d.clusters.len() > self.max_channels;
-        let all = self.arrivals.channels.all().to_string();
+        let all = self.arrivals.channels().all().to_string();
         let channels: BTreeSet<String> = if full_stream {
             BTreeSet::from([all])
         } else {
             let mut want: BTreeSet<String> = d
                 .clusters
                 .iter()
-                .map(|c| self.arrivals.channels.cluster(c))
+                .map(|c| self.arrivals.channels().cluster(c))
                 .collect();
             if d.any_cluster {
                 want.insert(all);
@@ -120,7 +123,7 @@ impl RedisClusterBroker {
         channels: Channels,
         max_message_bytes: usize,
         max_channels: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SetupError> {
         let arrivals = Arc::new(ShardArrivals::new(channels, max_message_bytes));
         let pushed = arrivals.clone();
         let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
@@ -132,7 +135,10 @@ impl RedisClusterBroker {
             .connection_timeout(Duration::from_secs(2))
             .response_timeout(Duration::from_secs(2))
             .build()
-            .map_err(|e| format!("redis_cluster_nodes {nodes:?}: {e}"))?;
+            .map_err(|source| SetupError::ClusterNodes {
+                nodes: nodes.to_vec(),
+                source,
+            })?;
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
@@ -156,7 +162,7 @@ impl Broker for RedisClusterBroker {
     fn publish(&self, event: ParsedEvent) -> PublishFuture<'_> {
         Box::pin(async move {
             let s = &self.shared;
-            if !s.arrivals.link.is_up() {
+            if !s.arrivals.link().is_up() {
                 return Err(BrokerError::Unavailable(
                     "redis cluster subscriptions are down".into(),
                 ));
@@ -169,7 +175,7 @@ impl Broker for RedisClusterBroker {
             let message = event.to_published();
             streamhub_wire::spublish(
                 &conn,
-                &s.arrivals.channels,
+                s.arrivals.channels(),
                 Some(&event.event_id),
                 event.cluster_id.as_deref(),
                 &message,
@@ -184,31 +190,21 @@ impl Broker for RedisClusterBroker {
         "redis-cluster"
     }
 
-    fn health(&self) -> Result<(), String> {
-        self.shared.arrivals.link.health()
+    fn health(&self) -> Result<(), Unhealthy> {
+        self.shared.arrivals.link().health()
     }
 
     fn connected(&self) -> Option<bool> {
-        Some(self.shared.arrivals.link.is_up())
+        Some(self.shared.arrivals.link().is_up())
     }
 
-    fn replay<'a>(&'a self, event_id: &'a str) -> Option<ReplayFuture<'a>> {
-        Some(Box::pin(async move {
-            let (messages, found) = self.read_history(Some(event_id)).await?;
-            Ok(found.then(|| parse_all(&messages)))
-        }))
-    }
-
-    fn recent(&self) -> Option<ReplayFuture<'_>> {
-        Some(Box::pin(async move {
-            let (messages, _) = self.read_history(None).await?;
-            Ok(Some(parse_all(&messages)))
-        }))
+    fn shared_history(&self) -> Option<&dyn SharedHistory> {
+        Some(self)
     }
 
     fn wait_for_demand(&self, demand_version: u64) -> WaitFuture<'_> {
         Box::pin(async move {
-            if !self.shared.arrivals.link.is_up() {
+            if !self.shared.arrivals.link().is_up() {
                 return;
             }
             let mut synced = self.shared.synced.subscribe();
@@ -220,31 +216,48 @@ impl Broker for RedisClusterBroker {
 
     fn details(&self) -> serde_json::Value {
         let s = &self.shared;
-        let (connects, disconnects) = s.arrivals.link.counts();
+        let (connects, disconnects) = s.arrivals.link().counts();
         serde_json::json!({
             "sharded_pubsub": true,
-            "all_channel": s.arrivals.channels.all(),
+            "all_channel": s.arrivals.channels().all(),
             "shard_channels": *s.held.lock(),
             "max_shard_channels": s.max_channels,
             "full_stream_fallback": s.arrivals.full_stream(),
-            "subscribed": s.arrivals.link.is_up(),
+            "subscribed": s.arrivals.link().is_up(),
             "connects": connects,
             "disconnects": disconnects,
-            "junk": s.arrivals.inbound.junk_counts().into_iter().collect::<HashMap<_, _>>(),
+            "junk": s.arrivals.junk_counts().into_iter().collect::<HashMap<_, _>>(),
+        })
+    }
+}
+
+impl SharedHistory for RedisClusterBroker {
+    fn replay<'a>(&'a self, event_id: &'a str) -> ReplayFuture<'a> {
+        Box::pin(async move {
+            let (messages, found) = self.read_history(Some(event_id)).await?;
+            Ok(found.then(|| parse_all(&messages)))
+        })
+    }
+
+    fn recent(&self) -> ReplayFuture<'_> {
+        Box::pin(async move {
+            let (messages, _) = self.read_history(None).await?;
+            Ok(Some(parse_all(&messages)))
         })
     }
 }
 
 impl RedisClusterBroker {
     /// Reads the history stream back to `event_id` (or whole): see [`read_history_back`].
-    async fn read_history(&self, event_id: Option<&str>) -> Result<(Vec<Vec<u8>>, bool), String> {
+    async fn read_history(
+        &self,
+        event_id: Option<&str>,
+    ) -> Result<(Vec<Vec<u8>>, bool), HistoryError> {
         let Some(mut conn) = self.shared.conn.load_full().map(|c| (*c).clone()) else {
-            return Err("no redis cluster connection".into());
+            return Err(HistoryError::NotConnected);
         };
-        let stream = self.shared.arrivals.channels.history();
-        bounded(read_history_back(&mut conn, stream, event_id))
-            .await
-            .map_err(|e| format!("redis history: {e}"))
+        let stream = self.shared.arrivals.channels().history();
+        Ok(bounded(read_history_back(&mut conn, stream, event_id)).await?)
     }
 }
 
@@ -387,7 +400,7 @@ async fn connect(shared: &Shared) -> ClusterConnection {
             Err(e) => {
                 shared
                     .arrivals
-                    .link
+                    .link()
                     .set(false, Some(format!("redis cluster unreachable: {e}")));
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -417,7 +430,7 @@ impl Maintainer {
     async fn run(mut self) {
         loop {
             tokio::select! {
-                _ = self.shared.arrivals.lost.wake.notified() => {
+                _ = self.shared.arrivals.lost().wake.notified() => {
                     self.dirty = true;
                     self.next_check = Instant::now() + self.backoff.next_delay();
                 }
@@ -467,11 +480,11 @@ impl Maintainer {
     /// Subscribes to every wanted channel from scratch; healthy again when that worked with no
     /// connection lost meanwhile.
     async fn resubscribe(&mut self) {
-        let lost_before = self.shared.arrivals.lost.count.load(Relaxed);
+        let lost_before = self.shared.arrivals.lost().count.load(Relaxed);
         let want = self.shared.wanted(&mut self.demand);
         match full_sync(&mut self.conn, &want, &self.shared.arrivals).await {
             // A connection lost during the resubscription: do it again.
-            Ok(()) if self.shared.arrivals.lost.count.load(Relaxed) != lost_before => {}
+            Ok(()) if self.shared.arrivals.lost().count.load(Relaxed) != lost_before => {}
             Ok(()) => {
                 // Drop channels held before the outage and no longer wanted.
                 let stale: BTreeSet<String> = self
@@ -488,7 +501,7 @@ impl Maintainer {
                 self.shared.set_held(want.channels, want.version);
                 self.dirty = false;
                 self.backoff.reset();
-                self.shared.arrivals.link.set(true, None);
+                self.shared.arrivals.link().set(true, None);
             }
             Err(e) => self.failed(e),
         }
@@ -498,7 +511,7 @@ impl Maintainer {
     fn failed(&mut self, e: redis::RedisError) {
         self.shared
             .arrivals
-            .link
+            .link()
             .set(false, Some(format!("redis cluster: {e}")));
         self.dirty = true;
     }

@@ -5,11 +5,13 @@
 //! Also decides which half of the index each arrival serves ([`Scope`]), including the
 //! fallback past `redis_cluster_max_shard_channels`: the full stream alone serves every
 //! subscription and per-cluster arrivals are ignored.
+//!
+//! Owns what one cluster connection has received and not yet handed on; only that connection's
+//! task changes it.
 
 use super::inbound::Inbound;
 use super::link::Link;
-use super::BrokerHandler;
-use super::Scope;
+use super::{BrokerHandler, Scope};
 use redis::{PushInfo, PushKind, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -29,13 +31,13 @@ pub(super) struct ShardArrivals {
     /// Where events go; set when the broker starts (nothing is subscribed before).
     handler: OnceLock<Arc<dyn BrokerHandler>>,
     /// The channel names.
-    pub(super) channels: Channels,
+    channels: Channels,
     /// Validates, hands on and counts what arrives.
-    pub(super) inbound: Inbound,
+    inbound: Inbound,
     /// Up when every wanted channel is confirmed and every primary answers.
-    pub(super) link: Link,
+    link: Link,
     /// Connections lost.
-    pub(super) lost: Lost,
+    lost: Lost,
     /// Whether the full stream serves every subscription (more clusters wanted than shard
     /// channels allowed), rather than only those without a cluster filter.
     full_stream: AtomicBool,
@@ -52,6 +54,26 @@ impl ShardArrivals {
             lost: Lost::default(),
             full_stream: AtomicBool::new(false),
         }
+    }
+
+    /// The channel names.
+    pub(super) fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    /// Whether the subscriptions are live: what `/readyz`, `status` and the gauge report.
+    pub(super) fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Connections lost, for the task that keeps the subscriptions.
+    pub(super) fn lost(&self) -> &Lost {
+        &self.lost
+    }
+
+    /// Junk counted so far, by kind.
+    pub(super) fn junk_counts(&self) -> Vec<(&'static str, u64)> {
+        self.inbound.junk_counts()
     }
 
     /// Hands events to `handler` from now on.

@@ -8,6 +8,8 @@
 //! [`MIN_SIZE`] goes uncompressed (RSV1 clear), as the RFC allows per message; so does every
 //! message to a client that asked for a `server_max_window_bits` below 15 (the compressor's
 //! window is 32 KiB), which the answer then echoes.
+//!
+//! Owns the per-thread compressor; nothing else lives here.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use hyper::header::HeaderValue;

@@ -4,6 +4,9 @@
 //! [`OutFrame`] owns one buffer laid out as `[headroom][header][payload]`; the header is written
 //! in place into the headroom the message was built with, so the payload is never copied. The
 //! router shares one `Arc<OutFrame>` among every client that gets the event.
+//!
+//! Owns an encoded frame and its lazily built twins; a frame is never changed once built (a twin
+//! is set once).
 
 pub mod deflate;
 

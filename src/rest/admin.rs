@@ -59,7 +59,7 @@ pub(super) fn status(hub: &Hub, settings: &RestSettings) -> Value {
         "broker": {
             "mode": hub.broker.mode(),
             "healthy": broker.is_ok(),
-            "detail": broker.err(),
+            "detail": broker.as_ref().err().map(ToString::to_string),
             "stats": hub.broker.details(),
         },
         "connections": {

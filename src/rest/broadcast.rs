@@ -9,6 +9,8 @@
 //! let a publisher send many events per request (the load-test harness sends what is due at
 //! once). While the broker cannot take events, the answer is 503 and events not yet published
 //! are reported as not published.
+//!
+//! Owns nothing that lives: it validates and hands events to the broker.
 
 use super::reply::{error_body, json_response};
 use crate::broker::BrokerError;

@@ -234,7 +234,7 @@ fn readyz(hub: &Hub) -> Response<Full<Bytes>> {
         Ok(()) => json_response(StatusCode::OK, &json!({"ready": true})),
         Err(why) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"ready": false, "reason": why}),
+            &json!({"ready": false, "reason": why.to_string()}),
         ),
     }
 }

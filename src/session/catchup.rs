@@ -7,6 +7,9 @@
 //! subscription was already indexed when they were routed). The events read go out ahead of
 //! the ring through the lossless control queue, then the ring is let go, and the writer skips
 //! the live copies of events this answer covered (matching the subscription, `upto` or older).
+//!
+//! Owns nothing that lives: it writes the client's seam (`crate::seam`) and reads the history or
+//! the broker's shared history.
 
 use crate::client::ClientHandle;
 use crate::frame::OutFrame;
@@ -34,11 +37,12 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
     let mut covered = None;
     let mut resumed = false;
     if let Some(id) = &catchup.resume_from {
-        if let Some(read) = hub.broker.replay(id) {
+        if let Some(shared) = hub.broker.shared_history() {
             // Redis Cluster: this instance's history holds only its clients' clusters.
-            let done = resume_from_shared(client, sub, read).await;
-            if let (true, false, Some(read)) = (catchup.snapshot, done, hub.broker.recent()) {
-                snapshot_from_shared(client, sub, read, hub.settings.session.snapshot_keys).await;
+            let done = resume_from_shared(client, sub, shared.replay(id)).await;
+            if catchup.snapshot && !done {
+                let keys = hub.settings.session.snapshot_keys;
+                snapshot_from_shared(client, sub, shared.recent(), keys).await;
             }
             return client.hold_events(false);
         }
@@ -55,8 +59,9 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
     }
     // A resume that worked already brought the client up to date.
     if catchup.snapshot && !resumed {
-        if let Some(read) = hub.broker.recent() {
-            snapshot_from_shared(client, sub, read, hub.settings.session.snapshot_keys).await;
+        if let Some(shared) = hub.broker.shared_history() {
+            let keys = hub.settings.session.snapshot_keys;
+            snapshot_from_shared(client, sub, shared.recent(), keys).await;
             return client.hold_events(false);
         }
         covered = snapshot(history, client, sub).await;

@@ -5,6 +5,9 @@
 //! a valid `auth` within `auth.timeout_seconds`; once authenticated, a token with an expiry gets
 //! `AUTH_EXPIRED` when it lapses and `auth.reauth_grace_seconds` to send a fresh one. Missing a
 //! deadline or sending a bad token ends the connection with `AUTH_FAILED` and close 1008.
+//!
+//! Owns one connection's authentication phase and grant; only that connection's session changes
+//! them.
 
 use super::refuse_and_close;
 use crate::auth::{AuthError, Grant};

@@ -2,6 +2,8 @@
 //! text messages. It parses each request, enforces authentication ([`login`]: the auth state
 //! machine and its watchdog), and carries out `subscribe`, `unsubscribe` and `ping`, answering
 //! through the client's lossless control queue.
+//!
+//! Owns one client's session (login, rate limit); only the connection's reader drives it.
 
 mod catchup;
 mod login;
@@ -168,7 +170,7 @@ impl Session {
             Ok(s) => s,
             Err(why) => {
                 self.client
-                    .send_control(reply::error(ErrorCode::FORBIDDEN, &why));
+                    .send_control(reply::error(ErrorCode::FORBIDDEN, &why.to_string()));
                 return;
             }
         };

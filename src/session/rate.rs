@@ -4,6 +4,8 @@
 //! message is dropped, and the client learns it once per second with `RATE_LIMITED`. A client
 //! that keeps flooding, more than `messages_per_second` dropped messages within one second, is
 //! closed with 1008.
+//!
+//! Owns one client's bucket; only its session takes from it.
 
 use crate::config::RateLimitConfig;
 use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 //! (each connection's subscriptions counted by their breadth), so it cannot fill the
 //! instance's index (`websocket.max_index_keys`) for everyone else. Connections without a
 //! subject (authentication off) are not counted.
+//!
+//! Owns the keys held per subject; only [`super::Subscriptions`] changes them.
 
 use crate::subscription::Subscription;
 use dashmap::DashMap;

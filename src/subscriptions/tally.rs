@@ -1,6 +1,8 @@
 //! The counts behind `GET /api/v1/streaming/subscriptions`, kept up to date as clients'
 //! subscriptions change, so that a GET costs the number of distinct names rather than a walk
 //! over every filter entry of every client.
+//!
+//! Owns the counts; only [`super::Subscriptions`] changes them.
 
 use crate::event::{EventType, EVENT_TYPE_COUNT};
 use crate::subscription::Subscription;

@@ -9,6 +9,8 @@
 //! and a reset makes the peer's kernel discard what it had not read yet: the error and the close
 //! frame that explained the close. A close frame from the client is answered with its own code when that
 //! code may be sent on the wire, else with 1002 (or 1007 for a reason that is not UTF-8).
+//!
+//! Owns nothing: the close codes by name and the lingering close.
 
 pub(crate) use fastwebsockets::CloseCode;
 use std::time::Duration;

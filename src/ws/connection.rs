@@ -1,6 +1,8 @@
 //! One WebSocket connection after the upgrade: registers its client, runs the reader, the writer
 //! and the session's authentication watchdog side by side on the connection's shard, finishes
 //! the closing handshake, and unregisters the client.
+//!
+//! Owns one connection's tasks while it lives; registers and unregisters the client with the hub.
 
 use super::close::CLOSE_GRACE;
 use super::reader::{read_loop, ReaderExit};

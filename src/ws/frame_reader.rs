@@ -7,6 +7,8 @@
 //! frame's size, refuses an oversize frame before reading its payload, and unmasks with
 //! `fastwebsockets::unmask`. Fragment reassembly is [`super::message`]'s; what to answer is
 //! [`super::reader`]'s.
+//!
+//! Owns nothing between frames: one frame's header and payload while it is read.
 
 use fastwebsockets::OpCode;
 use tokio::io::{AsyncRead, AsyncReadExt};

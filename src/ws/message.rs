@@ -4,6 +4,8 @@
 //! Control frames never reach here (they may arrive between fragments and are answered by the
 //! reader at once). A fragmented message must be finished within a time limit, so that a client
 //! that keeps answering pings cannot hold a partial message for ever.
+//!
+//! Owns one connection's partly assembled message; only its reader changes it.
 
 use super::close::CloseCode;
 use super::frame_reader::ClientFrame;

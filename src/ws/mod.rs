@@ -11,6 +11,8 @@
 //! - [`writer`]: the only code that writes to a client's socket (batches, `writev`, heartbeat
 //!   pings, goodbye). The frames it writes are encoded once, below this layer, in
 //!   [`crate::frame`].
+//!
+//! Owns nothing of its own; each file below owns one connection's part.
 
 pub(crate) mod close;
 pub(crate) mod connection;

@@ -4,6 +4,8 @@
 //! message) and close frames echoed through the writer,
 //! which owns the socket's write half. Handling a message runs in a boxed future, so an idle
 //! connection's task keeps only the small state of waiting for the next frame.
+//!
+//! Owns nothing beyond its loop: what it reads goes to the session.
 
 use super::close::{self, CloseCode};
 use super::frame_reader::{read_frame, FrameError};

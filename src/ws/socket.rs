@@ -2,6 +2,8 @@
 //! for the reader and a write half for the writer. On plain TCP the writer sends a batch of
 //! frames with non-blocking `writev` calls straight on the socket; through TLS it writes the
 //! batch into the TLS session (which encrypts it into records) and flushes once per batch.
+//!
+//! Owns one connection's socket halves; the reader reads one, the writer alone writes the other.
 
 use crate::client::ClientHandle;
 use crate::frame::OutFrame;

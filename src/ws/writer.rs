@@ -5,6 +5,10 @@
 //! resume where they stopped). It also keeps the heartbeat, reports drops with `QUEUE_FULL`
 //! ahead of the next message, and says goodbye on shutdown. A socket that accepts nothing for
 //! `heartbeat_interval + heartbeat_timeout` is treated like a missed heartbeat.
+//!
+//! Owns one client's socket write side and heartbeat: the only code that writes to a client;
+//! [`Writers`] (durations, coalescing windows, goodbye advice) is built once and shared by every
+//! writer.
 
 use super::close::{CloseCode, CLOSE_GRACE};
 use super::socket::WriteHalf;
