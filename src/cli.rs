@@ -1,5 +1,7 @@
 //! Operator tools: `streamhub publish` sends one event (to Redis or to a hub's broadcast
-//! endpoint); `streamhub tail` connects as a client, subscribes, and prints what arrives.
+//! endpoint); `streamhub tail` connects as a client, subscribes, and prints what arrives;
+//! `streamhub health` asks a hub's `/healthz` (the container image's health check, which so
+//! needs no curl).
 //!
 //! Owns nothing of the hub: it talks to a running hub (or Redis) like any client.
 
@@ -119,6 +121,25 @@ async fn publish_cluster(
         ids.push(e.event_id.clone());
     }
     Ok(ids)
+}
+
+/// `GET url` within `timeout`: `Ok` when the hub answers 2xx (a health check).
+pub async fn health(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let ask = async {
+        let (host, path, stream) = dial(url, None).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, host)
+            .body(Empty::<Bytes>::new())?;
+        let status = sender.send_request(req).await?.status();
+        anyhow::ensure!(status.is_success(), "{url} answered {status}");
+        Ok(())
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("{url}: no answer within {timeout:?}"))?
 }
 
 /// Posts `body` (one event or a batch) to a hub's broadcast endpoint; returns the ids it gave.

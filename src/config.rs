@@ -1,5 +1,5 @@
-//! Configuration: the YAML layout of the design document's section 12 (root key
-//! `realtime_streaming`), plus the keys decisions.md adds, read strictly.
+//! Configuration: the YAML layout of docs/design.md, "Configuration" (root key
+//! `realtime_streaming`), read strictly.
 //!
 //! Precedence, lowest first: built-in defaults, the YAML file, `STREAMHUB_*` environment
 //! variables, command-line flags. An unknown key or a value of the wrong type stops start-up with
@@ -19,7 +19,7 @@ struct ConfigFile {
     realtime_streaming: Config,
 }
 
-/// The service's settings, one field per key of section 12.
+/// The service's settings, one field per key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -63,6 +63,29 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// TLS (`wss://`, `https://`) on the service port.
     pub tls: TlsConfig,
+    /// How the log is written.
+    pub log: LogConfig,
+}
+
+/// `realtime_streaming.log`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (the default; no colour codes unless stderr is a terminal) or `json` (one object
+    /// per line: timestamp, level, target, message, fields). Flag --log-format, env
+    /// STREAMHUB_LOG_FORMAT.
+    pub format: LogFormat,
+}
+
+/// A log format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for a log shipper.
+    Json,
 }
 
 /// `realtime_streaming.tls`: both set serve TLS (rustls) on the port; neither, plain TCP.
@@ -323,6 +346,7 @@ impl Default for Config {
             profiling: ProfilingConfig::default(),
             rate_limit: RateLimitConfig::default(),
             tls: TlsConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -428,6 +452,12 @@ pub struct Overrides {
     /// Redis Cluster seed nodes, comma-separated: run in Redis Cluster mode (sharded Pub/Sub).
     #[arg(long, env = "STREAMHUB_REDIS_CLUSTER_NODES", value_delimiter = ',')]
     pub redis_cluster_nodes: Option<Vec<String>>,
+    /// This instance's name (scaling.instance_id): the sticky cookie's value, in status.
+    #[arg(long, env = "STREAMHUB_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Log format: text or json (log.format).
+    #[arg(long, env = "STREAMHUB_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// Why a configuration could not be used.
@@ -457,7 +487,7 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads a YAML file in the section 12 layout.
+    /// Reads a YAML file (root key `realtime_streaming`).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
@@ -497,6 +527,12 @@ impl Config {
         }
         if let Some(n) = &o.redis_cluster_nodes {
             self.redis_cluster_nodes = n.iter().filter_map(|u| unset(Some(u.clone()))).collect();
+        }
+        if let Some(id) = unset(o.instance_id.clone()) {
+            self.scaling.instance_id = id;
+        }
+        if let Some(f) = o.log_format {
+            self.log.format = f;
         }
         if self.scaling.instance_id.is_empty() {
             self.scaling.instance_id =
@@ -598,7 +634,7 @@ impl Config {
 }
 
 /// Which broker a configuration asks for: derived from `redis_url` and `redis_cluster_nodes`
-/// (which exclude each other), so the YAML keys of section 12 stay as they are.
+/// (which exclude each other), so the YAML keys stay as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind<'a> {
     /// Neither is set: the in-process bus of embedded mode.
@@ -907,6 +943,22 @@ mod tests {
             let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             Config::from_file(&p).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
+    }
+
+    #[test]
+    fn production_yaml_states_every_default_but_the_marked_ones() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.yaml");
+        let mut shipped = Config::from_file(&p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text.matches("# production:").count(), 3, "the marked lines");
+        // The three lines marked "production:" in the file.
+        assert_eq!(shipped.host, "0.0.0.0");
+        assert!(shipped.auth.enabled && shipped.auth.token_validation_url.is_some());
+        let default = Config::default();
+        shipped.host = default.host.clone();
+        shipped.auth.enabled = default.auth.enabled;
+        shipped.auth.token_validation_url = default.auth.token_validation_url.clone();
+        assert_eq!(format!("{shipped:#?}"), format!("{default:#?}"));
     }
 
     #[test]

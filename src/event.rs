@@ -19,7 +19,7 @@ pub(crate) const FRAME_HEADROOM: usize = 10;
 
 macro_rules! event_types {
     ($($name:ident),* $(,)?) => {
-        /// The event types of decisions.md; anything else is unknown.
+        /// The event types of docs/design.md ("Events"); anything else is unknown.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
         pub enum EventType { $($name),* }

@@ -44,8 +44,8 @@
 //! - [`metrics`]: every metric family and the Prometheus text; [`heartbeat`]: when to ping;
 //!   `backoff`: jittered backoff and reconnect advice; `log_limit`: throttled log lines;
 //!   [`config`]: the YAML configuration; [`control`]: control messages; `heap`: allocator
-//!   statistics; [`profiling`]: the opt-in flamegraph; [`cli`]: `streamhub publish` and
-//!   `streamhub tail`.
+//!   statistics; `process`: the process's own figures; [`profiling`]: the opt-in flamegraph;
+//!   [`cli`]: `streamhub publish`, `streamhub tail` and `streamhub health`.
 //!
 //! Each module's first lines say what it owns and who may change it.
 
@@ -73,6 +73,7 @@ pub(crate) mod load;
 pub(crate) mod log_limit;
 pub mod metrics;
 pub(crate) mod preauth;
+pub(crate) mod process;
 pub mod profiling;
 pub mod protocol;
 pub mod rest;

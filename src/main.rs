@@ -13,7 +13,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use streamhub::cli;
-use streamhub::config::{Config, Overrides};
+use streamhub::config::{Config, LogFormat, Overrides};
 
 /// streamhub: real-time WebSocket event fan-out.
 #[derive(Parser)]
@@ -72,12 +72,21 @@ enum Tool {
     },
     /// Connect as a client, subscribe, and print every message as a JSON line.
     Tail(cli::TailOptions),
+    /// Ask a hub whether it is alive (GET /healthz); exit 0 when it answers 2xx, 1 otherwise.
+    Health {
+        /// The URL to ask.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
 }
 
 /// Options of `serve`.
 #[derive(clap::Args, Clone, Default)]
 struct ServeArgs {
-    /// YAML configuration file (section 12 layout); default config/default.yaml if present.
+    /// YAML configuration file (root key realtime_streaming); default config/default.yaml if present.
     #[arg(long, env = "STREAMHUB_CONFIG")]
     config: Option<PathBuf>,
     /// Flags and environment variables over the file.
@@ -92,13 +101,6 @@ fn main() -> ExitCode {
         None => cli.serve,
         Some(Command::Tool(tool)) => return run_tool(tool),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STREAMHUB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let config = match load(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_log(config.log.format);
     match streamhub::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -167,6 +170,11 @@ fn run_tool(tool: Tool) -> ExitCode {
                 Ok(())
             }
             Tool::Tail(options) => cli::tail(options).await,
+            Tool::Health { url, timeout } => {
+                let timeout = std::time::Duration::try_from_secs_f64(timeout)
+                    .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+                cli::health(&url, timeout).await
+            }
         }
     });
     match result {
@@ -175,6 +183,21 @@ fn run_tool(tool: Tool) -> ExitCode {
             eprintln!("streamhub: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, filtered by `STREAMHUB_LOG` (default `info`): text lines (coloured only on
+/// a terminal) or one JSON object per line.
+fn init_log(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STREAMHUB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => log.json().flatten_event(true).init(),
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 

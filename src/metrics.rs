@@ -115,6 +115,12 @@ pub fn events_compressed() -> u64 {
 pub(crate) struct Gauges {
     /// Keys in the subscription index.
     pub(crate) index_keys: usize,
+    /// `websocket.max_index_keys`.
+    pub(crate) index_keys_max: usize,
+    /// `websocket.max_connections`.
+    pub(crate) connections_max: usize,
+    /// Whether events flow from the broker (what `/readyz` reports of it).
+    pub(crate) broker_healthy: bool,
     /// Each shard's utilization (0..1) and write-coalescing window now.
     pub(crate) shards: Vec<(f64, Duration)>,
     /// Whether the broker's connection is up (`None`: it has none).
@@ -230,14 +236,47 @@ impl Metrics {
         o
     }
 
-    /// The whole exposition of `GET /metrics`: [`Metrics::render`] and the gauges of `g`.
+    /// The whole exposition of `GET /metrics`: [`Metrics::render`], the gauges of `g`, the
+    /// process's own figures and the build.
     pub(crate) fn exposition(&self, g: &Gauges) -> String {
         let mut text = self.render();
+        let mut gauge = |name: &str, help: &str, v: f64| {
+            let _ = write!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+            );
+        };
+        gauge(
+            "streamhub_index_keys",
+            "Keys (event type, cluster, namespace) in the subscription index.",
+            g.index_keys as f64,
+        );
+        gauge(
+            "streamhub_index_keys_max",
+            "websocket.max_index_keys: subscribes that would add keys past it are refused.",
+            g.index_keys_max as f64,
+        );
+        gauge(
+            "streamhub_connections_max",
+            "websocket.max_connections: upgrades past it are answered 503.",
+            g.connections_max as f64,
+        );
+        gauge(
+            "streamhub_broker_healthy",
+            "Whether events flow from the broker (1) or not (0); /readyz follows it.",
+            f64::from(u8::from(g.broker_healthy)),
+        );
         let _ = write!(
             text,
-            "# HELP streamhub_index_keys Keys (event type, cluster, namespace) in the subscription index.\n# TYPE streamhub_index_keys gauge\nstreamhub_index_keys {}\n",
-            g.index_keys
+            "# HELP ws_heartbeat_timeouts_total Clients dropped for missed heartbeats or stalled writes.\n# TYPE ws_heartbeat_timeouts_total counter\nws_heartbeat_timeouts_total {}\n",
+            self.sum(|s| &s.heartbeat_timeouts)
         );
+        let _ = write!(
+            text,
+            "# HELP streamhub_build_info The running build (always 1).\n# TYPE streamhub_build_info gauge\nstreamhub_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        crate::process::write_exposition(&mut text);
         text.push_str("# HELP streamhub_shard_utilization Share of wall time each shard's runtime spent running tasks (smoothed).\n# TYPE streamhub_shard_utilization gauge\n");
         text.push_str("# HELP streamhub_write_coalesce_window_seconds Each shard's write-coalescing window now (it follows the shard's utilization).\n# TYPE streamhub_write_coalesce_window_seconds gauge\n");
         for (i, (busy, window)) in g.shards.iter().enumerate() {

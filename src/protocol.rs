@@ -1,5 +1,5 @@
 //! The WebSocket protocol: client requests parsed from text frames, server replies built as
-//! frames, and the error codes of section 13.
+//! frames, and the error codes (docs/design.md, "Error codes").
 //!
 //! Owns nothing that lives: requests are parsed and replies built per message.
 
@@ -19,7 +19,7 @@ pub const MAX_SUBSCRIPTION_KEYS: usize = 4096;
 /// Longest cluster or namespace name (a DNS name's limit; Kubernetes namespaces take 63).
 pub const MAX_NAME_LEN: usize = 253;
 
-/// The error codes of the design document's section 13.
+/// The error codes (docs/design.md, "Error codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[allow(clippy::upper_case_acronyms, non_camel_case_types)]
 pub enum ErrorCode {

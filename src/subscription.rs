@@ -1,5 +1,5 @@
 //! Subscriptions: what one `subscribe` stores, how it is validated, and the matching rule of
-//! decisions.md in its plain form (the subscription index must answer the same).
+//! docs/design.md ("Subscriptions") in its plain form (the subscription index must answer the same).
 //!
 //! Owns nothing that lives: a subscription is a value, stored by the subscriptions part.
 
@@ -23,7 +23,7 @@ fn ser_types<S: serde::Serializer>(t: &[EventType], s: S) -> Result<S::Ok, S::Er
 }
 
 impl Subscription {
-    /// The matching rule of decisions.md, evaluated directly.
+    /// The matching rule of docs/design.md, evaluated directly.
     pub fn matches(&self, ty: EventType, cluster: Option<&str>, namespace: Option<&str>) -> bool {
         self.event_types.contains(&ty)
             && (self.cluster_filter.is_empty()

@@ -65,7 +65,7 @@ impl RedisBroker {
                 channels,
                 inbound: Inbound::new(max_message_bytes),
                 publisher: ArcSwapOption::empty(),
-                link: Link::new(),
+                link: Link::new(Link::address(url)),
             }),
         })
     }
@@ -135,9 +135,12 @@ async fn subscriber(handler: Arc<dyn BrokerHandler>, shared: Arc<Shared>) {
     let mut backoff = Backoff::reconnect();
     loop {
         if shared.publisher.load().is_none() {
+            // One attempt per round: this loop's own backoff retries, and logs each failure
+            // (the manager's own retries would hide the first one for seconds).
             let config = redis::aio::ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(2)));
+                .set_response_timeout(Some(Duration::from_secs(2)))
+                .set_number_of_retries(0);
             match redis::aio::ConnectionManager::new_with_config(shared.client.clone(), config)
                 .await
             {

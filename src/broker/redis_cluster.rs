@@ -28,6 +28,7 @@
 //! Owns its cluster connections, the channels it holds and its link state; only its own tasks
 //! change them, following the demand the handler publishes.
 
+use super::link::Link;
 use super::shard_arrivals::ShardArrivals;
 use super::{Broker, BrokerError, BrokerHandler, Demand, HistoryError, PublishFuture};
 use super::{ReplayFuture, SetupError, SharedHistory, Unhealthy, WaitFuture};
@@ -124,7 +125,12 @@ impl RedisClusterBroker {
         max_message_bytes: usize,
         max_channels: usize,
     ) -> Result<Self, SetupError> {
-        let arrivals = Arc::new(ShardArrivals::new(channels, max_message_bytes));
+        let target: Vec<String> = nodes.iter().map(|n| Link::address(n)).collect();
+        let arrivals = Arc::new(ShardArrivals::new(
+            channels,
+            max_message_bytes,
+            target.join(","),
+        ));
         let pushed = arrivals.clone();
         let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
             .use_protocol(redis::ProtocolVersion::RESP3)

@@ -44,13 +44,14 @@ pub(super) struct ShardArrivals {
 }
 
 impl ShardArrivals {
-    /// Arrivals on `channels`, taking messages up to `max_message_bytes`.
-    pub(super) fn new(channels: Channels, max_message_bytes: usize) -> Self {
+    /// Arrivals on `channels` from the cluster at `target` (addresses, for the log), taking
+    /// messages up to `max_message_bytes`.
+    pub(super) fn new(channels: Channels, max_message_bytes: usize, target: String) -> Self {
         Self {
             handler: OnceLock::new(),
             channels,
             inbound: Inbound::new(max_message_bytes),
-            link: Link::new(),
+            link: Link::new(target),
             lost: Lost::default(),
             full_stream: AtomicBool::new(false),
         }

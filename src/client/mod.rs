@@ -5,7 +5,7 @@
 //! its subject and the counters of what it did. The router pushes into the ring; the session
 //! queues replies and sets the subject; whoever ends the connection asks for a goodbye; only
 //! the client's writer drains ring and queue. The resume seam it carries is the catch-up's
-//! (`crate::seam`); its subscriptions are the subscriptions part's (`crate::subscriptions`).
+//! (the `seam` module); its subscriptions belong to the subscriptions part.
 //!
 //! Everything here is either lock-free (the event ring, counters) or guarded by a lock of this
 //! client alone (its reply queue, its rare fields): no lock is shared with another client. The

@@ -102,18 +102,60 @@ pub(super) fn subscriptions(hub: &Hub) -> Value {
     hub.subscriptions.tally_json()
 }
 
-/// `GET /api/v1/streaming/clients[?limit=N]` (at most 1000 rows unless asked for more).
-pub(super) fn clients(hub: &Hub, query: Option<&str>, slow_threshold_ms: u64) -> Value {
-    let limit = query_param(query, "limit")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1000);
+/// `GET /api/v1/streaming/clients[?limit=N]` (at most 1000 rows unless asked for more); a
+/// `limit` that is not a whole number is a 400.
+pub(super) fn clients(
+    hub: &Hub,
+    query: Option<&str>,
+    slow_threshold_ms: u64,
+) -> Response<Full<Bytes>> {
+    let limit = match number::<usize>(query, "limit", "a whole number") {
+        Ok(limit) => limit.unwrap_or(1000),
+        Err(bad) => return bad.answer(),
+    };
     let list: Vec<_> = hub
         .clients
         .iter()
         .take(limit)
         .map(|c| c.info(slow_threshold_ms, hub.subscriptions.of(c.id)))
         .collect();
-    json!({ "count": hub.clients.len(), "clients": list })
+    json_response(
+        StatusCode::OK,
+        &json!({ "count": hub.clients.len(), "clients": list }),
+    )
+}
+
+/// A query parameter that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("query parameter {name} must be {what}")]
+struct BadQuery {
+    /// The parameter.
+    name: String,
+    /// What it should be.
+    what: &'static str,
+}
+
+impl BadQuery {
+    /// The 400 that says so.
+    fn answer(self) -> Response<Full<Bytes>> {
+        json_response(StatusCode::BAD_REQUEST, &error_body(&self.to_string()))
+    }
+}
+
+/// Query parameter `name` as a `T` (`None` when absent); refused when it does not parse as
+/// `what` says it should.
+fn number<T: std::str::FromStr>(
+    query: Option<&str>,
+    name: &str,
+    what: &'static str,
+) -> Result<Option<T>, BadQuery> {
+    let Some(raw) = query_param(query, name) else {
+        return Ok(None);
+    };
+    raw.parse().map(Some).map_err(|_| BadQuery {
+        name: name.to_string(),
+        what,
+    })
 }
 
 /// The value of query parameter `name`.
@@ -125,10 +167,10 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 
 /// `GET /debug/pprof/flamegraph?seconds=N` (default 10).
 pub(super) async fn profile(query: Option<&str>) -> Response<Full<Bytes>> {
-    let seconds = query_param(query, "seconds")
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| s.is_finite())
-        .unwrap_or(10.0);
+    let seconds = match number::<f64>(query, "seconds", "a number of seconds") {
+        Ok(s) => s.filter(|s| s.is_finite()).unwrap_or(10.0),
+        Err(bad) => return bad.answer(),
+    };
     match crate::profiling::flamegraph(seconds).await {
         Ok(svg) => text_response(
             StatusCode::OK,

@@ -1,4 +1,4 @@
-//! The REST API (the design document's section 6.1) plus `/metrics`, `/healthz`, `/readyz`, the
+//! The REST API (docs/design.md, "REST") plus `/metrics`, `/healthz`, `/readyz`, the
 //! console and the OpenAPI document.
 //!
 //! Every route is one row of [`ROUTES`]: method, path, who may call it, and what answers. The
@@ -163,10 +163,7 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
         Handler::Console => crate::console::serve(req.uri().path(), req.headers()),
         Handler::Status => json_response(StatusCode::OK, &admin::status(&hub, settings)),
         Handler::Subscriptions => json_response(StatusCode::OK, &admin::subscriptions(&hub)),
-        Handler::Clients => json_response(
-            StatusCode::OK,
-            &admin::clients(&hub, query, settings.slow_client_threshold_ms),
-        ),
+        Handler::Clients => admin::clients(&hub, query, settings.slow_client_threshold_ms),
         Handler::Broadcast => broadcast::handle(&hub, settings, req).await,
         Handler::OpenApi => text_response(StatusCode::OK, "application/json", OPENAPI.to_string()),
         Handler::Flamegraph => admin::profile(query).await,
@@ -176,8 +173,12 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
 
 /// `GET /metrics`: the Prometheus text of [`crate::metrics`], with the gauges other parts keep.
 fn metrics(hub: &Hub) -> Response<Full<Bytes>> {
+    let facts = &hub.settings.rest.facts;
     let gauges = crate::metrics::Gauges {
         index_keys: hub.index.keys(),
+        index_keys_max: facts.max_index_keys,
+        connections_max: facts.max_connections,
+        broker_healthy: hub.broker.health().is_ok(),
         shards: hub.writers.windows.report(),
         broker_connected: hub.broker.connected(),
         heap: crate::heap::totals().map(|h| (h.allocated, h.resident)),

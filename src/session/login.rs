@@ -1,4 +1,4 @@
-//! Authentication on one connection: the state machine of decisions.md "Connection" and the
+//! Authentication on one connection: the state machine of docs/design.md "Connection" and the
 //! watchdog that enforces its deadlines.
 //!
 //! With auth off everything is allowed. With it on, a connection starts `Pending` and must send

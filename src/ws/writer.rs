@@ -189,7 +189,7 @@ pub(crate) fn run(
     }
 }
 
-/// Tells a client that missed its heartbeat why it is being dropped (design document §8.1): the
+/// Tells a client that missed its heartbeat why it is being dropped (docs/design.md, "Heartbeat and goodbye"): the
 /// `disconnect` message with reason `heartbeat_timeout`, then close 1001. A peer that is really
 /// gone takes neither, so the attempt is bounded by [`CLOSE_GRACE`].
 async fn say_heartbeat_timeout(half: &mut WriteHalf, client: &ClientHandle, writers: &Writers) {
