@@ -109,7 +109,7 @@ pub(super) fn clients(
     query: Option<&str>,
     slow_threshold_ms: u64,
 ) -> Response<Full<Bytes>> {
-    let limit = match number::<usize>(query, "limit", "a whole number") {
+    let limit = match count(query, "limit") {
         Ok(limit) => limit.unwrap_or(1000),
         Err(bad) => return bad.answer(),
     };
@@ -156,6 +156,20 @@ fn number<T: std::str::FromStr>(
         name: name.to_string(),
         what,
     })
+}
+
+/// Whether `v` is a whole number written out (one or more digits).
+fn all_digits(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Query parameter `name` as a count: a whole number, where one past `usize` means "all"
+/// (`usize::MAX`); anything else is refused.
+fn count(query: Option<&str>, name: &str) -> Result<Option<usize>, BadQuery> {
+    match number::<usize>(query, name, "a whole number") {
+        Err(_) if query_param(query, name).is_some_and(all_digits) => Ok(Some(usize::MAX)),
+        other => other,
+    }
 }
 
 /// The value of query parameter `name`.
