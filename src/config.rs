@@ -41,6 +41,10 @@ pub struct Config {
     /// subscriptions name more clusters, it holds only `{prefix}:all` and routes it to every
     /// subscription (reads more, never refuses a subscription).
     pub redis_cluster_max_shard_channels: usize,
+    /// Redis behind Sentinels: the hub asks them for the primary of `master_name`, publishes
+    /// and subscribes there, and follows a failover. Exclusive with `redis_url` and
+    /// `redis_cluster_nodes`.
+    pub redis_sentinel: Option<SentinelConfig>,
     /// Number of per-core runtimes connections are spread over; 0 = number of cores.
     pub shards: usize,
     /// WebSocket settings.
@@ -65,6 +69,24 @@ pub struct Config {
     pub tls: TlsConfig,
     /// How the log is written.
     pub log: LogConfig,
+}
+
+/// `realtime_streaming.redis_sentinel`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelConfig {
+    /// The name the Sentinels monitor the primary under.
+    pub master_name: String,
+    /// The Sentinels, as `redis://host:port` URLs (with the Sentinels' own password, if they
+    /// have one: `redis://:password@host:port`).
+    #[serde(deserialize_with = "nodes_given")]
+    pub nodes: Vec<String>,
+    /// The user the hub authenticates as on the primary (ACL), if any.
+    #[serde(deserialize_with = "unset_if_empty")]
+    pub username: Option<String>,
+    /// The primary's password, if it has one (`requirepass`, or the ACL user's).
+    #[serde(deserialize_with = "unset_if_empty")]
+    pub password: Option<String>,
 }
 
 /// `realtime_streaming.log`.
@@ -335,6 +357,7 @@ impl Default for Config {
             redis_cluster_nodes: Vec::new(),
             redis_channel_prefix: streamhub_wire::DEFAULT_PREFIX.into(),
             redis_cluster_max_shard_channels: 1000,
+            redis_sentinel: None,
             shards: 0,
             websocket: WebSocketConfig::default(),
             backpressure: BackpressureConfig::default(),
@@ -452,6 +475,16 @@ pub struct Overrides {
     /// Redis Cluster seed nodes, comma-separated: run in Redis Cluster mode (sharded Pub/Sub).
     #[arg(long, env = "STREAMHUB_REDIS_CLUSTER_NODES", value_delimiter = ',')]
     pub redis_cluster_nodes: Option<Vec<String>>,
+    /// The name the Redis Sentinels monitor the primary under: run in Sentinel mode.
+    #[arg(
+        long,
+        env = "STREAMHUB_REDIS_SENTINEL_MASTER",
+        requires = "redis_sentinel_nodes"
+    )]
+    pub redis_sentinel_master: Option<String>,
+    /// The Redis Sentinels, comma-separated `redis://host:port` URLs.
+    #[arg(long, env = "STREAMHUB_REDIS_SENTINEL_NODES", value_delimiter = ',')]
+    pub redis_sentinel_nodes: Option<Vec<String>>,
     /// This instance's name (scaling.instance_id): the sticky cookie's value, in status.
     #[arg(long, env = "STREAMHUB_INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -528,6 +561,15 @@ impl Config {
         if let Some(n) = &o.redis_cluster_nodes {
             self.redis_cluster_nodes = n.iter().filter_map(|u| unset(Some(u.clone()))).collect();
         }
+        if let Some(master) = unset(o.redis_sentinel_master.clone()) {
+            let nodes = o.redis_sentinel_nodes.clone().unwrap_or_default();
+            let keep = self.redis_sentinel.take().unwrap_or_default();
+            self.redis_sentinel = Some(SentinelConfig {
+                master_name: master,
+                nodes: nodes.into_iter().filter_map(|n| unset(Some(n))).collect(),
+                ..keep
+            });
+        }
         if let Some(id) = unset(o.instance_id.clone()) {
             self.scaling.instance_id = id;
         }
@@ -586,32 +628,50 @@ impl Config {
         self.scaling.validate()
     }
 
-    /// Checks the Redis settings: valid URLs, and one Redis or one Redis Cluster, not both.
+    /// Checks the Redis settings: valid URLs, and one of Redis, Redis Cluster or Sentinel.
     fn validate_redis(&self) -> Result<(), ConfigError> {
+        let chosen = [
+            self.redis_url.is_some(),
+            !self.redis_cluster_nodes.is_empty(),
+            self.redis_sentinel.is_some(),
+        ];
+        if chosen.iter().filter(|c| **c).count() > 1 {
+            return bad(
+                "redis_cluster_nodes",
+                "set one of redis_url (one Redis), redis_cluster_nodes (a Redis Cluster) and redis_sentinel (Redis behind Sentinels), not both",
+            );
+        }
         if let Some(url) = self.redis_url.as_deref() {
             if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url) {
                 return bad("redis_url", &format!("not a Redis URL ({e})"));
             }
-            if !self.redis_cluster_nodes.is_empty() {
-                return bad(
-                    "redis_cluster_nodes",
-                    "set either redis_url (one Redis) or redis_cluster_nodes (a Redis Cluster), not both",
-                );
-            }
         }
-        for url in &self.redis_cluster_nodes {
-            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
-                return bad(
-                    "redis_cluster_nodes",
-                    &format!("{url:?} is not a Redis URL ({e})"),
-                );
+        let urls = |key: &str, list: &[String]| -> Result<(), ConfigError> {
+            for url in list {
+                if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+                    return bad(key, &format!("{url:?} is not a Redis URL ({e})"));
+                }
             }
+            Ok(())
+        };
+        urls("redis_cluster_nodes", &self.redis_cluster_nodes)?;
+        if let Some(s) = &self.redis_sentinel {
+            if s.master_name.is_empty() {
+                return bad("redis_sentinel.master_name", "must not be empty");
+            }
+            if s.nodes.is_empty() {
+                return bad("redis_sentinel.nodes", "name at least one Sentinel");
+            }
+            urls("redis_sentinel.nodes", &s.nodes)?;
         }
         Ok(())
     }
 
     /// Which broker carries events between publishers and routers, as configured.
     pub fn broker_kind(&self) -> BrokerKind<'_> {
+        if let Some(s) = &self.redis_sentinel {
+            return BrokerKind::Sentinel(s);
+        }
         match self.redis_url.as_deref() {
             Some(url) => BrokerKind::Redis { url },
             None if !self.redis_cluster_nodes.is_empty() => BrokerKind::RedisCluster {
@@ -649,6 +709,8 @@ pub enum BrokerKind<'a> {
         /// The seed nodes.
         nodes: &'a [String],
     },
+    /// `redis_sentinel`: classic Pub/Sub on the primary the Sentinels name.
+    Sentinel(&'a SentinelConfig),
 }
 
 impl BrokerKind<'_> {
@@ -658,6 +720,7 @@ impl BrokerKind<'_> {
             BrokerKind::Embedded => "embedded",
             BrokerKind::Redis { .. } => "redis",
             BrokerKind::RedisCluster { .. } => "redis-cluster",
+            BrokerKind::Sentinel(_) => "redis-sentinel",
         }
     }
 }

@@ -495,3 +495,20 @@ async fn a_resume_during_a_cluster_outage_says_it_did_not_recover() {
     publish_gpu(&hub, 3..4, "c1").await;
     assert_eq!(recv(&mut ws).await["event_id"], "h3", "live again");
 }
+
+#[tokio::test]
+async fn a_cluster_with_a_password_takes_it_from_the_node_urls() {
+    let cluster = RedisCluster::start_with_password(Some("cluster-pw"))
+        .expect("redis-server and redis-cli are installed (see .ci/run)");
+    let hub = cluster_hub(&cluster, "p1");
+    assert!(hub.wait_ready(200, Duration::from_secs(15)).await, "ready");
+    let mut ws = hub.ws().await;
+    subscribe(&mut ws, &["ALERT_FIRED"], &["c1"], &[]).await;
+    let (status, _) = hub
+        .broadcast(r#"{"event_type":"ALERT_FIRED","event_id":"pw1","cluster_id":"c1"}"#)
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(recv(&mut ws).await["event_id"], "pw1");
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert!(!status.to_string().contains("cluster-pw"), "{status}");
+}

@@ -108,6 +108,14 @@ pub enum SetupError {
         /// Why it cannot be used.
         source: ::redis::RedisError,
     },
+    /// `redis_sentinel` cannot make a Sentinel client.
+    #[error("redis_sentinel.nodes {nodes:?}: {source}")]
+    SentinelNodes {
+        /// The Sentinels given.
+        nodes: Vec<String>,
+        /// Why they cannot be used.
+        source: ::redis::RedisError,
+    },
     /// `redis_cluster_nodes` cannot make a cluster client.
     #[error("redis_cluster_nodes {nodes:?}: {source}")]
     ClusterNodes {
@@ -208,6 +216,11 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Broker>, SetupError> {
         BrokerKind::Redis { url } => {
             Box::new(redis::RedisBroker::new(url, channels, max_message_bytes)?)
         }
+        BrokerKind::Sentinel(sentinel) => Box::new(redis::RedisBroker::behind_sentinels(
+            sentinel,
+            channels,
+            max_message_bytes,
+        )?),
         BrokerKind::RedisCluster { nodes } => Box::new(redis_cluster::RedisClusterBroker::new(
             nodes,
             channels,

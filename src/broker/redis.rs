@@ -10,12 +10,17 @@
 //! connected throughout. Events published while it was away are lost (that is Pub/Sub); the
 //! outage is counted.
 //!
+//! Behind Sentinels (`redis_sentinel`), the same broker asks the Sentinels for the primary on
+//! every (re)connect; after a failover the subscription to the old primary ends, and the next
+//! round finds the new one, where publishing moves too.
+//!
 //! Owns its Redis connections and link state; only its own tasks change them.
 
 use super::inbound::Inbound;
 use super::link::Link;
 use super::{Broker, BrokerError, BrokerHandler, PublishFuture, Scope, SetupError, Unhealthy};
 use crate::backoff::Backoff;
+use crate::config::SentinelConfig;
 use crate::event::ParsedEvent;
 use arc_swap::ArcSwapOption;
 use futures_util::{FutureExt, StreamExt};
@@ -27,10 +32,30 @@ use streamhub_wire::{Channels, CONTROL_CHANNEL};
 /// Most events handed to the shards with one wake-up.
 const BATCH: usize = 64;
 
+/// Where the Redis to use is.
+enum Source {
+    /// One Redis at a fixed address.
+    Fixed(redis::Client),
+    /// The primary the Sentinels name for a master name, asked again on every (re)connect.
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+impl Source {
+    /// A client for the Redis to use now.
+    async fn client(&self) -> redis::RedisResult<redis::Client> {
+        match self {
+            Source::Fixed(c) => Ok(c.clone()),
+            Source::Sentinel(s) => s.lock().await.async_get_client().await,
+        }
+    }
+}
+
 /// State shared by the broker (publishing side) and its subscriber thread.
 struct Shared {
     /// Where Redis is.
-    client: redis::Client,
+    source: Source,
+    /// The address of the Redis in use (the primary, behind Sentinels), for `status`.
+    serving: parking_lot::Mutex<Option<String>>,
     /// The channel names.
     channels: Channels,
     /// Validates, hands on and counts what arrives.
@@ -59,15 +84,63 @@ impl RedisBroker {
             url: url.to_string(),
             source,
         })?;
-        Ok(Self {
+        Ok(Self::over(
+            Source::Fixed(client),
+            Link::address(url),
+            channels,
+            max_message_bytes,
+        ))
+    }
+
+    /// A broker for the primary the Sentinels of `config` name for its master name,
+    /// authenticating there with its user and password, if any.
+    pub(super) fn behind_sentinels(
+        config: &SentinelConfig,
+        channels: Channels,
+        max_message_bytes: usize,
+    ) -> Result<Self, SetupError> {
+        let (master, nodes) = (&config.master_name, &config.nodes);
+        let mut primary = redis::RedisConnectionInfo::default();
+        if let Some(user) = &config.username {
+            primary = primary.set_username(user);
+        }
+        if let Some(password) = &config.password {
+            primary = primary.set_password(password);
+        }
+        let sentinels = redis::sentinel::SentinelClient::build(
+            nodes.to_vec(),
+            master.to_string(),
+            Some(
+                redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(primary),
+            ),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(|source| SetupError::SentinelNodes {
+            nodes: nodes.to_vec(),
+            source,
+        })?;
+        let addresses: Vec<String> = nodes.iter().map(|n| Link::address(n)).collect();
+        Ok(Self::over(
+            Source::Sentinel(tokio::sync::Mutex::new(sentinels)),
+            format!("{master} via sentinels {}", addresses.join(",")),
+            channels,
+            max_message_bytes,
+        ))
+    }
+
+    /// A broker on `source`, named `target` in the log.
+    fn over(source: Source, target: String, channels: Channels, max_message_bytes: usize) -> Self {
+        Self {
             shared: Arc::new(Shared {
-                client,
+                source,
+                serving: parking_lot::Mutex::new(None),
                 channels,
                 inbound: Inbound::new(max_message_bytes),
                 publisher: ArcSwapOption::empty(),
-                link: Link::new(Link::address(url)),
+                link: Link::new(target),
             }),
-        })
+        }
     }
 }
 
@@ -102,7 +175,10 @@ impl Broker for RedisBroker {
     }
 
     fn mode(&self) -> &'static str {
-        "redis"
+        match self.shared.source {
+            Source::Fixed(_) => "redis",
+            Source::Sentinel(_) => "redis-sentinel",
+        }
     }
 
     fn health(&self) -> Result<(), Unhealthy> {
@@ -122,6 +198,7 @@ impl Broker for RedisBroker {
         let (connects, disconnects) = s.link.counts();
         serde_json::json!({
             "channel": s.channels.all(),
+            "serving": *s.serving.lock(),
             "subscribed": s.link.is_up(),
             "connects": connects,
             "disconnects": disconnects,
@@ -134,6 +211,16 @@ impl Broker for RedisBroker {
 async fn subscriber(handler: Arc<dyn BrokerHandler>, shared: Arc<Shared>) {
     let mut backoff = Backoff::reconnect();
     loop {
+        let client = match shared.source.client().await {
+            Ok(client) => client,
+            Err(e) => {
+                let why = format!("redis sentinels name no primary: {e}");
+                shared.link.set(false, Some(why));
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        follow(&shared, &client);
         if shared.publisher.load().is_none() {
             // One attempt per round: this loop's own backoff retries, and logs each failure
             // (the manager's own retries would hide the first one for seconds).
@@ -141,22 +228,19 @@ async fn subscriber(handler: Arc<dyn BrokerHandler>, shared: Arc<Shared>) {
                 .set_connection_timeout(Some(Duration::from_secs(2)))
                 .set_response_timeout(Some(Duration::from_secs(2)))
                 .set_number_of_retries(0);
-            match redis::aio::ConnectionManager::new_with_config(shared.client.clone(), config)
-                .await
-            {
+            match redis::aio::ConnectionManager::new_with_config(client.clone(), config).await {
                 Ok(m) => shared.publisher.store(Some(Arc::new(m))),
                 Err(e) => shared
                     .link
                     .set(false, Some(format!("redis unreachable: {e}"))),
             }
         }
-        match subscribe_and_route(&*handler, &shared).await {
+        match subscribe_and_route(&*handler, &shared, &client).await {
             Ok(()) => {
                 backoff.reset();
                 shared
                     .link
                     .set(false, Some("redis subscription lost; reconnecting".into()));
-                tracing::warn!("redis subscription lost; reconnecting");
             }
             Err(e) => shared
                 .link
@@ -166,12 +250,27 @@ async fn subscriber(handler: Arc<dyn BrokerHandler>, shared: Arc<Shared>) {
     }
 }
 
+/// Notes the Redis `client` reaches; when that is another one than before (the Sentinels
+/// named a new primary), the publishing connection is dropped, to be made again there.
+fn follow(shared: &Shared, client: &redis::Client) {
+    let addr = client.get_connection_info().addr().to_string();
+    let mut serving = shared.serving.lock();
+    if serving.as_deref() != Some(addr.as_str()) {
+        if serving.is_some() {
+            tracing::warn!(primary = %addr, "redis primary changed; publishing moves there");
+        }
+        shared.publisher.store(None);
+        *serving = Some(addr);
+    }
+}
+
 /// Subscribes and hands on what arrives until the subscription ends.
 async fn subscribe_and_route(
     handler: &dyn BrokerHandler,
     shared: &Shared,
+    client: &redis::Client,
 ) -> redis::RedisResult<()> {
-    let mut pubsub = shared.client.get_async_pubsub().await?;
+    let mut pubsub = client.get_async_pubsub().await?;
     pubsub
         .subscribe(&[shared.channels.all(), CONTROL_CHANNEL])
         .await?;
