@@ -41,6 +41,10 @@ pub struct Config {
     /// subscriptions name more clusters, it holds only `{prefix}:all` and routes it to every
     /// subscription (reads more, never refuses a subscription).
     pub redis_cluster_max_shard_channels: usize,
+    /// PEM certificates to trust for a `rediss://` `redis_url` (TLS to Redis), instead of the
+    /// system's roots.
+    #[serde(deserialize_with = "unset_if_empty")]
+    pub redis_tls_ca_file: Option<String>,
     /// Redis behind Sentinels: the hub asks them for the primary of `master_name`, publishes
     /// and subscribes there, and follows a failover. Exclusive with `redis_url` and
     /// `redis_cluster_nodes`.
@@ -357,6 +361,7 @@ impl Default for Config {
             redis_cluster_nodes: Vec::new(),
             redis_channel_prefix: streamhub_wire::DEFAULT_PREFIX.into(),
             redis_cluster_max_shard_channels: 1000,
+            redis_tls_ca_file: None,
             redis_sentinel: None,
             shards: 0,
             websocket: WebSocketConfig::default(),
@@ -649,12 +654,18 @@ impl Config {
         let urls = |key: &str, list: &[String]| -> Result<(), ConfigError> {
             for url in list {
                 if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+                    let url = redacted(url);
                     return bad(key, &format!("{url:?} is not a Redis URL ({e})"));
                 }
             }
             Ok(())
         };
         urls("redis_cluster_nodes", &self.redis_cluster_nodes)?;
+        if let Some(ca) = &self.redis_tls_ca_file {
+            if let Err(e) = std::fs::metadata(ca) {
+                return bad("redis_tls_ca_file", &format!("cannot read {ca:?}: {e}"));
+            }
+        }
         if let Some(s) = &self.redis_sentinel {
             if s.master_name.is_empty() {
                 return bad("redis_sentinel.master_name", "must not be empty");
@@ -941,6 +952,17 @@ impl ScalingConfig {
 /// (an environment variable set to nothing) all mean the key is not set.
 pub(crate) fn unset(value: Option<String>) -> Option<String> {
     value.filter(|s| !s.is_empty())
+}
+
+/// `url` with any user and password replaced by `***`: what an error message may show.
+pub(crate) fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 /// An optional text key, read through [`unset`].

@@ -493,3 +493,47 @@ async fn burst_setup(
     let conn = client.get_multiplexed_async_connection().await.unwrap();
     (redis, hub, ws, conn)
 }
+
+#[tokio::test]
+async fn rediss_trusts_the_configured_ca_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    // TLS only: the plain port is off, the TLS port is the fixture's own.
+    let redis = RedisServer::start_with(&[
+        "--port",
+        "0",
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-auth-clients",
+        "no",
+    ])
+    .expect("redis-server with TLS (Debian's is built with it)");
+    let url = format!("rediss://127.0.0.1:{}/", redis.port);
+    let trusting = HubProcess::start(&format!(
+        "  redis_url: \"{url}\"\n  redis_tls_ca_file: \"{cert}\"\n"
+    ));
+    assert!(
+        trusting.wait_ready(200, Duration::from_secs(10)).await,
+        "TLS to Redis"
+    );
+    let mut ws = trusting.ws().await;
+    subscribe(&mut ws, &["ALERT_FIRED"], &[], &[]).await;
+    let (status, _) = trusting
+        .broadcast(r#"{"event_type":"ALERT_FIRED","event_id":"tls1"}"#)
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(recv(&mut ws).await["event_id"], "tls1");
+    // Without the CA the self-signed certificate is not trusted: never ready.
+    let doubting = HubProcess::start(&format!("  redis_url: \"{url}\"\n"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(doubting.readyz().await, 503);
+}

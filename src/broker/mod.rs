@@ -103,10 +103,18 @@ pub enum SetupError {
     /// `redis_url` is not a Redis URL.
     #[error("redis_url {url:?}: {source}")]
     RedisUrl {
-        /// The URL given.
+        /// The URL given, without its user and password.
         url: String,
         /// Why it cannot be used.
         source: ::redis::RedisError,
+    },
+    /// `redis_tls_ca_file` cannot be read.
+    #[error("redis_tls_ca_file {path:?}: {source}")]
+    CaFile {
+        /// The file given.
+        path: String,
+        /// Why it cannot be read.
+        source: std::io::Error,
     },
     /// `redis_sentinel` cannot make a Sentinel client.
     #[error("redis_sentinel.nodes {nodes:?}: {source}")]
@@ -213,9 +221,12 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Broker>, SetupError> {
     let max_message_bytes = config.rest.max_body_bytes;
     Ok(match config.broker_kind() {
         BrokerKind::Embedded => Box::new(memory::MemoryBroker::default()),
-        BrokerKind::Redis { url } => {
-            Box::new(redis::RedisBroker::new(url, channels, max_message_bytes)?)
-        }
+        BrokerKind::Redis { url } => Box::new(redis::RedisBroker::new(
+            url,
+            config.redis_tls_ca_file.as_deref(),
+            channels,
+            max_message_bytes,
+        )?),
         BrokerKind::Sentinel(sentinel) => Box::new(redis::RedisBroker::behind_sentinels(
             sentinel,
             channels,

@@ -73,17 +73,33 @@ pub(super) struct RedisBroker {
 }
 
 impl RedisBroker {
-    /// A broker for the Redis at `url`, on `channels`, taking messages up to
+    /// A broker for the Redis at `url` (for `rediss://`, trusting the PEM certificates in
+    /// `ca_file` if given, else the system's roots), on `channels`, taking messages up to
     /// `max_message_bytes`.
     pub(super) fn new(
         url: &str,
+        ca_file: Option<&str>,
         channels: Channels,
         max_message_bytes: usize,
     ) -> Result<Self, SetupError> {
-        let client = redis::Client::open(url).map_err(|source| SetupError::RedisUrl {
-            url: url.to_string(),
+        let bad_url = |source| SetupError::RedisUrl {
+            url: Link::redact(url),
             source,
-        })?;
+        };
+        let client = match ca_file {
+            None => redis::Client::open(url).map_err(bad_url)?,
+            Some(path) => {
+                let root_cert = std::fs::read(path).map_err(|source| SetupError::CaFile {
+                    path: path.to_string(),
+                    source,
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                redis::Client::build_with_tls(url, certs).map_err(bad_url)?
+            }
+        };
         Ok(Self::over(
             Source::Fixed(client),
             Link::address(url),
@@ -109,7 +125,7 @@ impl RedisBroker {
         }
         let sentinels = redis::sentinel::SentinelClient::build(
             nodes.to_vec(),
-            master.to_string(),
+            master,
             Some(
                 redis::sentinel::SentinelNodeConnectionInfo::default()
                     .set_redis_connection_info(primary),
@@ -117,7 +133,7 @@ impl RedisBroker {
             redis::sentinel::SentinelServerType::Master,
         )
         .map_err(|source| SetupError::SentinelNodes {
-            nodes: nodes.to_vec(),
+            nodes: nodes.iter().map(|n| Link::redact(n)).collect(),
             source,
         })?;
         let addresses: Vec<String> = nodes.iter().map(|n| Link::address(n)).collect();
