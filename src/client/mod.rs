@@ -5,7 +5,7 @@
 //! its subject and the counters of what it did. The router pushes into the ring; the session
 //! queues replies and sets the subject; whoever ends the connection asks for a goodbye; only
 //! the client's writer drains ring and queue. The resume seam it carries is the catch-up's
-//! (the `seam` module); its subscriptions belong to the subscriptions part.
+//! (the `seam` module); its subscriptions sit here but belong to the subscriptions part.
 //!
 //! Everything here is either lock-free (the event ring, counters) or guarded by a lock of this
 //! client alone (its reply queue, its rare fields): no lock is shared with another client. The
@@ -62,6 +62,9 @@ pub(crate) struct Activity {
     pub(crate) received: AtomicU64,
     /// Events dropped for this client, in all.
     pub(crate) dropped: AtomicU64,
+    /// Sequence number of the last event pushed, so an event reaches a client once even when
+    /// several of its subscriptions match.
+    last_event_seq: AtomicU64,
     /// Milliseconds after `epoch` of the last write progress (or of the last idle moment).
     last_progress_ms: AtomicU64,
     /// Nanoseconds after `epoch` when the client last sent any frame (heartbeat). Not coarser:
@@ -83,9 +86,8 @@ pub struct ClientHandle {
     replies: Replies,
     /// Wakes the writer when anything was queued or a shutdown was asked for.
     pub(crate) wake: Notify,
-    /// Sequence number of the last event pushed, so an event reaches a client once even when
-    /// several of its subscriptions match.
-    last_event_seq: AtomicU64,
+    /// Its stored subscriptions (the subscriptions part's: only that part reads them).
+    pub(crate) subscriptions: crate::subscriptions::Held,
     /// What few connections ever hold (the subject, the goodbye), boxed only once one is set,
     /// so an idle connection carries one pointer for them.
     rare: Mutex<Option<Box<Rare>>>,
@@ -109,7 +111,7 @@ impl ClientHandle {
             ring: EventRing::new(queue_size, drop_oldest),
             replies: Replies::default(),
             wake: Notify::new(),
-            last_event_seq: AtomicU64::new(0),
+            subscriptions: Default::default(),
             rare: Mutex::new(None),
             flags: Flags::default(),
             wire: Wire {
@@ -122,6 +124,7 @@ impl ClientHandle {
                 sent: AtomicU64::new(0),
                 received: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
+                last_event_seq: AtomicU64::new(0),
                 last_progress_ms: AtomicU64::new(0),
                 last_heard_ns: AtomicU64::new(0),
             },
@@ -150,7 +153,7 @@ impl ClientHandle {
 
     /// Marks event `seq` as delivered to this client; false if it already was.
     pub(crate) fn first_delivery(&self, seq: u64) -> bool {
-        self.last_event_seq.swap(seq, Ordering::Relaxed) != seq
+        self.activity.last_event_seq.swap(seq, Ordering::Relaxed) != seq
     }
 
     /// Queues a protocol reply or control frame and wakes the writer. Returns false, and

@@ -117,7 +117,7 @@ pub(super) fn clients(
         .clients
         .iter()
         .take(limit)
-        .map(|c| c.info(slow_threshold_ms, hub.subscriptions.of(c.id)))
+        .map(|c| c.info(slow_threshold_ms, hub.subscriptions.of(&c)))
         .collect();
     json_response(
         StatusCode::OK,

@@ -179,7 +179,7 @@ impl Session {
             return;
         }
         let max = self.hub.settings.session.max_subscriptions;
-        let mut subs = self.hub.subscriptions.of(self.client.id);
+        let mut subs = self.hub.subscriptions.of(&self.client);
         let catching_up = catchup.resume_from.is_some() || catchup.snapshot;
         if subs.contains(&sub) {
             // Already held: answered, and the index is left alone.
@@ -228,7 +228,7 @@ impl Session {
     /// Removes the listed event types (all subscriptions when `None`) and answers
     /// `unsubscribed` with what was removed.
     async fn unsubscribe(&self, types: Option<Vec<crate::event::EventType>>) {
-        let mut subs = self.hub.subscriptions.of(self.client.id);
+        let mut subs = self.hub.subscriptions.of(&self.client);
         let removed = match types {
             Some(t) => remove_types(&mut subs, &t),
             None => {
@@ -249,7 +249,7 @@ impl Session {
     /// events already queued that the subscriptions now held do not match are not sent.
     async fn regrant(&self) {
         let grant = self.login.grant();
-        let subs: Vec<Subscription> = self.hub.subscriptions.of(self.client.id);
+        let subs: Vec<Subscription> = self.hub.subscriptions.of(&self.client);
         let kept: Vec<Subscription> = subs
             .iter()
             .filter_map(|s| grant.admit(s.clone()).ok())
@@ -275,7 +275,7 @@ impl Session {
             let _ = self.hub.subscriptions.set(&self.client, unchanged).await;
         }
         // Routing now sees only what is held: what was queued before is checked against it.
-        let held = self.hub.subscriptions.of(self.client.id);
+        let held = self.hub.subscriptions.of(&self.client);
         let upto = self.hub.router.history().last_seq();
         self.client.seam.regrant(upto, held);
     }

@@ -2,7 +2,8 @@
 //! `GET /subscriptions` ([`tally`]), the keys each subject holds ([`subject_keys`]), and the
 //! change of the index with the wait for the broker to follow.
 //!
-//! The one owner of all of them. A client's session changes its subscriptions through
+//! The one owner of all of them (a client's list sits in its record as a [`Held`], which
+//! only this module can read or change). A client's session changes its subscriptions through
 //! [`Subscriptions::set`] (one change at a time: only its own session calls it); the registry
 //! drops them through [`Subscriptions::remove`] when the client leaves; REST reads them. The
 //! router never comes here: it reads the index's snapshots.
@@ -15,13 +16,12 @@ use crate::client::ClientHandle;
 use crate::index::{IndexFull, IndexOp, SubscriptionIndex};
 use crate::metrics::Metrics;
 use crate::subscription::Subscription;
-use dashmap::DashMap;
+use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use subject_keys::{OverQuota, SubjectKeys};
 use tally::SubscriptionTally;
-use uuid::Uuid;
 
 /// Why a change of subscriptions was refused.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +34,34 @@ pub(crate) enum Refused {
     SubjectQuota(#[from] OverQuota),
 }
 
+/// One client's stored subscriptions. It sits in the client's record (no map to look it up in,
+/// no memory per client beyond one pointer), but only this module reads or changes it.
+#[derive(Default)]
+pub(crate) struct Held(ArcSwapOption<Box<[Subscription]>>);
+
+impl Held {
+    /// The subscriptions held now.
+    fn get(&self) -> Vec<Subscription> {
+        self.0
+            .load()
+            .as_deref()
+            .map_or_else(Vec::new, |s| s.to_vec())
+    }
+
+    /// Holds `subs` from now on (none: nothing is kept).
+    fn set(&self, subs: Vec<Subscription>) {
+        self.0
+            .store((!subs.is_empty()).then(|| Arc::new(subs.into_boxed_slice())));
+    }
+
+    /// Takes what is held, leaving nothing.
+    fn take(&self) -> Vec<Subscription> {
+        self.0.swap(None).map_or_else(Vec::new, |s| s.to_vec())
+    }
+}
+
 /// The subscriptions of every client of this instance.
 pub(crate) struct Subscriptions {
-    /// Each client's subscriptions, as stored (absent: none).
-    held: DashMap<Uuid, Vec<Subscription>>,
     /// The counts behind `GET /subscriptions`.
     tally: Mutex<SubscriptionTally>,
     /// Index keys held per authenticated subject.
@@ -59,7 +83,6 @@ impl Subscriptions {
         keys_per_subject: usize,
     ) -> Self {
         Self {
-            held: DashMap::new(),
             tally: Mutex::new(SubscriptionTally::default()),
             subject_keys: SubjectKeys::new(keys_per_subject),
             index,
@@ -69,11 +92,8 @@ impl Subscriptions {
     }
 
     /// The subscriptions `client` holds.
-    pub(crate) fn of(&self, client: Uuid) -> Vec<Subscription> {
-        self.held
-            .get(&client)
-            .map(|s| s.clone())
-            .unwrap_or_default()
+    pub(crate) fn of(&self, client: &ClientHandle) -> Vec<Subscription> {
+        client.subscriptions.get()
     }
 
     /// The counts by event type, cluster and namespace, as JSON.
@@ -92,7 +112,7 @@ impl Subscriptions {
         subs: Vec<Subscription>,
     ) -> Result<(), Refused> {
         let subject = client.subject();
-        let old = self.of(client.id);
+        let old = self.of(client);
         if old == subs {
             // Nothing changes: the index thread is not asked to do anything.
             return Ok(());
@@ -100,18 +120,18 @@ impl Subscriptions {
         if let Some(subject) = &subject {
             self.subject_keys.change(subject, &old, &subs)?;
         }
-        self.store(client.id, &old, subs.clone());
+        self.store(client, &old, subs.clone());
         let delta = subs.len() as i64 - old.len() as i64;
         self.metrics.subscriptions.fetch_add(delta, Relaxed);
         self.metrics.index_updates.fetch_add(1, Relaxed);
         if let Err(full) = self.index.update(IndexOp::Set(client.clone(), subs)).await {
             // Put back what the client held: only its own session changes it.
-            let now = self.of(client.id);
+            let now = self.of(client);
             if let Some(subject) = &subject {
                 // Back to fewer keys: always taken.
                 let _ = self.subject_keys.change(subject, &now, &old);
             }
-            self.store(client.id, &now, old);
+            self.store(client, &now, old);
             self.metrics.subscriptions.fetch_sub(delta, Relaxed);
             return Err(full.into());
         }
@@ -123,9 +143,10 @@ impl Subscriptions {
 
     /// Forgets `client`'s subscriptions (it left) and takes it out of the index.
     pub(crate) fn remove(&self, client: &ClientHandle) {
-        let Some((_, subs)) = self.held.remove(&client.id) else {
+        let subs = client.subscriptions.take();
+        if subs.is_empty() {
             return;
-        };
+        }
         self.tally.lock().replace(&subs, &[]);
         if let Some(subject) = client.subject() {
             let _ = self.subject_keys.change(&subject, &subs, &[]);
@@ -137,12 +158,8 @@ impl Subscriptions {
     }
 
     /// Stores `new` for `client` in place of `old`, and counts the change.
-    fn store(&self, client: Uuid, old: &[Subscription], new: Vec<Subscription>) {
+    fn store(&self, client: &ClientHandle, old: &[Subscription], new: Vec<Subscription>) {
         self.tally.lock().replace(old, &new);
-        if new.is_empty() {
-            self.held.remove(&client);
-        } else {
-            self.held.insert(client, new);
-        }
+        client.subscriptions.set(new);
     }
 }
