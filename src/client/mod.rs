@@ -87,7 +87,7 @@ pub struct ClientHandle {
     /// Wakes the writer when anything was queued or a shutdown was asked for.
     pub(crate) wake: Notify,
     /// Its stored subscriptions (the subscriptions part's: only that part reads them).
-    pub(crate) subscriptions: crate::subscriptions::Held,
+    pub(crate) subscriptions: crate::subscriptions::held::Held,
     /// What few connections ever hold (the subject, the goodbye), boxed only once one is set,
     /// so an idle connection carries one pointer for them.
     rare: Mutex<Option<Box<Rare>>>,

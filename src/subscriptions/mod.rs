@@ -2,12 +2,13 @@
 //! `GET /subscriptions` ([`tally`]), the keys each subject holds ([`subject_keys`]), and the
 //! change of the index with the wait for the broker to follow.
 //!
-//! The one owner of all of them (a client's list sits in its record as a [`Held`], which
+//! The one owner of all of them (a client's list sits in its record as a [`held::Held`], which
 //! only this module can read or change). A client's session changes its subscriptions through
 //! [`Subscriptions::set`] (one change at a time: only its own session calls it); the registry
 //! drops them through [`Subscriptions::remove`] when the client leaves; REST reads them. The
 //! router never comes here: it reads the index's snapshots.
 
+pub(crate) mod held;
 mod subject_keys;
 mod tally;
 
@@ -16,7 +17,6 @@ use crate::client::ClientHandle;
 use crate::index::{IndexFull, IndexOp, SubscriptionIndex};
 use crate::metrics::Metrics;
 use crate::subscription::Subscription;
-use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -32,32 +32,6 @@ pub(crate) enum Refused {
     /// The client's subject holds its share of the index.
     #[error("{0}")]
     SubjectQuota(#[from] OverQuota),
-}
-
-/// One client's stored subscriptions. It sits in the client's record (no map to look it up in,
-/// no memory per client beyond one pointer), but only this module reads or changes it.
-#[derive(Default)]
-pub(crate) struct Held(ArcSwapOption<Box<[Subscription]>>);
-
-impl Held {
-    /// The subscriptions held now.
-    fn get(&self) -> Vec<Subscription> {
-        self.0
-            .load()
-            .as_deref()
-            .map_or_else(Vec::new, |s| s.to_vec())
-    }
-
-    /// Holds `subs` from now on (none: nothing is kept).
-    fn set(&self, subs: Vec<Subscription>) {
-        self.0
-            .store((!subs.is_empty()).then(|| Arc::new(subs.into_boxed_slice())));
-    }
-
-    /// Takes what is held, leaving nothing.
-    fn take(&self) -> Vec<Subscription> {
-        self.0.swap(None).map_or_else(Vec::new, |s| s.to_vec())
-    }
 }
 
 /// The subscriptions of every client of this instance.
