@@ -2,7 +2,8 @@
 //! document (`GET /api/v1/streaming/openapi.json`) and checks every answer against it, with
 //! authentication on and a token that holds both roles: status codes, content types, headers
 //! (`Allow` on 405), response schemas, schema-valid requests accepted and schema-violating ones
-//! refused, and no server error.
+//! refused, and no server error. `POST /drain` is left out (it drains the hub under test, whose
+//! `/readyz` then answers 503 by design); `tests/ops.rs` drives it.
 
 mod common;
 
@@ -25,6 +26,7 @@ async fn the_hub_keeps_its_openapi_contract() {
             .args(["--header", "Authorization: Bearer contract-admin"])
             .args(["--checks", "all", "--max-examples", "100", "--workers", "2"])
             .args(["--seed", "2", "--request-timeout", "10"])
+            .args(["--exclude-operation-id", "drain"])
             .output()
     })
     .await
@@ -32,12 +34,12 @@ async fn the_hub_keeps_its_openapi_contract() {
     .expect("schemathesis is installed (pip install schemathesis; see .ci/run)");
     let said = String::from_utf8_lossy(&run.stdout);
     assert!(
-        run.status.success() && said.contains("No issues found"),
+        run.status.success() && !said.contains("Failures:") && !said.contains("Errors:"),
         "schemathesis found problems:\n{said}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(
-        said.contains("Tested: 7"),
-        "every operation of the document was tested:\n{said}"
+        said.contains("Tested: 8"),
+        "every operation of the document but drain was tested:\n{said}"
     );
 }

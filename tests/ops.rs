@@ -132,3 +132,61 @@ async fn bad_query_parameters_get_400_and_wrong_methods_name_the_allowed_ones() 
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET");
 }
+
+#[tokio::test]
+async fn an_admin_disconnects_one_client_then_drains_the_instance() {
+    let hub = HubProcess::start(
+        "  auth:\n    enabled: true\n    static_tokens:\n      - token: \"ops-admin\"\n        subject: \"ops\"\n        roles: [\"admin\"]\n      - token: \"viewer\"\n        subject: \"v\"\n",
+    );
+    let http = reqwest::Client::new();
+    let post = |path: &str, token: &str, body: &'static str| {
+        http.post(hub.url(path))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+    };
+    let mut first = authed(&hub, "viewer").await;
+    let mut second = authed(&hub, "viewer").await;
+    let listed = hub
+        .get_json_as("/api/v1/streaming/clients", "ops-admin")
+        .await;
+    let ids: Vec<String> = listed["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    // Admin only.
+    let path = format!("/api/v1/streaming/clients/{}/disconnect", ids[0]);
+    assert_eq!(post(&path, "viewer", "").await.unwrap().status(), 403);
+    let r = post(&path, "ops-admin", "").await.unwrap();
+    assert_eq!(r.status(), 202);
+    let missing = "/api/v1/streaming/clients/00000000-0000-0000-0000-000000000000/disconnect";
+    assert_eq!(post(missing, "ops-admin", "").await.unwrap().status(), 404);
+    // Whichever connection had that id is told why and closed with 1000; the other stays.
+    let (gone, kept) = match next_seen(&mut first, Duration::from_secs(2)).await {
+        Seen::Json(v) => (v, &mut second),
+        _ => (recv(&mut second).await, &mut first),
+    };
+    assert_eq!(gone["type"], "disconnect", "{gone}");
+    assert_eq!(gone["reason"], "disconnected_by_operator");
+    // A bad body is refused; a good one drains: the rest go with server_drain, readyz says 503.
+    let bad = post("/api/v1/streaming/drain", "ops-admin", "{\"later\":1}");
+    assert_eq!(bad.await.unwrap().status(), 400);
+    let r = post(
+        "/api/v1/streaming/drain",
+        "ops-admin",
+        "{\"reconnect_after_ms\":100}",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.unwrap();
+    // The disconnected one may still be finishing its close.
+    assert!(body["clients"].as_u64().is_some_and(|n| n >= 1), "{body}");
+    let bye = recv(kept).await;
+    assert_eq!(bye["reason"], "server_drain", "{bye}");
+    assert!(bye["reconnect_after_ms"].as_u64().unwrap() <= 150, "{bye}");
+    assert_eq!(hub.readyz().await, 503);
+}

@@ -7,7 +7,9 @@ use crate::hub::Hub;
 use crate::settings::RestSettings;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -95,6 +97,69 @@ pub(super) fn status(hub: &Hub, settings: &RestSettings) -> Value {
         },
         "heartbeat_timeouts": m.sum(|s| &s.heartbeat_timeouts),
     })
+}
+
+/// `POST /api/v1/streaming/clients/{id}/disconnect`: the client is told to go (`disconnect`,
+/// reason `disconnected_by_operator`, close 1000); 202, or 404 when no client of this instance
+/// has that id.
+pub(super) fn disconnect(hub: &Hub, path: &str) -> Response<Full<Bytes>> {
+    let id = path
+        .trim_end_matches("/disconnect")
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    // An id that is not even a UUID names no client either.
+    match uuid::Uuid::parse_str(id) {
+        Ok(id) if hub.disconnect_client(&id) => json_response(
+            StatusCode::ACCEPTED,
+            &json!({"disconnected": id.to_string()}),
+        ),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &error_body("no client of this instance has that id"),
+        ),
+    }
+}
+
+/// `POST /api/v1/streaming/drain[{"reconnect_after_ms": N}]`: this instance takes no new
+/// connection and tells every client to reconnect elsewhere, after a delay spread around N
+/// (default `shutdown.reconnect_after_ms`); 202 with how many clients were told.
+pub(super) async fn drain(hub: &Hub, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let body = match Limited::new(req.into_body(), 4096).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            let why = "the body must be a JSON object under 4 KiB";
+            return json_response(StatusCode::BAD_REQUEST, &error_body(why));
+        }
+    };
+    let advice = match drain_advice(&body) {
+        Ok(a) => a.unwrap_or(hub.settings.connection.reconnect_after_ms),
+        Err(why) => return json_response(StatusCode::BAD_REQUEST, &error_body(why)),
+    };
+    let clients = hub.clients.len();
+    tracing::warn!(advice, clients, "drain requested over REST");
+    hub.drain(advice);
+    json_response(
+        StatusCode::ACCEPTED,
+        &json!({"draining": true, "clients": clients, "reconnect_after_ms": advice}),
+    )
+}
+
+/// The `reconnect_after_ms` a drain body asks for: none for an empty body or object without it.
+fn drain_advice(body: &[u8]) -> Result<Option<u64>, &'static str> {
+    if body.trim_ascii().is_empty() {
+        return Ok(None);
+    }
+    let bad = "the body must be {\"reconnect_after_ms\": a whole number of milliseconds}";
+    let v: Value = serde_json::from_slice(body).map_err(|_| bad)?;
+    let obj = v.as_object().ok_or(bad)?;
+    if obj.keys().any(|k| k != "reconnect_after_ms") {
+        return Err(bad);
+    }
+    match obj.get("reconnect_after_ms") {
+        None => Ok(None),
+        Some(n) => n.as_u64().filter(|n| *n <= 3_600_000).map(Some).ok_or(bad),
+    }
 }
 
 /// `GET /api/v1/streaming/subscriptions`: counts by event type, cluster and namespace.

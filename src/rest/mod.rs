@@ -49,13 +49,15 @@ enum Handler {
     OpenApi,
     Flamegraph,
     Heap,
+    Disconnect,
+    Drain,
 }
 
 /// One route: method, path, access, handler.
 type Route = (Method, &'static str, Access, Handler);
 
-/// Every route the REST API serves.
-const ROUTES: [Route; 14] = [
+/// Every route the REST API serves (`{id}` stands for one path segment).
+const ROUTES: [Route; 16] = [
     (Method::GET, "/healthz", Access::Open, Handler::Healthz),
     (Method::GET, "/readyz", Access::Open, Handler::Readyz),
     (Method::GET, "/metrics", Access::Open, Handler::Metrics),
@@ -105,7 +107,32 @@ const ROUTES: [Route; 14] = [
         Access::Role(ROLE_ADMIN),
         Handler::Heap,
     ),
+    (
+        Method::POST,
+        "/api/v1/streaming/clients/{id}/disconnect",
+        Access::Role(ROLE_ADMIN),
+        Handler::Disconnect,
+    ),
+    (
+        Method::POST,
+        "/api/v1/streaming/drain",
+        Access::Role(ROLE_ADMIN),
+        Handler::Drain,
+    ),
 ];
+
+/// Whether `path` is the route path `pattern`, where `{id}` stands for one non-empty segment.
+fn matches(pattern: &str, path: &str) -> bool {
+    let (mut p, mut q) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (p.next(), q.next()) {
+            (None, None) => return true,
+            (Some("{id}"), Some(seg)) if !seg.is_empty() => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
 
 /// Why no route answers a request.
 enum Miss {
@@ -118,7 +145,8 @@ enum Miss {
 /// The route for `method` and `path`, or why there is none. The flamegraph is there only with
 /// profiling on.
 fn find(method: &Method, path: &str, settings: &RestSettings) -> Result<(Access, Handler), Miss> {
-    let served = |r: &&Route| r.1 == path && (r.3 != Handler::Flamegraph || settings.profiling);
+    let served =
+        |r: &&Route| matches(r.1, path) && (r.3 != Handler::Flamegraph || settings.profiling);
     let mut methods = Vec::new();
     for (m, _, access, handler) in ROUTES.iter().filter(served) {
         if m == method {
@@ -133,7 +161,8 @@ fn find(method: &Method, path: &str, settings: &RestSettings) -> Result<(Access,
 }
 
 /// Answers one REST request. While auth is enabled, every `/api/v1/streaming/*` endpoint and
-/// the profiler need a bearer token: `admin` for status, clients, subscriptions and the profiler,
+/// the profiler need a bearer token: `admin` for status, clients, subscriptions, the disconnect
+/// and drain actions and the profiler,
 /// `internal` for broadcast, any valid token for the OpenAPI document. `/metrics`, `/healthz` and
 /// `/readyz` stay open for scrapers and load balancers.
 pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -168,6 +197,8 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
         Handler::OpenApi => text_response(StatusCode::OK, "application/json", OPENAPI.to_string()),
         Handler::Flamegraph => admin::profile(query).await,
         Handler::Heap => admin::heap(),
+        Handler::Disconnect => admin::disconnect(&hub, req.uri().path()),
+        Handler::Drain => admin::drain(&hub, req).await,
     }
 }
 
@@ -243,6 +274,16 @@ fn readyz(hub: &Hub) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_path_takes_one_segment_for_an_id() {
+        let p = "/api/v1/streaming/clients/{id}/disconnect";
+        assert!(matches(p, "/api/v1/streaming/clients/abc/disconnect"));
+        assert!(!matches(p, "/api/v1/streaming/clients//disconnect"));
+        assert!(!matches(p, "/api/v1/streaming/clients/a/b/disconnect"));
+        assert!(!matches(p, "/api/v1/streaming/clients/abc"));
+        assert!(matches("/healthz", "/healthz") && !matches("/healthz", "/healthz/"));
+    }
 
     #[test]
     fn the_openapi_document_lists_the_routes_it_documents() {
