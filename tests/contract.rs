@@ -24,7 +24,10 @@ async fn the_hub_keeps_its_openapi_contract() {
             .current_dir(dir.path())
             .args(["run", &schema])
             .args(["--header", "Authorization: Bearer contract-admin"])
-            .args(["--checks", "all", "--max-examples", "100", "--workers", "2"])
+            // One worker: with two, hypothesis (on Python 3.11) now and then trips over its own
+            // source parsing in threads ("AST constructor recursion depth mismatch"), a runtime
+            // error of the tool, not a finding.
+            .args(["--checks", "all", "--max-examples", "100", "--workers", "1"])
             .args(["--seed", "2", "--request-timeout", "10"])
             .args(["--exclude-operation-id", "drain"])
             .output()
