@@ -111,6 +111,52 @@ pub fn events_compressed() -> u64 {
     EVENTS_COMPRESSED.load(Relaxed)
 }
 
+/// Writes one family of a single sample: its help, its type, its value.
+fn family(o: &mut String, name: &str, kind: &str, help: &str, v: impl std::fmt::Display) {
+    let _ = write!(
+        o,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+    );
+}
+
+/// Writes the process's own families (`process_*`), when `/proc` has them.
+fn write_process(o: &mut String) {
+    let Some(p) = crate::process::figures() else {
+        return;
+    };
+    let cpu = "User and system CPU time spent, in seconds.";
+    family(
+        o,
+        "process_cpu_seconds_total",
+        "counter",
+        cpu,
+        p.cpu_seconds,
+    );
+    let rss = "Resident memory size, in bytes.";
+    family(
+        o,
+        "process_resident_memory_bytes",
+        "gauge",
+        rss,
+        p.resident_bytes,
+    );
+    let start = "Start time of the process since the Unix epoch, in seconds.";
+    family(
+        o,
+        "process_start_time_seconds",
+        "gauge",
+        start,
+        p.start_time_seconds,
+    );
+    if let Some(n) = p.open_fds {
+        family(o, "process_open_fds", "gauge", "Open file descriptors.", n);
+    }
+    if let Some(n) = p.max_fds {
+        let max = "The open file descriptor limit.";
+        family(o, "process_max_fds", "gauge", max, n);
+    }
+}
+
 /// The gauges other parts keep, read at scrape time for [`Metrics::exposition`].
 pub(crate) struct Gauges {
     /// Keys in the subscription index.
@@ -170,15 +216,10 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(4096);
-        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
-            let _ = write!(
-                o,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            );
-        };
-        let gauge = |o: &mut String, name: &str, help: &str, v: i64| {
-            let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
-        };
+        let counter =
+            |o: &mut String, name: &str, help: &str, v: u64| family(o, name, "counter", help, v);
+        let gauge =
+            |o: &mut String, name: &str, help: &str, v: i64| family(o, name, "gauge", help, v);
         counter(
             &mut o,
             "ws_connections_total",
@@ -240,43 +281,42 @@ impl Metrics {
     /// process's own figures and the build.
     pub(crate) fn exposition(&self, g: &Gauges) -> String {
         let mut text = self.render();
-        let mut gauge = |name: &str, help: &str, v: f64| {
-            let _ = write!(
-                text,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
-            );
-        };
-        gauge(
-            "streamhub_index_keys",
-            "Keys (event type, cluster, namespace) in the subscription index.",
-            g.index_keys as f64,
-        );
-        gauge(
+        let o = &mut text;
+        let keys = "Keys (event type, cluster, namespace) in the subscription index.";
+        family(o, "streamhub_index_keys", "gauge", keys, g.index_keys);
+        let why = "websocket.max_index_keys: subscribes that would add keys past it are refused.";
+        family(
+            o,
             "streamhub_index_keys_max",
-            "websocket.max_index_keys: subscribes that would add keys past it are refused.",
-            g.index_keys_max as f64,
+            "gauge",
+            why,
+            g.index_keys_max,
         );
-        gauge(
+        let why = "websocket.max_connections: upgrades past it are answered 503.";
+        family(
+            o,
             "streamhub_connections_max",
-            "websocket.max_connections: upgrades past it are answered 503.",
-            g.connections_max as f64,
+            "gauge",
+            why,
+            g.connections_max,
         );
-        gauge(
+        let why = "Whether events flow from the broker (1) or not (0); /readyz follows it.";
+        family(
+            o,
             "streamhub_broker_healthy",
-            "Whether events flow from the broker (1) or not (0); /readyz follows it.",
-            f64::from(u8::from(g.broker_healthy)),
+            "gauge",
+            why,
+            u8::from(g.broker_healthy),
         );
+        let why = "Clients dropped for missed heartbeats or stalled writes.";
+        let timeouts = self.sum(|s| &s.heartbeat_timeouts);
+        family(o, "ws_heartbeat_timeouts_total", "counter", why, timeouts);
         let _ = write!(
-            text,
-            "# HELP ws_heartbeat_timeouts_total Clients dropped for missed heartbeats or stalled writes.\n# TYPE ws_heartbeat_timeouts_total counter\nws_heartbeat_timeouts_total {}\n",
-            self.sum(|s| &s.heartbeat_timeouts)
-        );
-        let _ = write!(
-            text,
+            o,
             "# HELP streamhub_build_info The running build (always 1).\n# TYPE streamhub_build_info gauge\nstreamhub_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")
         );
-        crate::process::write_exposition(&mut text);
+        write_process(o);
         text.push_str("# HELP streamhub_shard_utilization Share of wall time each shard's runtime spent running tasks (smoothed).\n# TYPE streamhub_shard_utilization gauge\n");
         text.push_str("# HELP streamhub_write_coalesce_window_seconds Each shard's write-coalescing window now (it follows the shard's utilization).\n# TYPE streamhub_write_coalesce_window_seconds gauge\n");
         for (i, (busy, window)) in g.shards.iter().enumerate() {
@@ -287,17 +327,25 @@ impl Metrics {
             );
         }
         if let Some(up) = g.broker_connected {
-            let _ = write!(
-                text,
-                "# HELP redis_connected Whether the Redis subscription is live.\n# TYPE redis_connected gauge\nredis_connected {}\n",
-                u8::from(up)
-            );
+            let why = "Whether the Redis subscription is live.";
+            family(&mut text, "redis_connected", "gauge", why, u8::from(up));
         }
         if let Some((allocated, resident)) = g.heap {
-            let _ = write!(
-                text,
-                "# HELP streamhub_heap_allocated_bytes Bytes the hub holds on its heap.\n# TYPE streamhub_heap_allocated_bytes gauge\nstreamhub_heap_allocated_bytes {allocated}\n\
-                 # HELP streamhub_heap_resident_bytes Bytes of memory the allocator holds.\n# TYPE streamhub_heap_resident_bytes gauge\nstreamhub_heap_resident_bytes {resident}\n"
+            let why = "Bytes the hub holds on its heap.";
+            family(
+                &mut text,
+                "streamhub_heap_allocated_bytes",
+                "gauge",
+                why,
+                allocated,
+            );
+            let why = "Bytes of memory the allocator holds.";
+            family(
+                &mut text,
+                "streamhub_heap_resident_bytes",
+                "gauge",
+                why,
+                resident,
             );
         }
         text

@@ -72,11 +72,6 @@ impl Link {
         *self.last_error.lock() = error;
     }
 
-    /// `url` with any user and password replaced by `***`, for error messages.
-    pub(super) fn redact(url: &str) -> String {
-        crate::config::redacted(url)
-    }
-
     /// The address of `url` for the log (host and port, no user or password), or a note that
     /// it is not a Redis URL.
     pub(super) fn address(url: &str) -> String {

@@ -83,7 +83,7 @@ impl RedisBroker {
         max_message_bytes: usize,
     ) -> Result<Self, SetupError> {
         let bad_url = |source| SetupError::RedisUrl {
-            url: Link::redact(url),
+            url: crate::config::redacted(url),
             source,
         };
         let client = match ca_file {
@@ -133,7 +133,7 @@ impl RedisBroker {
             redis::sentinel::SentinelServerType::Master,
         )
         .map_err(|source| SetupError::SentinelNodes {
-            nodes: nodes.iter().map(|n| Link::redact(n)).collect(),
+            nodes: nodes.iter().map(|n| crate::config::redacted(n)).collect(),
             source,
         })?;
         let addresses: Vec<String> = nodes.iter().map(|n| Link::address(n)).collect();

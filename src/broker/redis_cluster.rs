@@ -142,7 +142,7 @@ impl RedisClusterBroker {
             .response_timeout(Duration::from_secs(2))
             .build()
             .map_err(|source| SetupError::ClusterNodes {
-                nodes: nodes.iter().map(|n| Link::redact(n)).collect(),
+                nodes: nodes.iter().map(|n| crate::config::redacted(n)).collect(),
                 source,
             })?;
         Ok(Self {

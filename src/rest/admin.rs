@@ -102,12 +102,7 @@ pub(super) fn status(hub: &Hub, settings: &RestSettings) -> Value {
 /// `POST /api/v1/streaming/clients/{id}/disconnect`: the client is told to go (`disconnect`,
 /// reason `disconnected_by_operator`, close 1000); 202, or 404 when no client of this instance
 /// has that id.
-pub(super) fn disconnect(hub: &Hub, path: &str) -> Response<Full<Bytes>> {
-    let id = path
-        .trim_end_matches("/disconnect")
-        .rsplit('/')
-        .next()
-        .unwrap_or_default();
+pub(super) fn disconnect(hub: &Hub, id: &str) -> Response<Full<Bytes>> {
     // An id that is not even a UUID names no client either.
     match uuid::Uuid::parse_str(id) {
         Ok(id) if hub.disconnect_client(&id) => json_response(

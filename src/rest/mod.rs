@@ -121,15 +121,17 @@ const ROUTES: [Route; 16] = [
     ),
 ];
 
-/// Whether `path` is the route path `pattern`, where `{id}` stands for one non-empty segment.
-fn matches(pattern: &str, path: &str) -> bool {
+/// Whether `path` is the route path `pattern`, where `{id}` stands for one non-empty segment:
+/// `Some` with that segment (if the pattern has one), `None` when it is not.
+fn matches<'a>(pattern: &str, path: &'a str) -> Option<Option<&'a str>> {
     let (mut p, mut q) = (pattern.split('/'), path.split('/'));
+    let mut id = None;
     loop {
         match (p.next(), q.next()) {
-            (None, None) => return true,
-            (Some("{id}"), Some(seg)) if !seg.is_empty() => {}
+            (None, None) => return Some(id),
+            (Some("{id}"), Some(seg)) if !seg.is_empty() => id = Some(seg),
             (Some(a), Some(b)) if a == b => {}
-            _ => return false,
+            _ => return None,
         }
     }
 }
@@ -142,15 +144,21 @@ enum Miss {
     Method(String),
 }
 
-/// The route for `method` and `path`, or why there is none. The flamegraph is there only with
-/// profiling on.
-fn find(method: &Method, path: &str, settings: &RestSettings) -> Result<(Access, Handler), Miss> {
-    let served =
-        |r: &&Route| matches(r.1, path) && (r.3 != Handler::Flamegraph || settings.profiling);
+/// The route for `method` and `path` (with the path's `{id}`, if the route has one), or why
+/// there is none. The flamegraph is there only with profiling on.
+fn find<'a>(
+    method: &Method,
+    path: &'a str,
+    settings: &RestSettings,
+) -> Result<(Access, Handler, Option<&'a str>), Miss> {
+    let served = |r: &Route| r.3 != Handler::Flamegraph || settings.profiling;
     let mut methods = Vec::new();
-    for (m, _, access, handler) in ROUTES.iter().filter(served) {
+    for route @ (m, pattern, access, handler) in ROUTES.iter() {
+        let Some(id) = matches(pattern, path).filter(|_| served(route)) else {
+            continue;
+        };
         if m == method {
-            return Ok((*access, *handler));
+            return Ok((*access, *handler, id));
         }
         methods.push(m.as_str());
     }
@@ -167,7 +175,8 @@ fn find(method: &Method, path: &str, settings: &RestSettings) -> Result<(Access,
 /// `/readyz` stay open for scrapers and load balancers.
 pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let settings = &hub.settings.rest;
-    let (access, handler) = match find(req.method(), req.uri().path(), settings) {
+    let path = req.uri().path().to_string();
+    let (access, handler, id) = match find(req.method(), &path, settings) {
         Ok(found) => found,
         Err(Miss::NotFound) => {
             return json_response(StatusCode::NOT_FOUND, &error_body("not found"))
@@ -189,7 +198,7 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
         Handler::Healthz => json_response(StatusCode::OK, &json!({"status": "ok"})),
         Handler::Readyz => readyz(&hub),
         Handler::Metrics => metrics(&hub),
-        Handler::Console => crate::console::serve(req.uri().path(), req.headers()),
+        Handler::Console => crate::console::serve(&path, req.headers()),
         Handler::Status => json_response(StatusCode::OK, &admin::status(&hub, settings)),
         Handler::Subscriptions => json_response(StatusCode::OK, &admin::subscriptions(&hub)),
         Handler::Clients => admin::clients(&hub, query, settings.slow_client_threshold_ms),
@@ -197,7 +206,7 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
         Handler::OpenApi => text_response(StatusCode::OK, "application/json", OPENAPI.to_string()),
         Handler::Flamegraph => admin::profile(query).await,
         Handler::Heap => admin::heap(),
-        Handler::Disconnect => admin::disconnect(&hub, req.uri().path()),
+        Handler::Disconnect => admin::disconnect(&hub, id.unwrap_or_default()),
         Handler::Drain => admin::drain(&hub, req).await,
     }
 }
@@ -278,11 +287,15 @@ mod tests {
     #[test]
     fn a_route_path_takes_one_segment_for_an_id() {
         let p = "/api/v1/streaming/clients/{id}/disconnect";
-        assert!(matches(p, "/api/v1/streaming/clients/abc/disconnect"));
-        assert!(!matches(p, "/api/v1/streaming/clients//disconnect"));
-        assert!(!matches(p, "/api/v1/streaming/clients/a/b/disconnect"));
-        assert!(!matches(p, "/api/v1/streaming/clients/abc"));
-        assert!(matches("/healthz", "/healthz") && !matches("/healthz", "/healthz/"));
+        assert_eq!(
+            matches(p, "/api/v1/streaming/clients/abc/disconnect"),
+            Some(Some("abc"))
+        );
+        assert!(matches(p, "/api/v1/streaming/clients//disconnect").is_none());
+        assert!(matches(p, "/api/v1/streaming/clients/a/b/disconnect").is_none());
+        assert!(matches(p, "/api/v1/streaming/clients/abc").is_none());
+        assert_eq!(matches("/healthz", "/healthz"), Some(None));
+        assert!(matches("/healthz", "/healthz/").is_none());
     }
 
     #[test]
