@@ -9,6 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::sync::Arc;
 use streamhub::config::HistoryConfig;
+use streamhub::entity::EntityKeys;
 use streamhub::event::parse_event;
 use streamhub::history::History;
 use streamhub::index::{IndexOp, SubscriptionIndex};
@@ -39,13 +40,21 @@ fn parse_with_simd_json(input: &[u8]) -> usize {
 
 fn parsing(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse_event");
+    let keys = EntityKeys::default();
     for (name, event) in [
         ("gpu_update_1kb", gpu_update_8()),
         ("small_90b", tiny_event()),
     ] {
         let bytes = event.into_bytes();
         g.bench_function(format!("{name}/serde_json_view"), |b| {
-            b.iter(|| black_box(parse_event(black_box(&bytes)).expect("valid").message.len()))
+            b.iter(|| {
+                black_box(
+                    parse_event(black_box(&bytes), &keys)
+                        .expect("valid")
+                        .message
+                        .len(),
+                )
+            })
         });
         g.bench_function(format!("{name}/simd_json_tree"), |b| {
             b.iter(|| black_box(parse_with_simd_json(black_box(&bytes))))
@@ -76,10 +85,11 @@ fn fanout(c: &mut Criterion) {
             .map(|h| index.update(IndexOp::Set(h.clone(), vec![everything()]))),
     ));
     let event = gpu_update_8().into_bytes();
+    let keys = EntityKeys::default();
     g.throughput(criterion::Throughput::Elements(n as u64));
     g.bench_function("gpu_update_1kb_to_10k_rings", |b| {
         b.iter(|| {
-            let parsed = parse_event(&event).expect("valid");
+            let parsed = parse_event(&event, &keys).expect("valid");
             router
                 .route(parsed)
                 .expect("the inbox is drained every time");

@@ -53,7 +53,9 @@ pub async fn publish(body: &[u8], target: Target) -> anyhow::Result<Vec<String>>
     };
     let mut events = Vec::with_capacity(raws.len());
     for (i, raw) in raws.iter().enumerate() {
-        let e = parse_event(raw).map_err(|e| anyhow::anyhow!("event {i} is not valid: {e}"))?;
+        let keys = crate::entity::EntityKeys::default();
+        let e =
+            parse_event(raw, &keys).map_err(|e| anyhow::anyhow!("event {i} is not valid: {e}"))?;
         events.push(e);
     }
     anyhow::ensure!(!events.is_empty(), "no event to publish");

@@ -8,6 +8,7 @@
 //! Owns the configuration's layout, defaults and checks; read once at start-up (settings.rs turns
 //! it into each part's settings), never changed after.
 
+use crate::entity::EntityKeys;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -231,9 +232,12 @@ pub struct HistoryConfig {
     /// Most bytes of event messages kept, for the recent events and again for the latest per
     /// key (whichever bound comes first evicts).
     pub max_bytes: usize,
-    /// Keys (event type, cluster, namespace) whose latest event is kept for `snapshot` (0:
-    /// none).
+    /// Entities (event type, cluster, entity) whose latest event is kept as the state that
+    /// `snapshot` and `GET /state` send (0: none); past it the oldest entity goes first.
     pub snapshot_keys: usize,
+    /// Which fields name an event's entity, per event type (`crate::entity`): a type named here
+    /// replaces its default list; `[]` keys the type by namespace.
+    pub entity_keys: EntityKeys,
 }
 
 impl Default for HistoryConfig {
@@ -243,6 +247,7 @@ impl Default for HistoryConfig {
             max_age_seconds: 300.0,
             max_bytes: 64 << 20,
             snapshot_keys: 10_000,
+            entity_keys: EntityKeys::default(),
         }
     }
 }

@@ -24,16 +24,21 @@ pub fn client_message(data: &[u8]) {
 /// of type `event` carrying the event's id, and the form republished to Redis parses back to
 /// the same id and type (so every instance accepts what one accepted).
 pub fn event(data: &[u8]) {
-    let Ok(e) = parse_event(data) else { return };
+    let keys = crate::entity::EntityKeys::default();
+    let Ok(e) = parse_event(data, &keys) else {
+        return;
+    };
     // Read as a client library would, other members skipped: a repeated `type` or `event_id`
     // is an error here. (Numbers pass as given, even past f64's range: nothing is altered.)
     let message: Delivered = serde_json::from_slice(&e.message[FRAME_HEADROOM..])
         .expect("the delivery message is one JSON object, without repeated keys");
     assert_eq!(message.kind, "event");
     assert_eq!(message.event_id, e.event_id);
-    let again = parse_event(&e.to_published()).expect("the republished form parses");
+    let again = parse_event(&e.to_published(), &keys).expect("the republished form parses");
     assert_eq!(again.event_id, e.event_id);
     assert_eq!(again.event_type, e.event_type);
+    assert_eq!(again.entity, e.entity);
+    assert_eq!(again.namespace, e.namespace);
 }
 
 /// The members of a delivery message every client reads.

@@ -1,5 +1,6 @@
-//! History: the recent events, for a client that resumes after a reconnect, and the latest
-//! event of each (type, cluster, namespace), for a client that asks for the state on subscribe.
+//! History: the recent events, for a client that resumes after a reconnect, and the state (the
+//! latest event of each entity, `crate::state`), for a client that asks for it on subscribe or
+//! over `GET /state`.
 //!
 //! The router records every event it routes to every subscription (embedded mode and classic
 //! Redis, where each instance receives every event, so each instance's copy is complete and a
@@ -9,16 +10,17 @@
 //! router's own shared frame.
 //!
 //! Bounded by count (`history.max_events`), age (`history.max_age_seconds`) and bytes
-//! (`history.max_bytes`), and for the latest events by keys (`history.snapshot_keys`) and the
-//! same bytes. When the broker may have missed events (its link
-//! to Redis went down) the recent events are forgotten, so a resume across the gap answers
-//! `recovered: false` instead of leaving a silent hole.
+//! (`history.max_bytes`), and the state by entities (`history.snapshot_keys`) and the same
+//! bytes. When the broker may have missed events (its link to Redis went down) the recent
+//! events are forgotten, so a resume across the gap answers `recovered: false` instead of
+//! leaving a silent hole.
 //!
-//! Owns the recent events and the latest per key; only the router records into it, resumes and
-//! snapshots read it.
+//! Owns the recent events and the state; only the router records into them, resumes, snapshots
+//! and `GET /state` read them.
 
 use crate::config::HistoryConfig;
 use crate::frame::OutFrame;
+use crate::state::State;
 use crate::subscription::Subscription;
 use parking_lot::Mutex;
 use std::collections::{HashSet, VecDeque};
@@ -28,9 +30,6 @@ use std::time::{Duration, Instant};
 
 /// A recorded frame, hashed and compared by its event id.
 struct ById(Arc<OutFrame>);
-
-/// A recorded frame, hashed and compared by its (type, cluster, namespace).
-struct ByKey(Arc<OutFrame>);
 
 impl ById {
     /// The event id.
@@ -59,36 +58,7 @@ impl std::borrow::Borrow<str> for ById {
     }
 }
 
-impl ByKey {
-    /// The key.
-    fn key(&self) -> (u8, Option<&str>, Option<&str>) {
-        match &self.0.event {
-            Some(m) => (
-                m.event_type as u8,
-                m.cluster_id.as_deref(),
-                m.namespace.as_deref(),
-            ),
-            None => (u8::MAX, None, None),
-        }
-    }
-}
-
-impl Hash for ByKey {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.key().hash(h)
-    }
-}
-
-impl PartialEq for ByKey {
-    fn eq(&self, o: &Self) -> bool {
-        self.key() == o.key()
-    }
-}
-
-impl Eq for ByKey {}
-
 /// What the lock guards.
-#[derive(Default)]
 struct Inner {
     /// The next sequence number to hand out.
     next_seq: u64,
@@ -96,12 +66,10 @@ struct Inner {
     recent: VecDeque<Arc<OutFrame>>,
     /// The same events by id.
     by_id: HashSet<ById>,
-    /// The latest event of each key.
-    latest: HashSet<ByKey>,
+    /// The latest event of each entity.
+    state: State,
     /// Bytes of the recent events' frames.
     recent_bytes: usize,
-    /// Bytes of the latest events' frames.
-    latest_bytes: usize,
 }
 
 /// The hub's history of events.
@@ -112,10 +80,8 @@ pub struct History {
     max_events: usize,
     /// Oldest recent event kept.
     max_age: Duration,
-    /// Most bytes of frames kept, for the recent events and again for the latest ones.
+    /// Most bytes of recent events' frames kept.
     max_bytes: usize,
-    /// Most keys whose latest event is kept (0: no snapshots).
-    snapshot_keys: usize,
 }
 
 /// What a resume found.
@@ -129,18 +95,42 @@ pub struct Replay {
     pub upto: u64,
 }
 
+/// What a read of the state found.
+pub struct StateRead {
+    /// The latest event of each matching entity, oldest change first.
+    pub frames: Vec<Arc<OutFrame>>,
+    /// The last sequence number handed out when it was read: live events up to it are covered.
+    pub upto: u64,
+    /// The id of the last event routed before the read, if the recent history still holds it:
+    /// a `resume_from` this id misses nothing after the state.
+    pub position: Option<String>,
+}
+
+/// How much the history holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    /// Recent events.
+    pub recent: usize,
+    /// State entities.
+    pub entities: usize,
+    /// Entities the state's bounds pushed out so far.
+    pub evicted: u64,
+}
+
 impl History {
     /// A history bounded as `config` says.
     pub fn new(config: &HistoryConfig) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 next_seq: 1,
-                ..Inner::default()
+                recent: VecDeque::new(),
+                by_id: HashSet::new(),
+                state: State::new(config.snapshot_keys, config.max_bytes),
+                recent_bytes: 0,
             }),
             max_events: config.max_events,
             max_age: Duration::from_secs_f64(config.max_age_seconds),
             max_bytes: config.max_bytes,
-            snapshot_keys: config.snapshot_keys,
         }
     }
 
@@ -160,16 +150,8 @@ impl History {
     /// Adds one frame, evicting what falls out of the bounds.
     fn record(&self, inner: &mut Inner, frame: &Arc<OutFrame>) {
         let size = frame.bytes().len();
-        if self.snapshot_keys > 0 {
-            let entry = ByKey(frame.clone());
-            let old = inner.latest.get(&entry).map(|e| e.0.bytes().len());
-            // A key already held always takes its newer event; a new key only within bounds.
-            let fits = inner.latest.len() < self.snapshot_keys
-                && inner.latest_bytes + size <= self.max_bytes;
-            if old.is_some() || fits {
-                inner.latest_bytes = inner.latest_bytes - old.unwrap_or(0) + size;
-                inner.latest.replace(entry);
-            }
+        if let Some(seq) = seq_of(frame) {
+            inner.state.apply(frame, seq);
         }
         if self.max_events == 0 || size > self.max_bytes {
             return;
@@ -241,18 +223,25 @@ impl History {
         self.inner.lock().next_seq - 1
     }
 
-    /// The latest event of every key that matches `sub`, oldest first, and the last sequence
-    /// number handed out when they were read.
-    pub fn snapshot(&self, sub: &Subscription) -> (Vec<Arc<OutFrame>>, u64) {
+    /// The state (the latest event of every entity) that matches `sub`, oldest change first,
+    /// with the position it was read at.
+    pub fn state(&self, sub: &Subscription) -> StateRead {
         let inner = self.inner.lock();
-        let mut frames: Vec<Arc<OutFrame>> = inner
-            .latest
-            .iter()
-            .filter(|e| frame_matches(&e.0, sub))
-            .map(|e| e.0.clone())
-            .collect();
-        frames.sort_by_key(|f| seq_of(f));
-        (frames, inner.next_seq - 1)
+        let upto = inner.next_seq - 1;
+        // The newest recent event names the position, if it is the last one numbered (with
+        // no recent history a page has no position to resume from: it subscribes with
+        // `snapshot` instead).
+        let position = inner
+            .recent
+            .back()
+            .and_then(|f| f.event.as_ref())
+            .filter(|m| m.seq == upto)
+            .map(|m| m.event_id.clone());
+        StateRead {
+            frames: inner.state.read(sub),
+            upto,
+            position,
+        }
     }
 
     /// Forgets the recent events (the broker may have missed some): a resume from any of them
@@ -264,10 +253,15 @@ impl History {
         inner.recent_bytes = 0;
     }
 
-    /// How many recent events and latest-event keys are held.
-    pub fn sizes(&self) -> (usize, usize) {
+    /// How many recent events and state entities are held, and how many entities the bounds
+    /// pushed out so far.
+    pub fn sizes(&self) -> Sizes {
         let inner = self.inner.lock();
-        (inner.recent.len(), inner.latest.len())
+        Sizes {
+            recent: inner.recent.len(),
+            entities: inner.state.len(),
+            evicted: inner.state.evicted(),
+        }
     }
 }
 
@@ -290,6 +284,7 @@ pub(crate) fn frame_matches(f: &OutFrame, sub: &Subscription) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entity::EntityKeys;
     use crate::event::{parse_event, EventType};
     use crate::subscription::sub;
 
@@ -297,7 +292,7 @@ mod tests {
     fn route(h: &History, id: &str, cluster: &str) -> Arc<OutFrame> {
         let json =
             format!(r#"{{"event_type":"GPU_UPDATE","event_id":"{id}","cluster_id":"{cluster}"}}"#);
-        let event = parse_event(json.as_bytes()).expect("valid event");
+        let event = parse_event(json.as_bytes(), &EntityKeys::default()).expect("valid event");
         h.sequence(true, |seq| OutFrame::event(event, seq))
     }
 
@@ -314,6 +309,7 @@ mod tests {
             max_age_seconds: 300.0,
             max_bytes,
             snapshot_keys,
+            entity_keys: EntityKeys::default(),
         }
     }
 
@@ -332,13 +328,20 @@ mod tests {
         assert_eq!(r.upto, 4);
         let only_c2 = sub(&[EventType::GPU_UPDATE], &["c2"], &[]);
         assert_eq!(h.replay("b", &only_c2).frames.len(), 0);
-        // The latest of each key, oldest first.
-        let (latest, upto) = h.snapshot(&all);
-        assert_eq!(ids(&latest), ["b", "d"]);
-        assert_eq!(upto, 4);
+        // The latest of each entity (GPU updates without a node: by namespace), oldest first,
+        // read at the last event routed.
+        let state = h.state(&all);
+        assert_eq!(ids(&state.frames), ["b", "d"]);
+        assert_eq!((state.upto, state.position.as_deref()), (4, Some("d")));
         h.forget_recent();
         assert!(!h.replay("c", &all).recovered);
-        assert_eq!(h.sizes(), (0, 2), "the latest events stay");
+        assert_eq!(
+            h.state(&all).position,
+            None,
+            "no recent event to resume from"
+        );
+        let sizes = h.sizes();
+        assert_eq!((sizes.recent, sizes.entities), (0, 2), "the state stays");
     }
 
     #[test]
@@ -356,9 +359,11 @@ mod tests {
         assert!(r.recovered);
         assert_eq!(ids(&r.frames), ["x4"]);
         assert!(!h.replay("x2", &all).recovered);
-        // Two keys fit; a held key still takes its newer event.
-        assert_eq!(h.sizes(), (2, 2));
+        // Two entities fit: the oldest went first, counted.
+        let sizes = h.sizes();
+        assert_eq!((sizes.recent, sizes.entities, sizes.evicted), (2, 2, 3));
+        assert_eq!(ids(&h.state(&all).frames), ["x3", "x4"]);
         route(&h, "y", "c0");
-        assert_eq!(ids(&h.snapshot(&all).0), ["x1", "y"]);
+        assert_eq!(ids(&h.state(&all).frames), ["x4", "y"]);
     }
 }

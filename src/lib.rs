@@ -6,7 +6,8 @@
 //!
 //! - [`rest`]: the REST API, one route table; its `broadcast` is where an event (or a batch of
 //!   them) enters.
-//! - [`event`]: validates an event and serializes its `event` message once.
+//! - [`event`]: validates an event (reading its routing and entity fields in one pass) and
+//!   serializes its `event` message once.
 //! - [`broker`]: carries events to every instance: in process (embedded), through Redis Pub/Sub,
 //!   or through a Redis Cluster's sharded Pub/Sub. A two-sided seam: a [`broker::Broker`]
 //!   publishes and hands what arrives to a [`broker::BrokerHandler`] (the [`hub`]); no broker
@@ -18,7 +19,8 @@
 //! - [`frame`]: server frames encoded once (and their MessagePack and compressed twins, each
 //!   built once), shared by every client.
 //! - [`history`]: numbers each event and keeps the recent ones (for `resume_from`) and the
-//!   latest of each key (for `snapshot`), sharing the router's frames.
+//!   [`state`] (the latest event of each entity, by the rules of [`entity`], for `snapshot` and
+//!   `GET /state`), sharing the router's frames.
 //! - [`index`]: the copy-on-write inverted index of subscriptions the router reads lock-free.
 //! - [`backpressure`]: each client's bounded ring and its drop policy.
 //! - [`ws`]: the WebSocket layer; its writer drains a client's ring onto the socket with
@@ -59,6 +61,7 @@ pub mod codec;
 pub mod config;
 pub(crate) mod console;
 pub mod control;
+pub mod entity;
 pub mod event;
 pub mod frame;
 #[doc(hidden)]
@@ -82,6 +85,7 @@ pub(crate) mod seam;
 pub mod server;
 pub(crate) mod session;
 pub(crate) mod settings;
+pub mod state;
 pub mod subscription;
 pub(crate) mod subscriptions;
 pub(crate) mod tls;

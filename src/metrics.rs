@@ -157,6 +157,39 @@ fn write_process(o: &mut String) {
     }
 }
 
+/// The index's and the state's sizes and the configured limits beside them.
+fn write_capacity(o: &mut String, g: &Gauges) {
+    let keys = "Keys (event type, cluster, namespace) in the subscription index.";
+    family(o, "streamhub_index_keys", "gauge", keys, g.index_keys);
+    let held = "Entities (event type, cluster, entity) whose latest event the state keeps.";
+    family(o, "streamhub_state_entities", "gauge", held, g.state.0);
+    let why = "Entities pushed out of the state by history.snapshot_keys or history.max_bytes, \
+               oldest change first.";
+    family(
+        o,
+        "streamhub_state_evicted_total",
+        "counter",
+        why,
+        g.state.1,
+    );
+    let why = "websocket.max_index_keys: subscribes that would add keys past it are refused.";
+    family(
+        o,
+        "streamhub_index_keys_max",
+        "gauge",
+        why,
+        g.index_keys_max,
+    );
+    let why = "websocket.max_connections: upgrades past it are answered 503.";
+    family(
+        o,
+        "streamhub_connections_max",
+        "gauge",
+        why,
+        g.connections_max,
+    );
+}
+
 /// The gauges other parts keep, read at scrape time for [`Metrics::exposition`].
 pub(crate) struct Gauges {
     /// Keys in the subscription index.
@@ -173,6 +206,8 @@ pub(crate) struct Gauges {
     pub(crate) broker_connected: Option<bool>,
     /// Bytes on the heap and resident, when the allocator keeps statistics.
     pub(crate) heap: Option<(usize, usize)>,
+    /// Entities in this instance's state, and how many its bounds pushed out so far.
+    pub(crate) state: (usize, u64),
 }
 
 impl Metrics {
@@ -282,24 +317,7 @@ impl Metrics {
     pub(crate) fn exposition(&self, g: &Gauges) -> String {
         let mut text = self.render();
         let o = &mut text;
-        let keys = "Keys (event type, cluster, namespace) in the subscription index.";
-        family(o, "streamhub_index_keys", "gauge", keys, g.index_keys);
-        let why = "websocket.max_index_keys: subscribes that would add keys past it are refused.";
-        family(
-            o,
-            "streamhub_index_keys_max",
-            "gauge",
-            why,
-            g.index_keys_max,
-        );
-        let why = "websocket.max_connections: upgrades past it are answered 503.";
-        family(
-            o,
-            "streamhub_connections_max",
-            "gauge",
-            why,
-            g.connections_max,
-        );
+        write_capacity(o, g);
         let why = "Whether events flow from the broker (1) or not (0); /readyz follows it.";
         family(
             o,

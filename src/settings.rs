@@ -44,6 +44,8 @@ pub(crate) struct RestSettings {
     pub(crate) max_body_bytes: usize,
     /// Most events in one broadcast batch.
     pub(crate) max_batch_events: usize,
+    /// How a published event's entity is read.
+    pub(crate) entity_keys: crate::entity::EntityKeys,
     /// A client with queued frames and no write progress for this long is listed as slow.
     pub(crate) slow_client_threshold_ms: u64,
     /// The limits and names `status` reports.
@@ -92,8 +94,9 @@ pub(crate) struct SessionSettings {
     pub(crate) rate_limit: RateLimitConfig,
     /// Most subscriptions one client may hold.
     pub(crate) max_subscriptions: usize,
-    /// Most keys a snapshot from a shared history sends.
-    pub(crate) snapshot_keys: usize,
+    /// Most entities and bytes of a state folded from a shared history (`history.snapshot_keys`
+    /// and `history.max_bytes`).
+    pub(crate) state_bounds: (usize, usize),
 }
 
 impl Settings {
@@ -116,6 +119,7 @@ impl Settings {
                 profiling: config.profiling.enabled,
                 max_body_bytes: config.rest.max_body_bytes,
                 max_batch_events: config.rest.max_batch_events,
+                entity_keys: config.history.entity_keys.clone(),
                 slow_client_threshold_ms: config.backpressure.slow_client_threshold_ms,
                 facts: Facts {
                     instance_id: config.scaling.instance_id.clone(),
@@ -139,7 +143,7 @@ impl Settings {
                 reauth_grace: Duration::from_secs_f64(config.auth.reauth_grace_seconds),
                 rate_limit: config.rate_limit.clone(),
                 max_subscriptions: ws.max_subscriptions_per_client,
-                snapshot_keys: config.history.snapshot_keys,
+                state_bounds: (config.history.snapshot_keys, config.history.max_bytes),
             },
         }
     }

@@ -132,16 +132,7 @@ async fn no_gap_and_no_duplicate_at_the_seam() {
     let mut ws = hub.ws().await;
     send(&mut ws, &gpu_subscribe(&[], json!({"resume_from": "s99"}))).await;
     publisher.await.expect("publisher");
-    let mut got = Vec::new();
-    let mut complete = None;
-    while let Seen::Json(v) = next_seen(&mut ws, Duration::from_millis(700)).await {
-        match v["type"].as_str() {
-            Some("event") => got.push(v["event_id"].as_str().unwrap_or_default().to_string()),
-            Some("replay_complete") => complete = Some(v),
-            Some("subscribed") => {}
-            _ => panic!("unexpected {v}"),
-        }
-    }
+    let (got, complete) = resumed(&mut ws).await;
     let complete = complete.expect("replay_complete");
     assert_eq!(complete["recovered"], true, "{complete}");
     assert_eq!(
@@ -219,16 +210,7 @@ async fn a_snapshot_of_large_events_is_complete() {
 #[tokio::test]
 async fn resume_on_another_instance_and_across_a_redis_outage() {
     let mut redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");
-    let hub = |id: &str| {
-        HubProcess::start(&format!(
-            "  redis_url: \"{}\"\n  scaling:\n    instance_id: {id}\n",
-            redis.url()
-        ))
-    };
-    let (a, b) = (hub("a"), hub("b"));
-    for h in [&a, &b] {
-        assert!(h.wait_ready(200, Duration::from_secs(10)).await);
-    }
+    let (a, b) = redis_pair(&redis).await;
     let mut on_a = a.ws().await;
     subscribe(&mut on_a, &["GPU_UPDATE"], &[], &[]).await;
     publish(&a, &ids("r", 1..4)).await;

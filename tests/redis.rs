@@ -6,16 +6,6 @@ use common::*;
 use serde_json::json;
 use std::time::Duration;
 
-/// A hub in Redis mode on `redis`; its start-up line must say so.
-fn redis_hub(redis: &RedisServer, instance: &str) -> HubProcess {
-    let hub = HubProcess::start(&format!(
-        "  redis_url: \"{}\"\n  scaling:\n    instance_id: {instance}\n",
-        redis.url()
-    ));
-    assert!(hub.banner.ends_with(", mode redis"), "{}", hub.banner);
-    hub
-}
-
 #[tokio::test]
 async fn every_instance_delivers_each_event_once() {
     let redis = RedisServer::start().expect("redis-server is installed (see .ci/run)");

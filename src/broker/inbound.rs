@@ -4,6 +4,7 @@
 //!
 //! Owns the per-kind junk counters; changed only by the Redis brokers' subscriber threads.
 
+use super::Intake;
 use super::{BrokerHandler, Scope};
 use crate::control::Control;
 use crate::event::{parse_event, ParsedEvent};
@@ -16,17 +17,17 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The receiving side's limits and junk counters.
 pub(super) struct Inbound {
-    /// Largest accepted message on an events channel.
-    max_message_bytes: usize,
+    /// What an event message must be, and how its entity is read.
+    intake: Intake,
     /// Junk skipped, by kind: how many, and when it was last logged.
     junk: Mutex<HashMap<&'static str, (u64, Option<Instant>)>>,
 }
 
 impl Inbound {
-    /// Accepts event messages up to `max_message_bytes`.
-    pub(super) fn new(max_message_bytes: usize) -> Self {
+    /// Accepts event messages as `intake` says.
+    pub(super) fn new(intake: Intake) -> Self {
         Self {
-            max_message_bytes,
+            intake,
             junk: Mutex::new(HashMap::new()),
         }
     }
@@ -41,11 +42,11 @@ impl Inbound {
 
     /// Validates one message of an events channel; `None` when it was junk (already counted).
     pub(super) fn event(&self, handler: &dyn BrokerHandler, payload: &[u8]) -> Option<ParsedEvent> {
-        if payload.len() > self.max_message_bytes {
+        if payload.len() > self.intake.max_message_bytes {
             self.junk("too_large", &format!("{} bytes", payload.len()));
             return None;
         }
-        match parse_event(payload) {
+        match parse_event(payload, &self.intake.keys) {
             Ok(event) => Some(event),
             Err(e) => {
                 handler.handle_rejected(&e);

@@ -215,27 +215,40 @@ pub trait Broker: Send + Sync {
     }
 }
 
+/// What a broker accepts from its channels as an event: how large a message may be, and how an
+/// event's entity is read (the same rules as the instance's own history).
+#[derive(Debug, Clone)]
+pub struct Intake {
+    /// Largest accepted message on an events channel.
+    pub max_message_bytes: usize,
+    /// The entity key rules.
+    pub keys: crate::entity::EntityKeys,
+}
+
 /// The broker `config` asks for (not started yet: see [`Broker::start`]).
 pub fn from_config(config: &Config) -> Result<Box<dyn Broker>, SetupError> {
     let channels = Channels::new(&config.redis_channel_prefix);
-    let max_message_bytes = config.rest.max_body_bytes;
+    let intake = Intake {
+        max_message_bytes: config.rest.max_body_bytes,
+        keys: config.history.entity_keys.clone(),
+    };
     Ok(match config.broker_kind() {
         BrokerKind::Embedded => Box::new(memory::MemoryBroker::default()),
         BrokerKind::Redis { url } => Box::new(redis::RedisBroker::new(
             url,
             config.redis_tls_ca_file.as_deref(),
             channels,
-            max_message_bytes,
+            intake.clone(),
         )?),
         BrokerKind::Sentinel(sentinel) => Box::new(redis::RedisBroker::behind_sentinels(
             sentinel,
             channels,
-            max_message_bytes,
+            intake.clone(),
         )?),
         BrokerKind::RedisCluster { nodes } => Box::new(redis_cluster::RedisClusterBroker::new(
             nodes,
             channels,
-            max_message_bytes,
+            intake.clone(),
             config.redis_cluster_max_shard_channels,
         )?),
     })

@@ -18,7 +18,8 @@
 
 use super::inbound::Inbound;
 use super::link::Link;
-use super::{Broker, BrokerError, BrokerHandler, PublishFuture, Scope, SetupError, Unhealthy};
+use super::Unhealthy;
+use super::{Broker, BrokerError, BrokerHandler, Intake, PublishFuture, Scope, SetupError};
 use crate::backoff::Backoff;
 use crate::config::SentinelConfig;
 use crate::event::ParsedEvent;
@@ -75,12 +76,12 @@ pub(super) struct RedisBroker {
 impl RedisBroker {
     /// A broker for the Redis at `url` (for `rediss://`, trusting the PEM certificates in
     /// `ca_file` if given, else the system's roots), on `channels`, taking messages up to
-    /// `max_message_bytes`.
+    /// events as `intake` says.
     pub(super) fn new(
         url: &str,
         ca_file: Option<&str>,
         channels: Channels,
-        max_message_bytes: usize,
+        intake: Intake,
     ) -> Result<Self, SetupError> {
         let bad_url = |source| SetupError::RedisUrl {
             url: crate::config::redacted(url),
@@ -104,7 +105,7 @@ impl RedisBroker {
             Source::Fixed(client),
             Link::address(url),
             channels,
-            max_message_bytes,
+            intake,
         ))
     }
 
@@ -113,7 +114,7 @@ impl RedisBroker {
     pub(super) fn behind_sentinels(
         config: &SentinelConfig,
         channels: Channels,
-        max_message_bytes: usize,
+        intake: Intake,
     ) -> Result<Self, SetupError> {
         let (master, nodes) = (&config.master_name, &config.nodes);
         let mut primary = redis::RedisConnectionInfo::default();
@@ -141,18 +142,18 @@ impl RedisBroker {
             Source::Sentinel(tokio::sync::Mutex::new(sentinels)),
             format!("{master} via sentinels {}", addresses.join(",")),
             channels,
-            max_message_bytes,
+            intake,
         ))
     }
 
     /// A broker on `source`, named `target` in the log.
-    fn over(source: Source, target: String, channels: Channels, max_message_bytes: usize) -> Self {
+    fn over(source: Source, target: String, channels: Channels, intake: Intake) -> Self {
         Self {
             shared: Arc::new(Shared {
                 source,
                 serving: parking_lot::Mutex::new(None),
                 channels,
-                inbound: Inbound::new(max_message_bytes),
+                inbound: Inbound::new(intake),
                 publisher: ArcSwapOption::empty(),
                 link: Link::new(target),
             }),

@@ -31,8 +31,9 @@
 use super::link::Link;
 use super::shard_arrivals::ShardArrivals;
 use super::{Broker, BrokerError, BrokerHandler, Demand, HistoryError, PublishFuture};
-use super::{ReplayFuture, SetupError, SharedHistory, Unhealthy, WaitFuture};
+use super::{Intake, ReplayFuture, SetupError, SharedHistory, Unhealthy, WaitFuture};
 use crate::backoff::Backoff;
+use crate::entity::EntityKeys;
 use crate::event::ParsedEvent;
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
@@ -65,6 +66,8 @@ struct Shared {
     held: Mutex<BTreeSet<String>>,
     /// The version of the handler's demand that `held` answers.
     synced: watch::Sender<u64>,
+    /// How the history stream's events are read (the same rules as arrivals).
+    keys: EntityKeys,
 }
 
 /// The shard channels one demand calls for.
@@ -117,20 +120,17 @@ pub(super) struct RedisClusterBroker {
 }
 
 impl RedisClusterBroker {
-    /// A broker for the cluster reachable through `nodes`, on `channels`, taking messages up to
-    /// `max_message_bytes` and holding at most `max_channels` cluster channels.
+    /// A broker for the cluster reachable through `nodes`, on `channels`, taking events as
+    /// `intake` says and holding at most `max_channels` cluster channels.
     pub(super) fn new(
         nodes: &[String],
         channels: Channels,
-        max_message_bytes: usize,
+        intake: Intake,
         max_channels: usize,
     ) -> Result<Self, SetupError> {
         let target: Vec<String> = nodes.iter().map(|n| Link::address(n)).collect();
-        let arrivals = Arc::new(ShardArrivals::new(
-            channels,
-            max_message_bytes,
-            target.join(","),
-        ));
+        let keys = intake.keys.clone();
+        let arrivals = Arc::new(ShardArrivals::new(channels, intake, target.join(",")));
         let pushed = arrivals.clone();
         let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
             .use_protocol(redis::ProtocolVersion::RESP3)
@@ -153,6 +153,7 @@ impl RedisClusterBroker {
                 max_channels,
                 held: Mutex::new(BTreeSet::new()),
                 synced: watch::Sender::new(0),
+                keys,
             }),
         })
     }
@@ -241,14 +242,14 @@ impl SharedHistory for RedisClusterBroker {
     fn replay<'a>(&'a self, event_id: &'a str) -> ReplayFuture<'a> {
         Box::pin(async move {
             let (messages, found) = self.read_history(Some(event_id)).await?;
-            Ok(found.then(|| parse_all(&messages)))
+            Ok(found.then(|| parse_all(&messages, &self.shared.keys)))
         })
     }
 
     fn recent(&self) -> ReplayFuture<'_> {
         Box::pin(async move {
             let (messages, _) = self.read_history(None).await?;
-            Ok(Some(parse_all(&messages)))
+            Ok(Some(parse_all(&messages, &self.shared.keys)))
         })
     }
 }
@@ -328,10 +329,10 @@ async fn read_history_back(
 }
 
 /// Parses history messages into events (an entry that is not one is skipped).
-fn parse_all(messages: &[Vec<u8>]) -> Vec<ParsedEvent> {
+fn parse_all(messages: &[Vec<u8>], keys: &EntityKeys) -> Vec<ParsedEvent> {
     messages
         .iter()
-        .filter_map(|m| crate::event::parse_event(m).ok())
+        .filter_map(|m| crate::event::parse_event(m, keys).ok())
         .collect()
 }
 

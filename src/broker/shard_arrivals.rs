@@ -11,7 +11,7 @@
 
 use super::inbound::Inbound;
 use super::link::Link;
-use super::{BrokerHandler, Scope};
+use super::{BrokerHandler, Intake, Scope};
 use redis::{PushInfo, PushKind, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -45,12 +45,12 @@ pub(super) struct ShardArrivals {
 
 impl ShardArrivals {
     /// Arrivals on `channels` from the cluster at `target` (addresses, for the log), taking
-    /// messages up to `max_message_bytes`.
-    pub(super) fn new(channels: Channels, max_message_bytes: usize, target: String) -> Self {
+    /// events as `intake` says.
+    pub(super) fn new(channels: Channels, intake: Intake, target: String) -> Self {
         Self {
             handler: OnceLock::new(),
             channels,
-            inbound: Inbound::new(max_message_bytes),
+            inbound: Inbound::new(intake),
             link: Link::new(target),
             lost: Lost::default(),
             full_stream: AtomicBool::new(false),

@@ -51,12 +51,19 @@ pub struct EventMeta {
     pub cluster_id: Option<String>,
     /// Its namespace.
     pub namespace: Option<String>,
+    /// What it is about (`crate::entity`), if its type has a key and it carries the fields.
+    pub entity: Option<Box<str>>,
 }
 
 impl OutFrame {
     /// The frame's bytes on the wire.
     pub fn bytes(&self) -> &[u8] {
         &self.buf[self.start..]
+    }
+
+    /// The message the frame carries, without its header (an event's JSON text, for one).
+    pub(crate) fn message(&self) -> &[u8] {
+        self.buf.get(FRAME_HEADROOM..).unwrap_or_default()
     }
 
     /// Whether this is a text frame (a protocol message or an event, in JSON).
@@ -186,6 +193,7 @@ impl OutFrame {
             event_id: event.event_id,
             cluster_id: event.cluster_id,
             namespace: event.namespace,
+            entity: event.entity,
         }));
         Arc::new(frame)
     }

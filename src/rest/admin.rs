@@ -2,6 +2,7 @@
 //! endpoints (`/debug/heap`, the flamegraph). Owns nothing: each answer is read from the parts
 //! that own the figures (metrics, the index, the history, the subscriptions, the registry).
 
+use super::query::{count, number};
 use super::reply::{error_body, json_response, text_response};
 use crate::hub::Hub;
 use crate::settings::RestSettings;
@@ -75,8 +76,9 @@ pub(super) fn status(hub: &Hub, settings: &RestSettings) -> Value {
         "msgpack": {"events_encoded": crate::metrics::events_encoded()},
         "deflate": {"events_compressed": crate::metrics::events_compressed()},
         "history": {
-            "recent_events": history.0,
-            "snapshot_keys": history.1,
+            "recent_events": history.recent,
+            "state_entities": history.entities,
+            "state_evicted": history.evicted,
             "max_events": facts.max_events,
         },
         "write_coalescing": write_coalescing(hub, facts.coalesce_adaptive),
@@ -183,60 +185,6 @@ pub(super) fn clients(
         StatusCode::OK,
         &json!({ "count": hub.clients.len(), "clients": list }),
     )
-}
-
-/// A query parameter that does not parse.
-#[derive(Debug, thiserror::Error)]
-#[error("query parameter {name} must be {what}")]
-struct BadQuery {
-    /// The parameter.
-    name: String,
-    /// What it should be.
-    what: &'static str,
-}
-
-impl BadQuery {
-    /// The 400 that says so.
-    fn answer(self) -> Response<Full<Bytes>> {
-        json_response(StatusCode::BAD_REQUEST, &error_body(&self.to_string()))
-    }
-}
-
-/// Query parameter `name` as a `T` (`None` when absent); refused when it does not parse as
-/// `what` says it should.
-fn number<T: std::str::FromStr>(
-    query: Option<&str>,
-    name: &str,
-    what: &'static str,
-) -> Result<Option<T>, BadQuery> {
-    let Some(raw) = query_param(query, name) else {
-        return Ok(None);
-    };
-    raw.parse().map(Some).map_err(|_| BadQuery {
-        name: name.to_string(),
-        what,
-    })
-}
-
-/// Whether `v` is a whole number written out (one or more digits).
-fn all_digits(v: &str) -> bool {
-    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Query parameter `name` as a count: a whole number, where one past `usize` means "all"
-/// (`usize::MAX`); anything else is refused.
-fn count(query: Option<&str>, name: &str) -> Result<Option<usize>, BadQuery> {
-    match number::<usize>(query, name, "a whole number") {
-        Err(_) if query_param(query, name).is_some_and(all_digits) => Ok(Some(usize::MAX)),
-        other => other,
-    }
-}
-
-/// The value of query parameter `name`.
-fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// `GET /debug/pprof/flamegraph?seconds=N` (default 10).

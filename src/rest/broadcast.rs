@@ -14,6 +14,7 @@
 
 use super::reply::{error_body, json_response};
 use crate::broker::BrokerError;
+use crate::entity::EntityKeys;
 use crate::event::parse_event;
 use crate::hub::Hub;
 use crate::settings::RestSettings;
@@ -50,8 +51,8 @@ pub(super) async fn handle(
         Err(e) => return json_response(StatusCode::BAD_REQUEST, &error_body(&e.to_string())),
     };
     match split(&body, ndjson, settings.max_batch_events) {
-        Ok(None) => one(hub, &body).await,
-        Ok(Some(events)) => batch(hub, &events).await,
+        Ok(None) => one(hub, &body, &settings.entity_keys).await,
+        Ok(Some(events)) => batch(hub, &events, &settings.entity_keys).await,
         Err(why) => json_response(StatusCode::BAD_REQUEST, &error_body(&why)),
     }
 }
@@ -79,8 +80,8 @@ fn split(body: &[u8], ndjson: bool, max: usize) -> Result<Option<Vec<&[u8]>>, St
 }
 
 /// One event: validate, publish, answer 202 with its id.
-async fn one(hub: &Hub, body: &[u8]) -> Response<Full<Bytes>> {
-    let event = match parse_event(body) {
+async fn one(hub: &Hub, body: &[u8], keys: &EntityKeys) -> Response<Full<Bytes>> {
+    let event = match parse_event(body, keys) {
         Ok(e) => e,
         Err(e) => {
             hub.metrics.events_rejected.fetch_add(1, Relaxed);
@@ -116,7 +117,7 @@ fn unavailable(e: &BrokerError, body: Value) -> Response<Full<Bytes>> {
 }
 
 /// A batch: each event validated and published in order; a result per event.
-async fn batch(hub: &Hub, events: &[&[u8]]) -> Response<Full<Bytes>> {
+async fn batch(hub: &Hub, events: &[&[u8]], keys: &EntityKeys) -> Response<Full<Bytes>> {
     let mut results: Vec<Value> = Vec::with_capacity(events.len());
     let (mut accepted, mut failed) = (0usize, None::<BrokerError>);
     for raw in events {
@@ -124,7 +125,7 @@ async fn batch(hub: &Hub, events: &[&[u8]]) -> Response<Full<Bytes>> {
             results.push(json!({"error": format!("not published: {why}")}));
             continue;
         }
-        let event = match parse_event(raw) {
+        let event = match parse_event(raw, keys) {
             Ok(e) => e,
             Err(e) => {
                 hub.metrics.events_rejected.fetch_add(1, Relaxed);

@@ -8,7 +8,9 @@
 
 mod admin;
 mod broadcast;
+mod query;
 pub(crate) mod reply;
+mod state;
 
 use crate::auth::{bearer, ROLE_ADMIN, ROLE_INTERNAL};
 use crate::hub::Hub;
@@ -51,13 +53,14 @@ enum Handler {
     Heap,
     Disconnect,
     Drain,
+    State,
 }
 
 /// One route: method, path, access, handler.
 type Route = (Method, &'static str, Access, Handler);
 
 /// Every route the REST API serves (`{id}` stands for one path segment).
-const ROUTES: [Route; 16] = [
+const ROUTES: [Route; 17] = [
     (Method::GET, "/healthz", Access::Open, Handler::Healthz),
     (Method::GET, "/readyz", Access::Open, Handler::Readyz),
     (Method::GET, "/metrics", Access::Open, Handler::Metrics),
@@ -119,6 +122,12 @@ const ROUTES: [Route; 16] = [
         Access::Role(ROLE_ADMIN),
         Handler::Drain,
     ),
+    (
+        Method::GET,
+        "/api/v1/streaming/state",
+        Access::Token,
+        Handler::State,
+    ),
 ];
 
 /// Whether `path` is the route path `pattern`, where `{id}` stands for one non-empty segment:
@@ -171,7 +180,8 @@ fn find<'a>(
 /// Answers one REST request. While auth is enabled, every `/api/v1/streaming/*` endpoint and
 /// the profiler need a bearer token: `admin` for status, clients, subscriptions, the disconnect
 /// and drain actions and the profiler,
-/// `internal` for broadcast, any valid token for the OpenAPI document. `/metrics`, `/healthz` and
+/// `internal` for broadcast, any valid token for the OpenAPI document and the state (narrowed to
+/// the token's grant). `/metrics`, `/healthz` and
 /// `/readyz` stay open for scrapers and load balancers.
 pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let settings = &hub.settings.rest;
@@ -188,9 +198,12 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
         Access::Token => Some(None),
         Access::Role(role) => Some(Some(role)),
     };
+    // The caller's grant (no limit while auth is off, or for an open route).
+    let mut grant = crate::auth::Grant::default();
     if let Some(role) = role {
-        if let Err(refused) = authorize(&hub, settings.auth, &req, role).await {
-            return refused;
+        match authorize(&hub, settings.auth, &req, role).await {
+            Ok(principal) => grant = principal.map(|p| p.grant).unwrap_or_default(),
+            Err(refused) => return refused,
         }
     }
     let query = req.uri().query();
@@ -208,6 +221,7 @@ pub(crate) async fn handle(hub: Arc<Hub>, req: Request<Incoming>) -> Response<Fu
         Handler::Heap => admin::heap(),
         Handler::Disconnect => admin::disconnect(&hub, id.unwrap_or_default()),
         Handler::Drain => admin::drain(&hub, req).await,
+        Handler::State => state::handle(&hub, query, &grant, &settings.entity_keys).await,
     }
 }
 
@@ -222,6 +236,10 @@ fn metrics(hub: &Hub) -> Response<Full<Bytes>> {
         shards: hub.writers.windows.report(),
         broker_connected: hub.broker.connected(),
         heap: crate::heap::totals().map(|h| (h.allocated, h.resident)),
+        state: {
+            let sizes = hub.router.history().sizes();
+            (sizes.entities, sizes.evicted)
+        },
     };
     text_response(
         StatusCode::OK,
@@ -230,15 +248,16 @@ fn metrics(hub: &Hub) -> Response<Full<Bytes>> {
     )
 }
 
-/// Checks the bearer token (and its `role`, when one is needed) while auth is on.
+/// Checks the bearer token (and its `role`, when one is needed) while auth is on: who it is
+/// (`None` while auth is off).
 async fn authorize(
     hub: &Hub,
     enabled: bool,
     req: &Request<Incoming>,
     role: Option<&str>,
-) -> Result<(), Response<Full<Bytes>>> {
+) -> Result<Option<crate::auth::Principal>, Response<Full<Bytes>>> {
     if !enabled {
-        return Ok(());
+        return Ok(None);
     }
     let header = req
         .headers()
@@ -259,7 +278,7 @@ async fn authorize(
             StatusCode::FORBIDDEN,
             &error_body(&format!("needs the {} role", role.unwrap_or_default())),
         )),
-        Ok(_) => Ok(()),
+        Ok(p) => Ok(Some(p)),
     }
 }
 

@@ -16,7 +16,9 @@ use crate::frame::OutFrame;
 use crate::history::History;
 use crate::hub::Hub;
 use crate::protocol::{reply, Catchup};
+use crate::state::State;
 use crate::subscription::Subscription;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,8 +43,8 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
             // Redis Cluster: this instance's history holds only its clients' clusters.
             let done = resume_from_shared(client, sub, shared.replay(id)).await;
             if catchup.snapshot && !done {
-                let keys = hub.settings.session.snapshot_keys;
-                snapshot_from_shared(client, sub, shared.recent(), keys).await;
+                let bounds = hub.settings.session.state_bounds;
+                snapshot_from_shared(client, sub, shared.recent(), bounds).await;
             }
             return client.hold_events(false);
         }
@@ -60,8 +62,8 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
     // A resume that worked already brought the client up to date.
     if catchup.snapshot && !resumed {
         if let Some(shared) = hub.broker.shared_history() {
-            let keys = hub.settings.session.snapshot_keys;
-            snapshot_from_shared(client, sub, shared.recent(), keys).await;
+            let bounds = hub.settings.session.state_bounds;
+            snapshot_from_shared(client, sub, shared.recent(), bounds).await;
             return client.hold_events(false);
         }
         covered = snapshot(history, client, sub).await;
@@ -72,10 +74,10 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
     client.hold_events(false);
 }
 
-/// Sends the latest event of each matching key, then `snapshot_complete`; the last sequence
+/// Sends the state (the latest event of each matching entity), then `snapshot_complete`; the last sequence
 /// number the snapshot covers, or `None` if the connection ended meanwhile.
 async fn snapshot(history: &History, client: &ClientHandle, sub: &Subscription) -> Option<u64> {
-    let (frames, upto) = history.snapshot(sub);
+    let crate::history::StateRead { frames, upto, .. } = history.state(sub);
     let n = frames.len();
     // The history's own frames, marked once and shared: a client that stalls mid-snapshot
     // holds references to them, not a copy.
@@ -87,15 +89,15 @@ async fn snapshot(history: &History, client: &ClientHandle, sub: &Subscription) 
     Some(upto)
 }
 
-/// A snapshot from a broker's shared history: the latest matching event of each key (the
-/// `max_keys` most recent keys), oldest first, then `snapshot_complete`. Every matching event
-/// read is covered by id, so an older one still on its way live never lands after the newer
-/// state.
+/// A snapshot from a broker's shared history: the state folded from its events (the rules and
+/// bounds of the instance's own), oldest change first, then `snapshot_complete`. Every matching
+/// event read is covered by id, so an older one still on its way live never lands after the
+/// newer state.
 async fn snapshot_from_shared(
     client: &ClientHandle,
     sub: &Subscription,
     read: crate::broker::ReplayFuture<'_>,
-    max_keys: usize,
+    bounds: (usize, usize),
 ) {
     let events = match tokio::time::timeout(SHARED_HISTORY_TIMEOUT, read).await {
         Ok(Ok(Some(events))) => events,
@@ -105,21 +107,10 @@ async fn snapshot_from_shared(
             return;
         }
     };
-    let (frames, ids) = matching_frames(events, sub);
-    // Newest first, the first of each key is its latest; then back to oldest first.
-    let mut seen = std::collections::HashSet::new();
-    let mut latest: Vec<Arc<OutFrame>> = frames
-        .iter()
-        .rev()
-        .filter(|f| {
-            f.event.as_ref().is_some_and(|m| {
-                seen.insert((m.event_type, m.cluster_id.clone(), m.namespace.clone()))
-            })
-        })
-        .take(max_keys)
-        .map(|f| f.snapshot_twin())
-        .collect();
-    latest.reverse();
+    let frames: Vec<Arc<OutFrame>> = events.into_iter().map(|e| OutFrame::event(e, 0)).collect();
+    let ids = ids_matching(&frames, sub);
+    let state = State::fold(frames, sub, bounds.0, bounds.1);
+    let latest: Vec<Arc<OutFrame>> = state.read(sub).iter().map(|f| f.snapshot_twin()).collect();
     let n = latest.len();
     if send_all(client, latest).await {
         client.seam.cover_ids(sub, ids);
@@ -156,17 +147,23 @@ async fn resume_from_shared(
 fn matching_frames(
     events: Vec<crate::event::ParsedEvent>,
     sub: &Subscription,
-) -> (Vec<Arc<OutFrame>>, std::collections::HashSet<String>) {
+) -> (Vec<Arc<OutFrame>>, HashSet<String>) {
     let frames: Vec<Arc<OutFrame>> = events
         .into_iter()
         .map(|e| OutFrame::event(e, 0))
         .filter(|f| crate::history::frame_matches(f, sub))
         .collect();
-    let ids = frames
-        .iter()
-        .filter_map(|f| f.event.as_ref().map(|m| m.event_id.clone()))
-        .collect();
+    let ids = ids_matching(&frames, sub);
     (frames, ids)
+}
+
+/// The ids of the frames that match `sub`.
+fn ids_matching(frames: &[Arc<OutFrame>], sub: &Subscription) -> HashSet<String> {
+    frames
+        .iter()
+        .filter(|f| crate::history::frame_matches(f, sub))
+        .filter_map(|f| f.event.as_ref().map(|m| m.event_id.clone()))
+        .collect()
 }
 
 /// Queues `frames` for the writer, at most [`IN_FLIGHT`] and [`IN_FLIGHT_BYTES`] at a time

@@ -384,6 +384,42 @@ pub const SCOPED_AUTH: &str = "  auth:
       - {token: c1-prod, subject: team, clusters: [c1], namespaces: [prod]}
 ";
 
+/// What a resuming client receives until 700 ms pass with nothing new: the ids of the events
+/// (replayed and live, in order) and the `replay_complete`; anything else than these and
+/// `subscribed` fails the test.
+pub async fn resumed(ws: &mut Ws) -> (Vec<String>, Option<Value>) {
+    let mut got = Vec::new();
+    let mut complete = None;
+    while let Seen::Json(v) = next_seen(ws, Duration::from_millis(700)).await {
+        match v["type"].as_str() {
+            Some("event") => got.push(v["event_id"].as_str().unwrap_or_default().to_string()),
+            Some("replay_complete") => complete = Some(v),
+            Some("subscribed") => {}
+            _ => panic!("unexpected {v}"),
+        }
+    }
+    (got, complete)
+}
+
+/// A hub in Redis mode on `redis`; its start-up line must say so.
+pub fn redis_hub(redis: &RedisServer, instance: &str) -> HubProcess {
+    let hub = HubProcess::start(&format!(
+        "  redis_url: \"{}\"\n  scaling:\n    instance_id: {instance}\n",
+        redis.url()
+    ));
+    assert!(hub.banner.ends_with(", mode redis"), "{}", hub.banner);
+    hub
+}
+
+/// Two hubs in Redis mode on `redis` (instances `a` and `b`), both ready.
+pub async fn redis_pair(redis: &RedisServer) -> (HubProcess, HubProcess) {
+    let (a, b) = (redis_hub(redis, "a"), redis_hub(redis, "b"));
+    for h in [&a, &b] {
+        assert!(h.wait_ready(200, Duration::from_secs(10)).await, "ready");
+    }
+    (a, b)
+}
+
 /// Opens a client and authenticates it with `token`.
 pub async fn authed(hub: &HubProcess, token: &str) -> Ws {
     let mut ws = hub.ws().await;

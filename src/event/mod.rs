@@ -8,6 +8,9 @@
 //!
 //! Owns nothing that lives: an event is parsed once and then only read, shared by reference.
 
+mod payload;
+
+use crate::entity::EntityKeys;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -110,6 +113,9 @@ pub struct ParsedEvent {
     pub cluster_id: Option<String>,
     /// `payload.namespace`, else `payload.labels.namespace`, else none.
     pub namespace: Option<String>,
+    /// What the event is about, from its type's entity key (`crate::entity`); `None`: the type
+    /// has none, or the event lacks a field of it.
+    pub entity: Option<Box<str>>,
     /// `[FRAME_HEADROOM zero bytes][the "event" message JSON]`.
     pub message: Vec<u8>,
 }
@@ -128,32 +134,6 @@ impl ParsedEvent {
         out.extend_from_slice(body);
         out
     }
-}
-
-/// The fields routing needs, borrowed from the input where possible.
-#[derive(Deserialize)]
-struct EventView<'a> {
-    #[serde(borrow, default)]
-    event_type: Option<&'a RawValue>,
-    /// Kept even when `null` (`Some("null")`), so that a `null` can be left out of the message.
-    #[serde(borrow, default, deserialize_with = "keep_null")]
-    event_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    cluster_id: Option<&'a RawValue>,
-    /// Kept even when `null`, like `event_id`.
-    #[serde(borrow, default, deserialize_with = "keep_null")]
-    timestamp: Option<&'a RawValue>,
-    #[serde(default)]
-    payload: Option<PayloadNs>,
-    /// A top-level `type` would clash with the message's own `"type":"event"`; kept even when
-    /// `null` (a `"type":null` copied behind `"type":"event"` would win in a JSON reader).
-    #[serde(borrow, default, rename = "type", deserialize_with = "keep_null")]
-    type_key: Option<&'a RawValue>,
-}
-
-/// A present field's raw value, `null` included (serde would turn `null` into `None`).
-fn keep_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Whether a present field is `null`.
@@ -187,114 +167,6 @@ impl<'de> Deserialize<'de> for Members<'de> {
     }
 }
 
-/// What routing needs from `payload`: its namespace (`payload.namespace`, else
-/// `payload.labels.namespace`). Read in the same pass as the rest of the event; the rest of the
-/// payload is skipped, not copied. Accepts only a JSON object (or `null`, meaning no payload).
-#[derive(Default)]
-struct PayloadNs {
-    /// `payload.namespace`, if a string.
-    direct: Option<String>,
-    /// `payload.labels.namespace`, if a string.
-    labelled: Option<String>,
-}
-
-impl<'de> Deserialize<'de> for PayloadNs {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NsVisitor { nested: false })
-    }
-}
-
-/// Visits `payload` (and, nested, `payload.labels`), keeping only namespace strings.
-struct NsVisitor {
-    /// Visiting `labels` rather than `payload`.
-    nested: bool,
-}
-
-impl<'de> serde::de::Visitor<'de> for NsVisitor {
-    type Value = PayloadNs;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("payload to be a JSON object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PayloadNs, A::Error> {
-        let mut out = PayloadNs::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match key.as_ref() {
-                "namespace" => out.direct = map.next_value::<LenientStr>()?.0,
-                "labels" if !self.nested => {
-                    out.labelled = map.next_value::<LenientLabels>()?.0;
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Any JSON value; kept only if it is a string.
-struct LenientStr(Option<String>);
-
-impl<'de> Deserialize<'de> for LenientStr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v: serde_json::Value = Deserialize::deserialize(d)?;
-        Ok(LenientStr(match v {
-            serde_json::Value::String(s) => Some(s),
-            _ => None,
-        }))
-    }
-}
-
-/// `payload.labels`: its namespace if it is an object holding a string one; anything else is none.
-struct LenientLabels(Option<String>);
-
-impl<'de> Deserialize<'de> for LenientLabels {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = LenientLabels;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<LenientLabels, A::Error> {
-                let ns = NsVisitor { nested: true }.visit_map(map)?;
-                Ok(LenientLabels(ns.direct))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<LenientLabels, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(LenientLabels(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<LenientLabels, E> {
-                Ok(LenientLabels(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<LenientLabels, E> {
-                Ok(LenientLabels(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<LenientLabels, E> {
-                Ok(LenientLabels(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<LenientLabels, E> {
-                Ok(LenientLabels(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<LenientLabels, E> {
-                Ok(LenientLabels(None))
-            }
-            fn visit_unit<E>(self) -> Result<LenientLabels, E> {
-                Ok(LenientLabels(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// A JSON string value, or `Err` naming the field.
 fn string_field(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, EventError> {
     match raw {
@@ -316,8 +188,9 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
-/// Validates one event and encodes its delivery message once.
-pub fn parse_event(input: &[u8]) -> Result<ParsedEvent, EventError> {
+/// Validates one event and encodes its delivery message once; `keys` says which payload fields
+/// name its entity (read in the same pass).
+pub fn parse_event(input: &[u8], keys: &EntityKeys) -> Result<ParsedEvent, EventError> {
     let text = std::str::from_utf8(input).map_err(|e| EventError::NotJson(e.to_string()))?;
     if !text.trim_start().starts_with('{') {
         // serde would read a struct from an array too; only an object is an event.
@@ -326,7 +199,7 @@ pub fn parse_event(input: &[u8]) -> Result<ParsedEvent, EventError> {
             Err(e) => EventError::NotJson(e.to_string()),
         });
     }
-    let view: EventView<'_> = match serde_json::from_str(text) {
+    let mut view = match payload::read(text, keys) {
         Ok(v) => v,
         Err(e) if e.classify() == serde_json::error::Category::Data => {
             return Err(EventError::BadField(e.to_string()))
@@ -344,7 +217,8 @@ pub fn parse_event(input: &[u8]) -> Result<ParsedEvent, EventError> {
     };
     let cluster_id = string_field(view.cluster_id, "cluster_id")?;
     let has_timestamp = !null_timestamp && string_field(view.timestamp, "timestamp")?.is_some();
-    let namespace = view.payload.and_then(|p| p.direct.or(p.labelled));
+    let entity = keys.entity(event_type, cluster_id.as_deref(), &view.read);
+    let namespace = view.namespace();
     let event_id = given_id.clone().unwrap_or_else(new_event_id);
     let generated_id = given_id.is_none().then_some(&event_id);
     let message = if view.type_key.is_some() || null_id || null_timestamp {
@@ -360,6 +234,7 @@ pub fn parse_event(input: &[u8]) -> Result<ParsedEvent, EventError> {
         event_id,
         cluster_id,
         namespace,
+        entity,
         message,
     })
 }
@@ -421,6 +296,58 @@ fn rebuild_without(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses with the default entity keys.
+    fn parse_event(input: &[u8]) -> Result<ParsedEvent, EventError> {
+        super::parse_event(input, &EntityKeys::default())
+    }
+
+    #[test]
+    fn reads_the_entity_in_the_same_pass_wherever_the_type_stands() {
+        let before = br#"{"event_type":"METRIC_UPDATE","cluster_id":"c","payload":{"metric_name":"cpu","labels":{"pod":"a","namespace":"p"},"value":1}}"#;
+        let after = br#"{"payload":{"labels":{"namespace":"p","pod":"a"},"value":2,"metric_name":"cpu"},"cluster_id":"c","event_type":"METRIC_UPDATE"}"#;
+        let (a, b) = (parse_event(before).unwrap(), parse_event(after).unwrap());
+        assert_eq!(a.entity, b.entity);
+        assert_eq!(
+            a.entity.as_deref(),
+            Some("cpu\u{1f}{\"namespace\":\"p\",\"pod\":\"a\"}")
+        );
+        assert_eq!(
+            (a.namespace.as_deref(), b.namespace.as_deref()),
+            (Some("p"), Some("p"))
+        );
+        let alert = parse_event(br#"{"event_type":"ALERT_FIRED","cluster_id":"c","payload":{"fingerprint":"fp1","labels":7}}"#).unwrap();
+        assert_eq!(
+            (alert.entity.as_deref(), alert.namespace),
+            (Some("fp1"), None)
+        );
+        let lacking =
+            parse_event(br#"{"event_type":"GPU_UPDATE","payload":{"node_name":null}}"#).unwrap();
+        assert_eq!(lacking.entity, None);
+        let cluster =
+            parse_event(br#"{"event_type":"CLUSTER_DELETED","cluster_id":"c9"}"#).unwrap();
+        assert_eq!(cluster.entity.as_deref(), Some("c9"));
+    }
+
+    #[test]
+    fn configured_nested_paths_are_read_and_repeated_fields_refused() {
+        let keys: EntityKeys =
+            serde_norway::from_str("GPU_UPDATE: [payload.host.name, cluster_id]").unwrap();
+        let e = super::parse_event(br#"{"event_type":"GPU_UPDATE","cluster_id":"c","payload":{"host":{"name":"h1","x":[1]}}}"#, &keys).unwrap();
+        assert_eq!(e.entity.as_deref(), Some("h1\u{1f}c"));
+        let e = super::parse_event(
+            br#"{"event_type":"GPU_UPDATE","cluster_id":"c","payload":{"host":"h1"}}"#,
+            &keys,
+        )
+        .unwrap();
+        assert_eq!(e.entity, None);
+        for twice in [
+            &br#"{"event_type":"GPU_UPDATE","payload":{},"payload":{}}"#[..],
+            br#"{"event_type":"GPU_UPDATE","cluster_id":"a","cluster_id":"b"}"#,
+        ] {
+            assert_eq!(parse_event(twice).unwrap_err().kind(), "bad_field");
+        }
+    }
 
     fn msg(e: &ParsedEvent) -> serde_json::Value {
         serde_json::from_slice(&e.message[FRAME_HEADROOM..]).unwrap()
