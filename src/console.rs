@@ -3,10 +3,12 @@
 //! on (`clients/js/index.js`, the same file as the npm package).
 //!
 //! The page shows the hub's status, live connection and event rates and drops (from
-//! `GET /api/v1/streaming/status`, every 2 s), alerts by severity, GPU utilization as small
-//! charts, and a filterable tail of live events (subscribed to every type with a snapshot
-//! first). The files are public: with authentication on, the page asks for a token and uses it
-//! for the WebSocket's `auth` and as the bearer of its status requests (which need `admin`).
+//! `GET /api/v1/streaming/status`, every 2 s); the hub's state (loaded over `GET /state`, then
+//! kept by live events): active alerts by severity, one tile per GPU node, each cluster's
+//! status; and a filterable tail of live events. The files are public: with authentication on,
+//! the page asks for a token and uses it for the WebSocket's `auth` and as the bearer of its REST
+//! requests; the roles `auth_response` reports decide whether it offers the admin panel (clients,
+//! disconnect, drain) and the publish form (`internal`).
 //!
 //! Event data is shown as text only (the script never builds markup from it), and every file
 //! goes out with a strict Content-Security-Policy ([`policy`]): scripts and styles from the hub

@@ -306,12 +306,14 @@ pub fn parse_request(text: &str) -> Result<Request, Refusal> {
 pub(crate) mod reply {
     use super::*;
 
-    /// `auth_response`.
-    pub fn auth_response(client_id: &str) -> Arc<OutFrame> {
+    /// `auth_response`, with the token's roles (`null` while auth is off), so a page knows
+    /// which actions to offer.
+    pub fn auth_response(client_id: &str, roles: Option<Vec<String>>) -> Arc<OutFrame> {
         json_frame(&serde_json::json!({
             "type": "auth_response",
             "status": "authenticated",
             "client_id": client_id,
+            "roles": roles,
         }))
     }
 

@@ -52,6 +52,11 @@ async fn auth_required_before_anything_but_auth_and_ping() {
     send(&mut ws, &json!({"type": "auth", "token": "good"})).await;
     let r = recv(&mut ws).await;
     assert_eq!(r["status"], "authenticated");
+    assert_eq!(
+        r["roles"],
+        json!(["admin", "internal"]),
+        "the token's roles: {r}"
+    );
     subscribe(&mut ws, &["GPU_UPDATE"], &[], &[]).await;
 
     // No auth within timeout_seconds: closed.

@@ -1,7 +1,9 @@
 //! The live console (`GET /`) in a real headless Chromium (Debian's `chromium`, driven by
 //! `playwright-core` from `clients/console-test`, installed by `npm ci`): the page loads from
 //! this build's hub, goes live, shows an alert published through the broadcast endpoint and a
-//! GPU's utilization, and with authentication on asks for a token first; event data carrying
+//! GPU's utilization, and with authentication on asks for a token first; its state panels (active
+//! alerts, GPU tiles per node, the cluster board) follow the hub's state; an admin disconnects a
+//! client and drains, an internal token publishes; event data carrying
 //! markup shows as text and runs no script, under a strict Content-Security-Policy. Screenshots are kept
 //! in `target/console/`.
 
@@ -14,7 +16,7 @@ fn the_console_works_in_a_real_browser() {
         "clients/console-test",
         "console.test.mjs",
         &[("SCREENSHOT_DIR", shots)],
-        3,
+        5,
     );
     let shot = std::path::Path::new(shots).join("console.png");
     assert!(

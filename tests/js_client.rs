@@ -1,10 +1,11 @@
 //! The JavaScript client (`clients/js`) tested with Node's test runner against real hub
 //! processes (this build's binary) and a real `redis-server`: events, snapshot, token refresh,
-//! a hub restart and a drain in the middle of a stream.
+//! a hub restart and a drain in the middle of a stream, and `loadState` (state over HTTP, then live
+//! from its position) under concurrent publishing.
 
 mod common;
 
 #[test]
 fn the_js_client_passes_its_tests_against_the_real_hub() {
-    common::node_tests("clients/js", "test/", &[], 6);
+    common::node_tests("clients/js", "test/", &[], 8);
 }

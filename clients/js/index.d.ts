@@ -18,7 +18,7 @@ export interface Subscription {
   event_types: EventType[];
   cluster_filter?: string[];
   namespace_filter?: string[];
-  /** First the latest event of each matching (type, cluster, namespace), marked `snapshot`. */
+  /** First the state (the latest event of each matching entity), marked `snapshot`. */
   snapshot?: boolean;
 }
 
@@ -69,7 +69,8 @@ export interface ClientOptions {
 export interface Listeners {
   event: (e: StreamEvent) => void;
   open: (info: { url: string }) => void;
-  ready: (info: { clientId: string | null; url: string }) => void;
+  /** `roles`: the token's, from `auth_response`; null without authentication. */
+  ready: (info: { clientId: string | null; roles: string[] | null; url: string }) => void;
   close: (info: { code: number; reason: string }) => void;
   error: (e: ServerError | Error | Event) => void;
   /** The hub could not resume: events were missed, reload your state. */
@@ -86,12 +87,58 @@ export class StreamhubClient {
   readonly lastEventId: string | null;
   /** The hub's id for this connection, once authenticated. */
   readonly clientId: string | null;
+  /** The token's roles, once authenticated (null while the hub has authentication off). */
+  readonly roles: string[] | null;
   connect(): this;
-  subscribe(subscription: Subscription): this;
+  subscribe(subscription: Subscription, options?: { resumeFrom?: string | null }): this;
+  /** The state over HTTP, then a subscription from the position it was read at; the state
+   * follows live events. One per client. */
+  loadState(subscription: Subscription, options?: LoadStateOptions): Promise<DashboardState>;
   unsubscribe(eventTypes?: EventType[]): this;
   on<K extends keyof Listeners>(type: K, fn: Listeners[K]): () => void;
   events(): AsyncIterableIterator<StreamEvent>;
   close(): void;
 }
+
+/** The rules `GET /api/v1/streaming/state` answers with. */
+export interface StateRules {
+  /** Per event type, the fields (`cluster_id` or `payload.…`) whose values name its entity. */
+  entity_keys: Partial<Record<EventType, string[]>>;
+  /** Per removing type: the type whose entry (same cluster and entity) it removes, or `cluster`. */
+  removes: Partial<Record<EventType, EventType | "cluster">>;
+}
+
+/** The answer of `GET /api/v1/streaming/state`. */
+export interface StateAnswer {
+  events: StreamEvent[];
+  count: number;
+  /** Resume from this id to miss nothing after the state; null: nothing to resume from yet. */
+  position: string | null;
+  rules: StateRules;
+}
+
+export interface LoadStateOptions {
+  /** The hub's HTTP base (default: the WebSocket URL's, ws → http, without /ws). */
+  httpUrl?: string;
+  fetch?: typeof fetch;
+}
+
+/** The latest event of each entity, oldest change first. */
+export class DashboardState {
+  constructor(rules: StateRules);
+  readonly rules: StateRules;
+  /** The position the state was read at over HTTP. */
+  position: string | null;
+  readonly size: number;
+  /** What an event is about, or null (no key for its type, or a field missing). */
+  entityOf(e: StreamEvent): string | null;
+  /** Keeps or removes by the rules; true if the state changed. */
+  apply(e: StreamEvent): boolean;
+  events(type?: EventType): StreamEvent[];
+  onChange(fn: (state: DashboardState) => void): () => void;
+}
+
+/** Whether a subscription's filters match an event (the hub's rule). */
+export function matches(sub: Subscription, e: StreamEvent): boolean;
 
 export function connect(url: string | string[], options?: ClientOptions): StreamhubClient;

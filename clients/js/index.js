@@ -9,7 +9,9 @@
 //   server's `reconnect_after_ms` when it says goodbye;
 // - on every reconnect, each subscription resumes from the last event id seen; when the hub
 //   cannot recover (`replay_complete` with `recovered: false`) the client emits `reset`, so the
-//   application reloads its state.
+//   application reloads its state;
+// - `loadState`: a dashboard's state (the latest event of each entity) over HTTP, then a
+//   subscription from the position it was read at, kept up to date by the hub's own rules.
 
 const DEFAULTS = {
   initialBackoffMs: 1000,
@@ -43,6 +45,7 @@ export class StreamhubClient {
     this.ws = null;
     this.ready = false;
     this.clientId = null;
+    this.roles = null;
     this.timer = null;
     this.waiters = [];
     this.queue = [];
@@ -76,10 +79,11 @@ export class StreamhubClient {
   }
 
   /** Adds a subscription: `{event_types, cluster_filter?, namespace_filter?, snapshot?}`.
-   * Sent now if connected, and again (resuming) after every reconnect. */
-  subscribe(subscription) {
+   * Sent now if connected, and again (resuming) after every reconnect; `options.resumeFrom`:
+   * the event id its first subscribe resumes from. */
+  subscribe(subscription, options = {}) {
     const { snapshot = false, ...filters } = subscription;
-    const entry = { filters, snapshot };
+    const entry = { filters, snapshot, resumeFrom: options.resumeFrom ?? null };
     this.subscriptions.push(entry);
     if (this.ready) this.sendSubscribe(entry, null);
     return this;
@@ -191,13 +195,16 @@ export class StreamhubClient {
     this.clientId = clientId;
     this.ready = true;
     this.attempt = 0;
-    this.emit("ready", { clientId, url: this.urls[this.urlIndex % this.urls.length] });
+    this.emit("ready", { clientId, roles: this.roles, url: this.urls[this.urlIndex % this.urls.length] });
     for (const s of this.subscriptions) this.sendSubscribe(s, this.lastEventId);
   }
 
   sendSubscribe(entry, resumeFrom) {
     const msg = { type: "subscribe", subscription: entry.filters };
-    if (resumeFrom) msg.resume_from = resumeFrom;
+    // Its own first position once, then the client's.
+    const from = entry.resumeFrom ?? resumeFrom;
+    entry.resumeFrom = null;
+    if (from) msg.resume_from = from;
     if (entry.snapshot) msg.snapshot = true;
     this.send(msg);
   }
@@ -205,6 +212,7 @@ export class StreamhubClient {
   handle(msg) {
     switch (msg.type) {
       case "auth_response":
+        this.roles = msg.roles ?? null;
         if (!this.ready) this.onReady(msg.client_id);
         break;
       case "event":
@@ -235,18 +243,63 @@ export class StreamhubClient {
 
   deliver(event) {
     const id = event.event_id;
-    if (id != null) {
+    // A snapshot's events are state, sent again whenever asked: never dropped as repeats.
+    if (id != null && !event.snapshot) {
       if (this.seen.has(id)) return;
       this.seen.add(id);
       this.seenOrder.push(id);
       if (this.seenOrder.length > this.options.seenIds) this.seen.delete(this.seenOrder.shift());
-      // A snapshot is state, not a place in the stream: resuming goes on from live events.
-      if (!event.snapshot) this.lastEventId = id;
+      this.lastEventId = id;
     }
     this.emit("event", event);
     const waiter = this.waiters.shift();
     if (waiter) waiter({ value: event, done: false });
     else this.queue.push(event);
+  }
+
+  /** A dashboard's state: `GET /api/v1/streaming/state` for `subscription` (its filters), then a
+   * subscription resuming from the position the state was read at (nothing missed in between),
+   * with `snapshot` so a resume the hub cannot serve is followed by the state again. Live events
+   * keep the returned {@link DashboardState} up to date by the rules the hub answered with.
+   * One per client: a snapshot arriving replaces the state. `options.httpUrl`: the hub's HTTP
+   * base (default: from the WebSocket URL); `options.fetch`: a fetch function. */
+  async loadState(subscription, options = {}) {
+    const { snapshot: _ignored, ...filters } = subscription;
+    if (!filters.event_types?.length) throw new Error("loadState needs event_types");
+    const fetchFn = options.fetch ?? globalThis.fetch;
+    const base = options.httpUrl ?? httpBase(this.urls[this.urlIndex % this.urls.length]);
+    const query = new URLSearchParams();
+    for (const k of ["event_types", "cluster_filter", "namespace_filter"]) {
+      if (filters[k]?.length) query.set(k, filters[k].join(","));
+    }
+    const token = await this.token();
+    const r = await fetchFn(`${base}/api/v1/streaming/state?${query}`, {
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    });
+    if (!r.ok) throw new Error(`GET /api/v1/streaming/state answered ${r.status}: ${await r.text()}`);
+    const answer = await r.json();
+    const state = new DashboardState(answer.rules);
+    for (const e of answer.events) state.apply(e);
+    // What removes state must arrive too: resolutions of the types asked for, cluster deletions.
+    const types = new Set(filters.event_types ?? []);
+    for (const [type, removes] of Object.entries(answer.rules.removes ?? {})) {
+      if (removes === "cluster" || types.has(removes)) types.add(type);
+    }
+    const live = { ...filters, event_types: [...types] };
+    let rebuilt = null;
+    this.on("event", (e) => {
+      if (!matches(live, e)) return;
+      if (e.snapshot) (rebuilt ??= new DashboardState(answer.rules)).apply(e);
+      else state.apply(e) && state.changed();
+    });
+    this.on("snapshot", () => {
+      state.replace(rebuilt ?? new DashboardState(answer.rules));
+      rebuilt = null;
+    });
+    if (this.lastEventId == null && answer.position) this.lastEventId = answer.position;
+    this.subscribe({ ...live, snapshot: true }, { resumeFrom: answer.position ?? null });
+    state.position = answer.position;
+    return state;
   }
 
   send(msg) {
@@ -271,6 +324,126 @@ export class StreamhubClient {
       if (!this.closed) this.open();
     }, delay);
   }
+}
+
+/** The HTTP base of a hub's WebSocket URL: ws://host:port/ws → http://host:port. */
+function httpBase(wsUrl) {
+  const u = new URL(wsUrl);
+  const scheme = u.protocol === "wss:" ? "https:" : "http:";
+  return `${scheme}//${u.host}${u.pathname.replace(/\/ws\/?$/, "")}`;
+}
+
+/** An event's namespace as the hub reads it: payload.namespace, else payload.labels.namespace. */
+function namespaceOf(e) {
+  const p = e.payload;
+  if (p === null || typeof p !== "object") return null;
+  if (typeof p.namespace === "string") return p.namespace;
+  const ns = p.labels?.namespace;
+  return typeof ns === "string" ? ns : null;
+}
+
+/** Whether a subscription's filters match an event (the hub's rule). */
+export function matches(sub, e) {
+  const ns = namespaceOf(e);
+  return (sub.event_types ?? []).includes(e.event_type) &&
+    (!sub.cluster_filter?.length || sub.cluster_filter.includes(e.cluster_id)) &&
+    (!sub.namespace_filter?.length || ns === null || sub.namespace_filter.includes(ns));
+}
+
+/** The value at `path` (`cluster_id`, or `payload.` and field names) of an event. */
+function valueAt(e, path) {
+  if (path === "cluster_id") return e.cluster_id;
+  if (!path.startsWith("payload.")) return undefined;
+  let v = e.payload;
+  for (const field of path.slice("payload.".length).split(".")) {
+    if (v === null || typeof v !== "object" || Array.isArray(v)) return undefined;
+    v = v[field];
+  }
+  return v;
+}
+
+/** JSON with object keys sorted: the same labels in any order name one series. */
+function canonical(v) {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
+  if (v !== null && typeof v === "object") {
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/** The latest event of each entity, by the rules `GET /state` answers with (`rules.entity_keys`:
+ * per type, the fields naming its entity; `rules.removes`: what a type removes). In the order
+ * entities last changed, oldest first. */
+export class DashboardState {
+  constructor(rules) {
+    this.rules = rules;
+    this.entries = new Map();
+    this.listeners = new Set();
+    this.position = null;
+  }
+
+  /** What an event is about, or null (its type has no key, or a field is missing). */
+  entityOf(e) {
+    const paths = this.rules.entity_keys?.[e.event_type] ?? [];
+    if (paths.length === 0) return null;
+    const parts = [];
+    for (const path of paths) {
+      const v = valueAt(e, path);
+      if (v === undefined || v === null) return null;
+      parts.push(typeof v === "string" ? v : canonical(v));
+    }
+    return parts.join("\u001f");
+  }
+
+  /** Applies one event: kept as its entity's latest, or removing what its rule says. True if
+   * the state changed. */
+  apply(e) {
+    const removes = this.rules.removes?.[e.event_type];
+    const entity = this.entityOf(e);
+    if (removes === "cluster") {
+      let gone = false;
+      for (const [k, held] of this.entries) {
+        if (e.cluster_id != null && held.cluster_id === e.cluster_id) gone = this.entries.delete(k) || gone;
+      }
+      return gone;
+    }
+    if (removes) return entity !== null && this.entries.delete(key(removes, e.cluster_id, entity, null));
+    const k = key(e.event_type, e.cluster_id, entity, namespaceOf(e));
+    this.entries.delete(k);
+    this.entries.set(k, e);
+    return true;
+  }
+
+  /** The events held (of `type`, if given), oldest change first. */
+  events(type) {
+    const all = [...this.entries.values()];
+    return type ? all.filter((e) => e.event_type === type) : all;
+  }
+
+  get size() {
+    return this.entries.size;
+  }
+
+  /** Calls `fn(state)` after every change; returns a function that stops it. */
+  onChange(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  changed() {
+    for (const fn of this.listeners) fn(this);
+  }
+
+  /** Takes another state's entries (a snapshot that replaced this one). */
+  replace(other) {
+    this.entries = other.entries;
+    this.changed();
+  }
+}
+
+/** An entry's key: type, cluster, and the entity (or, without one, the namespace). */
+function key(type, cluster, entity, namespace) {
+  return JSON.stringify([type, cluster ?? null, entity !== null, entity ?? namespace]);
 }
 
 /** Connects a new client: `connect(url, options)`. */

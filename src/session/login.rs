@@ -84,11 +84,17 @@ impl Login {
         matches!(*self.phase.lock(), Phase::Expired(_))
     }
 
-    /// Handles `auth`; false when the connection must close. On success the caller answers
-    /// (`auth_response`), once it has acted on a changed grant.
-    pub(super) async fn authenticate(&self, hub: &Hub, client: &ClientHandle, token: &str) -> bool {
+    /// Handles `auth`: the token's roles (`Some(None)` while auth is off), or `None` when the
+    /// connection must close. On success the caller answers (`auth_response`, with the roles,
+    /// which are not kept), once it has acted on a changed grant.
+    pub(super) async fn authenticate(
+        &self,
+        hub: &Hub,
+        client: &ClientHandle,
+        token: &str,
+    ) -> Option<Option<Vec<String>>> {
         if let Phase::Off = *self.phase.lock() {
-            return true;
+            return Some(None);
         }
         match hub.auth.authenticate(token).await {
             Ok(p) => {
@@ -97,7 +103,7 @@ impl Login {
                 self.changed.notify_one();
                 client.set_subject(p.subject);
                 client.set_authenticated();
-                true
+                Some(Some(p.roles))
             }
             Err(e) => {
                 let message = match e {
@@ -106,7 +112,7 @@ impl Login {
                     AuthError::Unavailable => "token validation unavailable",
                 };
                 refuse_and_close(client, ErrorCode::AUTH_FAILED, message);
-                false
+                None
             }
         }
     }

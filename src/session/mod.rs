@@ -106,14 +106,14 @@ impl Session {
             }
             Ok(Request::Auth { token }) => {
                 let before = self.login.grant();
-                let ok = self.login.authenticate(&self.hub, client, &token).await;
-                if ok && self.login.grant() != before {
+                let Some(roles) = self.login.authenticate(&self.hub, client, &token).await else {
+                    return false;
+                };
+                if self.login.grant() != before {
                     self.regrant().await;
                 }
-                if ok {
-                    client.send_control(reply::auth_response(&client.id.to_string()));
-                }
-                ok
+                client.send_control(reply::auth_response(&client.id.to_string(), roles));
+                true
             }
             Ok(Request::Ping { timestamp }) => {
                 client.send_control(reply::pong(timestamp.as_deref()));
