@@ -50,6 +50,9 @@ pub struct Config {
     /// and subscribes there, and follows a failover. Exclusive with `redis_url` and
     /// `redis_cluster_nodes`.
     pub redis_sentinel: Option<SentinelConfig>,
+    /// NATS JetStream as the broker: events go into the region's stream and every instance
+    /// reads them from there (durable history). Exclusive with the Redis modes.
+    pub nats: NatsConfig,
     /// Number of per-core runtimes connections are spread over; 0 = number of cores.
     pub shards: usize,
     /// WebSocket settings.
@@ -92,6 +95,109 @@ pub struct SentinelConfig {
     /// The primary's password, if it has one (`requirepass`, or the ACL user's).
     #[serde(deserialize_with = "unset_if_empty")]
     pub password: Option<String>,
+}
+
+/// `realtime_streaming.nats`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// This region's NATS servers (`nats://host:port`); any given means NATS mode.
+    #[serde(deserialize_with = "nodes_given")]
+    pub servers: Vec<String>,
+    /// This region's name (letters, digits, `-` and `_`): its stream is `{stream}_{REGION}` on
+    /// subject `{subject_prefix}.events.{region}`.
+    pub region: String,
+    /// The streams' name prefix.
+    pub stream: String,
+    /// The subjects' prefix (events, and `{prefix}.control` for control messages).
+    pub subject_prefix: String,
+    /// Copies of the stream inside the region (3 on a three-node cluster).
+    pub replicas: usize,
+    /// Most events the stream keeps.
+    pub max_messages: u64,
+    /// Oldest event the stream keeps, seconds.
+    pub max_age_seconds: u64,
+    /// A publish repeating an event id within this window is stored once, seconds.
+    pub duplicate_window_seconds: u64,
+    /// Longest wait for the stream to acknowledge a publish before `POST /broadcast` answers 503,
+    /// milliseconds.
+    pub publish_timeout_ms: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            region: "local".into(),
+            stream: "STREAMHUB".into(),
+            subject_prefix: "streamhub".into(),
+            replicas: 1,
+            max_messages: 1_000_000,
+            max_age_seconds: 24 * 3600,
+            duplicate_window_seconds: 120,
+            publish_timeout_ms: 5000,
+        }
+    }
+}
+
+impl NatsConfig {
+    /// Checks the NATS settings (only when NATS mode is chosen).
+    fn validate(&self) -> Result<(), ConfigError> {
+        for server in &self.servers {
+            if server.parse::<async_nats::ServerAddr>().is_err() {
+                let server = redacted(server);
+                return bad("nats.servers", &format!("{server:?} is not a NATS URL"));
+            }
+        }
+        let name = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !name(&self.region) {
+            return bad("nats.region", "must be 1 to 64 letters, digits, - or _");
+        }
+        if !name(&self.stream) {
+            return bad("nats.stream", "must be 1 to 64 letters, digits, - or _");
+        }
+        let subject_ok = !self.subject_prefix.is_empty()
+            && self
+                .subject_prefix
+                .split('.')
+                .all(|t| name(t) && t != "events");
+        if !subject_ok {
+            return bad(
+                "nats.subject_prefix",
+                "must be dot-separated tokens of letters, digits, - or _",
+            );
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return bad("nats.replicas", "must be 1 to 5");
+        }
+        if self.max_messages == 0 || self.max_age_seconds == 0 || self.publish_timeout_ms == 0 {
+            return bad(
+                "nats",
+                "max_messages, max_age_seconds and publish_timeout_ms must be above 0",
+            );
+        }
+        Ok(())
+    }
+
+    /// This region's stream.
+    pub fn stream_name(&self) -> String {
+        format!("{}_{}", self.stream, self.region.to_ascii_uppercase())
+    }
+
+    /// The subject events of this region are published on.
+    pub fn events_subject(&self) -> String {
+        format!("{}.events.{}", self.subject_prefix, self.region)
+    }
+
+    /// The subject of control messages.
+    pub fn control_subject(&self) -> String {
+        format!("{}.control", self.subject_prefix)
+    }
 }
 
 /// `realtime_streaming.log`.
@@ -368,6 +474,7 @@ impl Default for Config {
             redis_cluster_max_shard_channels: 1000,
             redis_tls_ca_file: None,
             redis_sentinel: None,
+            nats: NatsConfig::default(),
             shards: 0,
             websocket: WebSocketConfig::default(),
             backpressure: BackpressureConfig::default(),
@@ -498,6 +605,12 @@ pub struct Overrides {
     /// This instance's name (scaling.instance_id): the sticky cookie's value, in status.
     #[arg(long, env = "STREAMHUB_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// NATS servers, comma-separated `nats://host:port`: run in NATS mode (JetStream).
+    #[arg(long, env = "STREAMHUB_NATS_SERVERS", value_delimiter = ',')]
+    pub nats_servers: Option<Vec<String>>,
+    /// This instance's NATS region (nats.region).
+    #[arg(long, env = "STREAMHUB_NATS_REGION")]
+    pub nats_region: Option<String>,
     /// Log format: text or json (log.format).
     #[arg(long, env = "STREAMHUB_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -580,6 +693,15 @@ impl Config {
                 ..keep
             });
         }
+        if let Some(servers) = &o.nats_servers {
+            self.nats.servers = servers
+                .iter()
+                .filter_map(|u| unset(Some(u.clone())))
+                .collect();
+        }
+        if let Some(region) = unset(o.nats_region.clone()) {
+            self.nats.region = region;
+        }
         if let Some(id) = unset(o.instance_id.clone()) {
             self.scaling.instance_id = id;
         }
@@ -644,12 +766,16 @@ impl Config {
             self.redis_url.is_some(),
             !self.redis_cluster_nodes.is_empty(),
             self.redis_sentinel.is_some(),
+            !self.nats.servers.is_empty(),
         ];
         if chosen.iter().filter(|c| **c).count() > 1 {
             return bad(
                 "redis_cluster_nodes",
-                "set one of redis_url (one Redis), redis_cluster_nodes (a Redis Cluster) and redis_sentinel (Redis behind Sentinels), not both",
+                "set one of redis_url (one Redis), redis_cluster_nodes (a Redis Cluster), redis_sentinel (Redis behind Sentinels) and nats.servers (NATS JetStream), not both",
             );
+        }
+        if !self.nats.servers.is_empty() {
+            self.nats.validate()?;
         }
         if let Some(url) = self.redis_url.as_deref() {
             if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url) {
@@ -687,6 +813,9 @@ impl Config {
     pub fn broker_kind(&self) -> BrokerKind<'_> {
         if let Some(s) = &self.redis_sentinel {
             return BrokerKind::Sentinel(s);
+        }
+        if !self.nats.servers.is_empty() {
+            return BrokerKind::Nats(&self.nats);
         }
         match self.redis_url.as_deref() {
             Some(url) => BrokerKind::Redis { url },
@@ -727,6 +856,8 @@ pub enum BrokerKind<'a> {
     },
     /// `redis_sentinel`: classic Pub/Sub on the primary the Sentinels name.
     Sentinel(&'a SentinelConfig),
+    /// `nats.servers`: the region's JetStream stream.
+    Nats(&'a NatsConfig),
 }
 
 impl BrokerKind<'_> {
@@ -737,6 +868,7 @@ impl BrokerKind<'_> {
             BrokerKind::Redis { .. } => "redis",
             BrokerKind::RedisCluster { .. } => "redis-cluster",
             BrokerKind::Sentinel(_) => "redis-sentinel",
+            BrokerKind::Nats(_) => "nats",
         }
     }
 }
@@ -1049,6 +1181,30 @@ mod tests {
         shipped.auth.enabled = default.auth.enabled;
         shipped.auth.token_validation_url = default.auth.token_validation_url.clone();
         assert_eq!(format!("{shipped:#?}"), format!("{default:#?}"));
+    }
+
+    #[test]
+    fn nats_mode_is_checked_and_excludes_redis() {
+        let nats = |rest: &str| {
+            format!(
+                "realtime_streaming:\n  nats:\n    servers: [\"nats://127.0.0.1:4222\"]\n{rest}"
+            )
+        };
+        let c = Config::from_yaml(&nats("    region: eu-west_1\n"), "t").unwrap();
+        assert_eq!(c.broker_kind().name(), "nats");
+        assert_eq!(c.nats.stream_name(), "STREAMHUB_EU-WEST_1");
+        assert_eq!(c.nats.events_subject(), "streamhub.events.eu-west_1");
+        for (rest, says) in [
+            ("  redis_url: \"redis://127.0.0.1:1/\"\n", "not both"),
+            ("    region: \"eu.west\"\n", "nats.region"),
+            ("    replicas: 7\n", "nats.replicas"),
+        ] {
+            let err = Config::from_yaml(&nats(rest), "t").unwrap_err().to_string();
+            assert!(err.contains(says), "{rest}: {err}");
+        }
+        let bad = "realtime_streaming:\n  nats:\n    servers: [\"nats://a b:x\"]\n";
+        let err = Config::from_yaml(bad, "t").unwrap_err().to_string();
+        assert!(err.contains("nats.servers"), "{err}");
     }
 
     #[test]

@@ -95,6 +95,8 @@ impl Snapshot {
                 });
                 self.for_each_filtered(ty, cluster, namespace, once);
             }
+            // Never routed (see `Router::enqueue`): it serves no subscription.
+            Scope::Past => {}
         }
     }
 

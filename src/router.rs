@@ -116,10 +116,14 @@ impl Router {
         }
         let ty = event.event_type;
         // An arrival serving only half of the index (Redis Cluster) is not the whole stream:
-        // only arrivals for every subscription are recorded.
+        // only arrivals for every subscription are recorded, and past events read back.
+        let record = matches!(scope, Scope::Every | Scope::Past);
         let frame = self
             .history
-            .sequence(scope == Scope::Every, |seq| OutFrame::event(event, seq));
+            .sequence(record, |seq| OutFrame::event(event, seq));
+        if scope == Scope::Past {
+            return Ok(());
+        }
         let routed = Arc::new(Routed { frame, scope });
         self.metrics.local().events_routed[ty.index()].fetch_add(1, Relaxed);
         for inbox in self.inboxes.iter() {

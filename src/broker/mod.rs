@@ -15,8 +15,10 @@
 //! [`redis_cluster`] does the same over a Redis Cluster's sharded Pub/Sub, holding only the
 //! per-cluster channels the demand names. What arrives from either Redis broker is checked in
 //! [`inbound`] (for Redis Cluster, where it arrives: [`shard_arrivals`]); whether their
-//! subscriptions are live is kept in [`link`]. Adding a broker (NATS,
-//! say) is one file here plus one arm in [`from_config`] (see ARCHITECTURE.md).
+//! subscriptions are live is kept in [`link`]. [`nats`] puts each event into the region's
+//! JetStream stream and feeds every instance from it (the stream is the history: read back at
+//! start, followed from a known sequence). Adding a broker is one file or folder here plus one
+//! arm in [`from_config`] (see ARCHITECTURE.md).
 //!
 //! Owns the seam's types ([`Scope`], [`Demand`], [`Full`], [`BrokerError`]); a broker is changed
 //! only through the two traits.
@@ -33,6 +35,7 @@ use streamhub_wire::Channels;
 mod inbound;
 mod link;
 mod memory;
+mod nats;
 mod redis;
 mod redis_cluster;
 mod shard_arrivals;
@@ -56,6 +59,10 @@ pub enum Scope {
     /// Only subscriptions listing the event's cluster, skipping clients that an unfiltered
     /// subscription already serves (the arrival on `{prefix}:cluster:{id}`).
     Filtered,
+    /// No subscription: an event from before this instance started, read back from a durable
+    /// broker's stream (NATS) only to fill the history, so that resumes and snapshots work
+    /// after a restart.
+    Past,
 }
 
 /// Which clusters one instance's subscriptions ask for: what a broker that subscribes per
@@ -244,6 +251,11 @@ pub fn from_config(config: &Config) -> Result<Box<dyn Broker>, SetupError> {
             sentinel,
             channels,
             intake.clone(),
+        )?),
+        BrokerKind::Nats(nats) => Box::new(nats::NatsBroker::new(
+            nats,
+            intake.clone(),
+            config.history.max_events,
         )?),
         BrokerKind::RedisCluster { nodes } => Box::new(redis_cluster::RedisClusterBroker::new(
             nodes,

@@ -1,0 +1,160 @@
+//! The NATS JetStream broker: one durable stream per region, read by every instance.
+//!
+//! Publishing (`POST /broadcast`) puts the validated event into this region's stream
+//! (`{stream}_{REGION}`, subject `{prefix}.events.{region}`) with its event id as `Nats-Msg-Id`
+//! (a repeat within the duplicate window is stored once) and waits for the stream's
+//! acknowledgement before answering 202; a stream that cannot take it (no quorum, NATS
+//! unreachable) answers 503. Nothing is routed locally at that point: every instance, this one
+//! included, delivers the event from its consumer (`consume`).
+//!
+//! The stream is the history. At start an instance reads the stream's tail back into its own
+//! history (as many events as `history.max_events`), so a resume and a snapshot work on any
+//! instance and after a restart; then it follows the stream with an ordered consumer, which
+//! picks up where it was after a lost connection or a lost NATS node, so nothing is missed and
+//! nothing repeats. Only events the stream no longer holds when it comes back (past its limits)
+//! are a gap, and a resume across it says so (`recovered: false`).
+//!
+//! Owns its NATS connection, its consumer's position and its link state; only its own tasks
+//! change them.
+
+mod consume;
+
+use super::inbound::Inbound;
+use super::link::Link;
+use super::{Broker, BrokerError, BrokerHandler, Intake, PublishFuture, SetupError, Unhealthy};
+use crate::config::NatsConfig;
+use crate::event::ParsedEvent;
+use arc_swap::ArcSwapOption;
+use async_nats::jetstream;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// State shared by the broker (publishing side) and its consumer thread.
+struct Shared {
+    /// The region's settings.
+    config: NatsConfig,
+    /// This region's stream.
+    stream: String,
+    /// The subject its events are published on.
+    subject: String,
+    /// JetStream, once a connection exists (it reconnects by itself from then on).
+    context: ArcSwapOption<jetstream::Context>,
+    /// Whether the consumer follows the stream (what `/readyz` reports).
+    link: Arc<Link>,
+    /// What an event message must be; junk counters.
+    inbound: Inbound,
+    /// Events read back into the history at start.
+    readback: u64,
+    /// The stream sequence of the last event handed on.
+    consumed: AtomicU64,
+    /// The stream's last sequence when the consumer last looked.
+    stream_last: AtomicU64,
+}
+
+/// The NATS JetStream broker.
+pub(super) struct NatsBroker {
+    /// State shared with the consumer.
+    shared: Arc<Shared>,
+}
+
+impl NatsBroker {
+    /// A broker for the region `config` describes, taking events as `intake` says and reading
+    /// back `readback` events into the history at start.
+    pub(super) fn new(
+        config: &NatsConfig,
+        intake: Intake,
+        readback: usize,
+    ) -> Result<Self, SetupError> {
+        let target = config
+            .servers
+            .iter()
+            .map(|s| crate::config::redacted(s))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(Self {
+            shared: Arc::new(Shared {
+                stream: config.stream_name(),
+                subject: config.events_subject(),
+                config: config.clone(),
+                context: ArcSwapOption::empty(),
+                link: Arc::new(Link::new(format!("nats {target}"))),
+                inbound: Inbound::new(intake),
+                readback: readback as u64,
+                consumed: AtomicU64::new(0),
+                stream_last: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+impl Broker for NatsBroker {
+    fn start(&self, handler: Arc<dyn BrokerHandler>) -> std::io::Result<()> {
+        let task = consume::run(handler, self.shared.clone());
+        super::spawn_runtime_thread("streamhub-nats", task)
+    }
+
+    fn publish(&self, event: ParsedEvent) -> PublishFuture<'_> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let Some(context) = s.context.load_full() else {
+                return Err(BrokerError::Unavailable("not connected to NATS yet".into()));
+            };
+            // Refused at once while the connection is down: the client would hold the message
+            // and send it on reconnect, after a 503 had said it was not taken.
+            if context.client().connection_state() != async_nats::connection::State::Connected {
+                return Err(BrokerError::Unavailable("NATS is unreachable".into()));
+            }
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", event.event_id.as_str());
+            let payload = bytes::Bytes::from(event.to_published());
+            let stored = async {
+                let ack = context
+                    .publish_with_headers(s.subject.clone(), headers, payload)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ack.await.map_err(|e| e.to_string())
+            };
+            let timeout = Duration::from_millis(s.config.publish_timeout_ms);
+            match tokio::time::timeout(timeout, stored).await {
+                Ok(Ok(_ack)) => Ok(()),
+                Ok(Err(e)) => Err(BrokerError::Unavailable(format!(
+                    "the NATS stream {} did not take the event: {e}",
+                    s.stream
+                ))),
+                Err(_) => Err(BrokerError::Unavailable(format!(
+                    "the NATS stream {} did not acknowledge within {} ms",
+                    s.stream, s.config.publish_timeout_ms
+                ))),
+            }
+        })
+    }
+
+    fn mode(&self) -> &'static str {
+        "nats"
+    }
+
+    fn health(&self) -> Result<(), Unhealthy> {
+        self.shared.link.health()
+    }
+
+    fn details(&self) -> serde_json::Value {
+        let s = &self.shared;
+        let (connects, disconnects) = s.link.counts();
+        let (consumed, last) = (s.consumed.load(Relaxed), s.stream_last.load(Relaxed));
+        serde_json::json!({
+            "region": s.config.region,
+            "stream": s.stream,
+            "subject": s.subject,
+            "replicas": s.config.replicas,
+            "following": s.link.is_up(),
+            "consumed_sequence": consumed,
+            "stream_last_sequence": last,
+            "consumer_lag": last.saturating_sub(consumed),
+            "connects": connects,
+            "disconnects": disconnects,
+            "junk": s.inbound.junk_counts().into_iter().collect::<HashMap<_, _>>(),
+        })
+    }
+}
