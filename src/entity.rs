@@ -187,16 +187,24 @@ impl EntityKeys {
     }
 
     /// The entity of an event of type `ty`, from its cluster and the payload values read (by
-    /// path index): `None` when the type has no key or a part is missing (or `null`).
+    /// path index): `None` when the type has no key or a part is missing (or `null`). A key of
+    /// one string field takes that string rather than copying it (unless routing still needs
+    /// it: the namespace's paths).
     pub(crate) fn entity(
         &self,
         ty: EventType,
         cluster: Option<&str>,
-        read: &[Option<Value>],
+        read: &mut [Option<Value>],
     ) -> Option<Box<str>> {
         let parts = &self.0.parts[ty.index()];
-        if parts.is_empty() {
-            return None;
+        match parts.as_ref() {
+            [] => return None,
+            [Part::Payload(i)] if *i > 1 => {
+                if let Some(Some(Value::String(s))) = read.get_mut(*i) {
+                    return Some(std::mem::take(s).into_boxed_str());
+                }
+            }
+            _ => {}
         }
         let mut out = String::new();
         for (n, part) in parts.iter().enumerate() {
@@ -259,8 +267,8 @@ mod tests {
         assert_eq!(k.lists()["TRACE_RECEIVED"], ["payload.trace_id"]);
         assert_eq!(k.lists()["ALERT_FIRED"], ["payload.fingerprint"]);
         let k = keys("ALERT_FIRED: []").unwrap();
-        let read = vec![None, None, Some(Value::String("fp".into()))];
-        assert_eq!(k.entity(EventType::ALERT_FIRED, Some("c"), &read), None);
+        let mut read = vec![None, None, Some(Value::String("fp".into()))];
+        assert_eq!(k.entity(EventType::ALERT_FIRED, Some("c"), &mut read), None);
     }
 
     #[test]
@@ -286,19 +294,22 @@ mod tests {
         let mut read = vec![None; k.paths().len()];
         read[i("metric_name")] = Some(Value::String("cpu".into()));
         read[i("labels")] = Some(serde_json::json!({"pod": "a", "namespace": "p"}));
-        let one = k.entity(EventType::METRIC_UPDATE, None, &read).unwrap();
+        let one = k.entity(EventType::METRIC_UPDATE, None, &mut read).unwrap();
         read[i("labels")] = Some(serde_json::from_str(r#"{"namespace":"p","pod":"a"}"#).unwrap());
         assert_eq!(
-            k.entity(EventType::METRIC_UPDATE, None, &read).unwrap(),
+            k.entity(EventType::METRIC_UPDATE, None, &mut read).unwrap(),
             one
         );
         read[i("labels")] = Some(Value::Null);
-        assert_eq!(k.entity(EventType::METRIC_UPDATE, None, &read), None);
+        assert_eq!(k.entity(EventType::METRIC_UPDATE, None, &mut read), None);
         assert_eq!(
-            k.entity(EventType::CLUSTER_DELETED, Some("c1"), &read)
+            k.entity(EventType::CLUSTER_DELETED, Some("c1"), &mut read)
                 .as_deref(),
             Some("c1")
         );
-        assert_eq!(k.entity(EventType::TRACE_RECEIVED, Some("c1"), &read), None);
+        assert_eq!(
+            k.entity(EventType::TRACE_RECEIVED, Some("c1"), &mut read),
+            None
+        );
     }
 }

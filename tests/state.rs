@@ -273,3 +273,29 @@ async fn state_over_http_then_resume_loses_nothing_under_concurrent_publishing()
     );
     assert_eq!(got, want, "every event after the position, once, in order");
 }
+
+/// Past `history.snapshot_keys` entities the one changed longest ago goes, counted in `status`
+/// and `/metrics`.
+#[tokio::test]
+async fn a_full_state_lets_the_oldest_entity_go_and_counts_it() {
+    let hub = HubProcess::start("  history:\n    snapshot_keys: 2\n");
+    let events: Vec<Value> = ["n1", "n2", "n3", "n1"]
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            json!({"event_id": format!("g{i}"), "event_type": "GPU_UPDATE", "cluster_id": "c",
+                   "payload": {"node_name": node}})
+        })
+        .collect();
+    let (code, _) = hub.broadcast(&Value::Array(events).to_string()).await;
+    assert_eq!(code, 202);
+    // n1 left for n3, then came back and pushed out n2.
+    let state = state_until(&hub, "", &["g2", "g3"]).await;
+    assert_eq!(state_ids(&state), ["g2", "g3"], "{state}");
+    let status = hub.get_json("/api/v1/streaming/status").await;
+    assert_eq!(status["history"]["state_evicted"], 2, "{status}");
+    assert_eq!(status["history"]["state_entities"], 2, "{status}");
+    let text = hub.metrics_text().await;
+    assert_eq!(metric(&text, "streamhub_state_evicted_total"), 2.0);
+    assert_eq!(metric(&text, "streamhub_state_entities"), 2.0);
+}

@@ -217,7 +217,7 @@ pub fn parse_event(input: &[u8], keys: &EntityKeys) -> Result<ParsedEvent, Event
     };
     let cluster_id = string_field(view.cluster_id, "cluster_id")?;
     let has_timestamp = !null_timestamp && string_field(view.timestamp, "timestamp")?.is_some();
-    let entity = keys.entity(event_type, cluster_id.as_deref(), &view.read);
+    let entity = keys.entity(event_type, cluster_id.as_deref(), &mut view.read);
     let namespace = view.namespace();
     let event_id = given_id.clone().unwrap_or_else(new_event_id);
     let generated_id = given_id.is_none().then_some(&event_id);
@@ -324,6 +324,14 @@ mod tests {
         let lacking =
             parse_event(br#"{"event_type":"GPU_UPDATE","payload":{"node_name":null}}"#).unwrap();
         assert_eq!(lacking.entity, None);
+        let escaped = parse_event(
+            br#"{"event\u005ftype":"GPU_\u0055PDATE","payload":{"node\u005fname":"n\u0031"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (escaped.event_type, escaped.entity.as_deref()),
+            (EventType::GPU_UPDATE, Some("n1"))
+        );
         let cluster =
             parse_event(br#"{"event_type":"CLUSTER_DELETED","cluster_id":"c9"}"#).unwrap();
         assert_eq!(cluster.entity.as_deref(), Some("c9"));

@@ -7,6 +7,7 @@
 use crate::entity::EntityKeys;
 use crate::event::EventType;
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -26,7 +27,8 @@ pub(super) struct View<'a> {
     /// A top-level `type` would clash with the message's own `"type":"event"`; kept even when
     /// `null` (a `"type":null` copied behind `"type":"event"` would win in a JSON reader).
     pub type_key: Option<&'a RawValue>,
-    /// The payload values read, by the index of their path in [`EntityKeys::paths`].
+    /// The payload values read, by the index of their path in [`EntityKeys::paths`] (as long
+    /// as the highest index read: an event without them allocates nothing).
     pub read: Vec<Option<Value>>,
 }
 
@@ -38,6 +40,29 @@ impl View<'_> {
             _ => None,
         };
         string_at(0).or_else(|| string_at(1))
+    }
+}
+
+/// An object key, borrowed from the input unless it holds escapes (serde's own `Cow<str>`
+/// always copies: one allocation per key of every event).
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -61,12 +86,9 @@ impl<'de> Visitor<'de> for ViewSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<View<'de>, A::Error> {
         let keys = self.0;
-        let mut view = View {
-            read: vec![None; keys.paths().len()],
-            ..View::default()
-        };
+        let mut view = View::default();
         let mut seen_payload = false;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let (slot, field) = match key.as_ref() {
                 "event_type" => (&mut view.event_type, "event_type"),
                 "event_id" => (&mut view.event_id, "event_id"),
@@ -105,10 +127,11 @@ impl<'de> Visitor<'de> for ViewSeed<'_> {
     }
 }
 
-/// The event type a raw `event_type` names, if it is a known one.
+/// The event type a raw `event_type` names, if it is a known one (a name with escapes is left
+/// to the full check after the pass).
 fn type_of(raw: &RawValue) -> Option<EventType> {
-    let name: Cow<'_, str> = serde_json::from_str(raw.get()).ok()?;
-    EventType::parse(&name)
+    let name = raw.get().strip_prefix('"')?.strip_suffix('"')?;
+    EventType::parse(name)
 }
 
 /// Reads the values at `reads` (indexes into `paths`) below an object at `depth`. The payload
@@ -169,7 +192,7 @@ impl<'de> Visitor<'de> for Payload<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let (ends, deeper) = self.through(&key);
             if ends.is_empty() && deeper.is_empty() {
                 map.next_value::<IgnoredAny>()?;
@@ -185,10 +208,14 @@ impl<'de> Visitor<'de> for Payload<'_, '_> {
                 let value: Value = map.next_value()?;
                 for i in deeper {
                     let rest = &self.paths[i][self.depth + 1..];
-                    self.out[i] = rest.iter().try_fold(&value, |v, s| v.get(s)).cloned();
+                    let found = rest.iter().try_fold(&value, |v, s| v.get(s)).cloned();
+                    put(self.out, i, found);
                 }
-                for i in ends {
-                    self.out[i] = Some(value.clone());
+                if let Some((&last, others)) = ends.split_last() {
+                    for &i in others {
+                        put(self.out, i, Some(value.clone()));
+                    }
+                    put(self.out, last, Some(value));
                 }
             }
         }
@@ -229,6 +256,14 @@ impl<'de> Visitor<'de> for Payload<'_, '_> {
     fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
         self.nothing("a string")
     }
+}
+
+/// Sets the value read at path `i`, growing `out` to hold it.
+fn put(out: &mut Vec<Option<Value>>, i: usize, value: Option<Value>) {
+    if out.len() <= i {
+        out.resize(i + 1, None);
+    }
+    out[i] = value;
 }
 
 /// Reads the view of one event object.
