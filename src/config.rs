@@ -122,6 +122,9 @@ pub struct NatsConfig {
     /// Longest wait for the stream to acknowledge a publish before `POST /broadcast` answers 503,
     /// milliseconds.
     pub publish_timeout_ms: u64,
+    /// The other regions, whose streams this region mirrors (each region's NATS is its own
+    /// JetStream domain, named like the region, joined to the others by leafnodes).
+    pub mirror_regions: Vec<String>,
 }
 
 impl Default for NatsConfig {
@@ -136,6 +139,7 @@ impl Default for NatsConfig {
             max_age_seconds: 24 * 3600,
             duplicate_window_seconds: 120,
             publish_timeout_ms: 5000,
+            mirror_regions: Vec::new(),
         }
     }
 }
@@ -157,6 +161,14 @@ impl NatsConfig {
         };
         if !name(&self.region) {
             return bad("nats.region", "must be 1 to 64 letters, digits, - or _");
+        }
+        for other in &self.mirror_regions {
+            if !name(other) || other.eq_ignore_ascii_case(&self.region) {
+                return bad(
+                    "nats.mirror_regions",
+                    &format!("{other:?}: another region's name (letters, digits, - or _)"),
+                );
+            }
         }
         if !name(&self.stream) {
             return bad("nats.stream", "must be 1 to 64 letters, digits, - or _");
@@ -186,7 +198,12 @@ impl NatsConfig {
 
     /// This region's stream.
     pub fn stream_name(&self) -> String {
-        format!("{}_{}", self.stream, self.region.to_ascii_uppercase())
+        self.stream_of(&self.region)
+    }
+
+    /// The stream of `region` (its own, or its mirror in another region).
+    pub fn stream_of(&self, region: &str) -> String {
+        format!("{}_{}", self.stream, region.to_ascii_uppercase())
     }
 
     /// The subject events of this region are published on.

@@ -164,3 +164,64 @@ async fn a_lost_node_of_three_loses_nothing_and_disconnects_no_client() {
         assert_eq!(recv(ws).await["type"], "pong", "still connected");
     }
 }
+
+/// A hub of region `region` on `regions` (server `i`), mirroring the other regions' streams.
+fn region_hub(regions: &NatsRegions, i: usize, region: &str, others: &[&str]) -> HubProcess {
+    let others: Vec<String> = others.iter().map(|o| format!("\"{o}\"")).collect();
+    let hub = HubProcess::start(&format!(
+        "  nats:\n    servers: [\"{}\"]\n    region: {region}\n    mirror_regions: [{}]\n",
+        regions.url(i),
+        others.join(", ")
+    ));
+    assert!(hub.banner.ends_with(", mode nats"), "{}", hub.banner);
+    hub
+}
+
+/// Two regions, each its own NATS (a JetStream domain) joined by a leafnode: each region's hub
+/// delivers what was published in the other, in the origin's order, once.
+#[tokio::test]
+async fn each_region_delivers_what_the_other_published() {
+    let regions = NatsRegions::start(&["a", "b"]).expect("nats-server is installed (see .ci/run)");
+    let a = region_hub(&regions, 0, "a", &["b"]);
+    let b = region_hub(&regions, 1, "b", &["a"]);
+    for h in [&a, &b] {
+        assert!(h.wait_ready(200, Duration::from_secs(20)).await, "ready");
+    }
+    let (mut on_a, mut on_b) = (a.ws().await, b.ws().await);
+    for ws in [&mut on_a, &mut on_b] {
+        subscribe(ws, &["GPU_UPDATE"], &[], &[]).await;
+    }
+    let from_a: Vec<Value> = ids("a", 0..20).iter().map(|id| gpu(id)).collect();
+    let (code, body) = a.broadcast(&Value::Array(from_a).to_string()).await;
+    assert_eq!(code, 202, "{body}");
+    let from_b: Vec<Value> = ids("b", 0..20).iter().map(|id| gpu(id)).collect();
+    let (code, body) = b.broadcast(&Value::Array(from_b).to_string()).await;
+    assert_eq!(code, 202, "{body}");
+    for ws in [&mut on_a, &mut on_b] {
+        let mut got = Vec::new();
+        let end = Instant::now() + Duration::from_secs(20);
+        while got.len() < 40 && Instant::now() < end {
+            got.extend(ids_until_quiet(ws, Duration::from_millis(500)).await);
+        }
+        let of = |p: &str| {
+            got.iter()
+                .filter(|id| id.starts_with(p))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            of("a"),
+            ids("a", 0..20),
+            "region a's events once, in its order"
+        );
+        assert_eq!(
+            of("b"),
+            ids("b", 0..20),
+            "region b's events once, in its order"
+        );
+    }
+    let status = b.get_json("/api/v1/streaming/status").await;
+    let streams = &status["broker"]["stats"]["streams"];
+    assert_eq!(streams[1]["stream"], "STREAMHUB_A", "{status}");
+    assert_eq!(streams[1]["consumed_sequence"], 20, "{status}");
+}

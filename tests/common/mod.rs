@@ -340,7 +340,7 @@ pub async fn raw_close_code(s: &mut TcpStream) -> u16 {
 }
 
 #[allow(unused_imports)]
-pub use loadtest::fixtures::{NatsCluster, RedisCluster, RedisServer};
+pub use loadtest::fixtures::{NatsCluster, NatsRegions, RedisCluster, RedisServer};
 
 impl HubProcess {
     /// The Prometheus text of `/metrics`.

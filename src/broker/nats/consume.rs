@@ -11,7 +11,7 @@
 //!
 //! Owns nothing beyond its task: it writes the broker's shared state (`super::Shared`).
 
-use super::Shared;
+use super::{Origin, Shared};
 use crate::backoff::Backoff;
 use crate::broker::{BrokerHandler, Scope};
 use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy};
@@ -25,6 +25,9 @@ const BATCH: usize = 64;
 /// How often the server says a quiet consumer is still there: two missed, and it is made again
 /// from the next sequence (a lost NATS node took it along).
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Longest wait for an answer to a request about the stream or a consumer: short, so that an
+/// attempt that landed on a node just lost is given up and made again soon.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connects, then follows the stream for the life of the process.
 pub(super) async fn run(handler: Arc<dyn BrokerHandler>, shared: Arc<Shared>) {
@@ -37,20 +40,47 @@ pub(super) async fn run(handler: Arc<dyn BrokerHandler>, shared: Arc<Shared>) {
             }
         }
     };
-    let context = jetstream::new(client.clone());
+    let mut context = jetstream::new(client.clone());
     shared.context.store(Some(Arc::new(context.clone())));
+    // Publishing keeps its own (longer) wait; following asks and gives up sooner.
+    context.set_timeout(REQUEST_TIMEOUT);
     tokio::spawn(control(client, handler.clone(), shared.clone()));
-    let mut backoff = Backoff::reconnect();
+    // Other regions' mirrors, each followed on its own; this region's stream here.
+    for i in 1..shared.origins.len() {
+        tokio::spawn(keep_following(
+            handler.clone(),
+            shared.clone(),
+            context.clone(),
+            i,
+        ));
+    }
+    keep_following(handler, shared, context, 0).await
+}
+
+/// Follows origin `i`'s stream for the life of the process, again after each failure. The
+/// link (what `/readyz` reports) is this region's stream's; a mirror's failure is logged.
+async fn keep_following(
+    handler: Arc<dyn BrokerHandler>,
+    shared: Arc<Shared>,
+    context: jetstream::Context,
+    i: usize,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     // The next stream sequence to hand on (`None`: nothing handed on yet).
     let mut next = None;
     loop {
-        let why = match follow(&*handler, &shared, &context, &mut next).await {
+        let why = match follow(&*handler, &shared, &context, i, &mut next).await {
             Ok(()) => "the NATS consumer ended; following again".to_string(),
             Err(e) => e,
         };
-        shared.link.set(false, Some(why));
+        match i {
+            0 => shared.link.set(false, Some(why)),
+            _ => {
+                tracing::warn!(stream = %shared.origins[i].stream, error = %why, "mirror not followed; again")
+            }
+        }
         tokio::time::sleep(backoff.next_delay()).await;
-        if shared.link.is_up() {
+        if next.is_some() {
             backoff.reset();
         }
     }
@@ -97,27 +127,45 @@ async fn control(client: async_nats::Client, handler: Arc<dyn BrokerHandler>, sh
     }
 }
 
-/// The region's stream, created as configured when it does not exist yet.
+/// `origin`'s stream in this region, created as configured when it does not exist yet: this
+/// region's own on its subject, or a mirror of another region's (from that region's domain).
 async fn stream(
     context: &jetstream::Context,
     shared: &Shared,
+    origin: &Origin,
 ) -> Result<jetstream::stream::Stream, String> {
     let c = &shared.config;
+    let (subjects, mirror) = match &origin.mirror_of {
+        None => (vec![shared.subject.clone()], None),
+        Some(api) => {
+            let source = jetstream::stream::Source {
+                name: origin.stream.clone(),
+                external: Some(jetstream::stream::External {
+                    api_prefix: api.clone(),
+                    delivery_prefix: None,
+                }),
+                ..Default::default()
+            };
+            (Vec::new(), Some(source))
+        }
+    };
+    // A mirror takes no publishes: no duplicate window of its own.
+    let own = mirror.is_none();
     let config = jetstream::stream::Config {
-        name: shared.stream.clone(),
-        subjects: vec![shared.subject.clone()],
+        name: origin.stream.clone(),
+        subjects,
+        mirror,
         storage: jetstream::stream::StorageType::File,
         num_replicas: c.replicas,
         max_messages: i64::try_from(c.max_messages).unwrap_or(i64::MAX),
         max_age: Duration::from_secs(c.max_age_seconds),
-        duplicate_window: Duration::from_secs(c.duplicate_window_seconds),
-        allow_direct: true,
+        duplicate_window: Duration::from_secs(if own { c.duplicate_window_seconds } else { 0 }),
         ..Default::default()
     };
     context
         .get_or_create_stream(config)
         .await
-        .map_err(|e| format!("cannot open the NATS stream {}: {e}", shared.stream))
+        .map_err(|e| format!("cannot open the NATS stream {}: {e}", origin.stream))
 }
 
 /// Where to start reading, and up to which sequence events are past ones (0: none), given the
@@ -172,30 +220,35 @@ async fn messages_from(
         .map_err(|e| e.to_string())
 }
 
-/// Follows the stream from `next` (at start: from its tail, read back into the history) until
-/// the consumer fails; `next` keeps the position for the next round.
+/// Follows origin `i`'s stream from `next` (at start: from its tail, read back into the history)
+/// until the consumer fails; `next` keeps the position for the next round.
 async fn follow(
     handler: &dyn BrokerHandler,
     shared: &Shared,
     context: &jetstream::Context,
+    i: usize,
     next: &mut Option<u64>,
 ) -> Result<(), String> {
-    let mut stream = stream(context, shared).await?;
-    let cannot = |e: String| format!("cannot follow the NATS stream {}: {e}", shared.stream);
+    let origin = &shared.origins[i];
+    let mut stream = stream(context, shared, origin).await?;
+    let cannot = |e: String| format!("cannot follow the NATS stream {}: {e}", origin.stream);
     let state = stream
         .info()
         .await
         .map_err(|e| cannot(e.to_string()))?
         .state
         .clone();
-    shared.stream_last.store(state.last_sequence, Relaxed);
+    origin.last.store(state.last_sequence, Relaxed);
     let (start, past_until) = start_at(handler, &state, *next, shared.readback);
     let mut messages = messages_from(&stream, start).await.map_err(cannot)?;
-    if start > state.last_sequence || next.is_some() {
+    if i == 0 && (start > state.last_sequence || next.is_some()) {
         // Nothing to read back: following from here on.
         shared.link.set(true, None);
     }
     let mut batch = Vec::with_capacity(BATCH);
+    // The first message of a new consumer may skip what the stream deleted; a later one that
+    // skips lost messages in transit.
+    let mut fresh = true;
     while let Some(first) = messages.next().await {
         // This message and every other one already received (up to BATCH) go to the shards
         // with one wake-up.
@@ -208,7 +261,20 @@ async fn follow(
                     return Err(format!("the NATS consumer failed: {e}"));
                 }
             };
-            hand_on(handler, shared, &message, (next, past_until), &mut batch);
+            let seq = message.info().map_or(0, |m| m.stream_sequence);
+            if let Some(n) = next.filter(|n| seq > *n) {
+                handler.handle_events(&mut batch);
+                if !fresh {
+                    return Err(format!(
+                        "messages {n}..{seq} were lost on the way; again from {n}"
+                    ));
+                }
+                // Events between were dropped by the stream: what the history holds is not
+                // known to be complete any more.
+                handler.handle_gap();
+            }
+            fresh = false;
+            hand_on(handler, shared, i, &message, (next, past_until), &mut batch);
             if batch.len() < BATCH {
                 pending = messages.next().now_or_never().flatten();
             }
@@ -218,11 +284,12 @@ async fn follow(
     Ok(())
 }
 
-/// Adds one message to `batch` (a past event up to `past_until`), noting a jump in the
-/// sequence as a gap and the position reached in `next`.
+/// Adds one message to `batch` (a past event up to `past_until`), noting the position reached in
+/// `next`.
 fn hand_on(
     handler: &dyn BrokerHandler,
     shared: &Shared,
+    i: usize,
     message: &jetstream::Message,
     (next, past_until): (&mut Option<u64>, u64),
     batch: &mut Vec<(crate::event::ParsedEvent, Scope)>,
@@ -230,12 +297,6 @@ fn hand_on(
     let (seq, left) = message
         .info()
         .map_or((0, 0), |i| (i.stream_sequence, i.pending));
-    if next.is_some_and(|n| seq > n) {
-        // Events between were dropped by the stream: what the history holds is not known to
-        // be complete any more.
-        handler.handle_events(batch);
-        handler.handle_gap();
-    }
     *next = Some(seq + 1);
     let scope = match seq <= past_until {
         true => Scope::Past,
@@ -244,9 +305,10 @@ fn hand_on(
     shared
         .inbound
         .collect(handler, &message.payload, scope, batch);
-    shared.consumed.store(seq, Relaxed);
-    shared.stream_last.fetch_max(seq + left, Relaxed);
-    if (seq >= past_until || left == 0) && !shared.link.is_up() {
+    let origin = &shared.origins[i];
+    origin.consumed.store(seq, Relaxed);
+    origin.last.fetch_max(seq + left, Relaxed);
+    if i == 0 && (seq >= past_until || left == 0) && !shared.link.is_up() {
         shared.link.set(true, None);
     }
 }

@@ -14,7 +14,13 @@
 //! nothing repeats. Only events the stream no longer holds when it comes back (past its limits)
 //! are a gap, and a resume across it says so (`recovered: false`).
 //!
-//! Owns its NATS connection, its consumer's position and its link state; only its own tasks
+//! Regions: each region's NATS is its own JetStream domain, named like the region, joined to the
+//! others by leafnodes. An instance mirrors every other region's stream into its own region
+//! (`nats.mirror_regions`; a mirror keeps the origin's sequence numbers and catches up by itself
+//! after a partition) and follows each of them beside its own, so it delivers what was published
+//! in any region; events of one origin stay in that origin's order.
+//!
+//! Owns its NATS connection, its consumers' positions and its link state; only its own tasks
 //! change them.
 
 mod consume;
@@ -47,10 +53,48 @@ struct Shared {
     inbound: Inbound,
     /// Events read back into the history at start.
     readback: u64,
+    /// Every stream followed: this region's first, then each other region's mirror.
+    origins: Vec<Origin>,
+}
+
+/// One stream followed: a region's own, or another region's mirrored into it.
+struct Origin {
+    /// The region the events were published in.
+    region: String,
+    /// The stream's name (the same in every region).
+    stream: String,
+    /// For a mirror: the JetStream API prefix of the origin region's domain.
+    mirror_of: Option<String>,
     /// The stream sequence of the last event handed on.
     consumed: AtomicU64,
     /// The stream's last sequence when the consumer last looked.
-    stream_last: AtomicU64,
+    last: AtomicU64,
+}
+
+impl Origin {
+    /// An origin not followed yet.
+    fn new(region: &str, stream: String, mirror_of: Option<String>) -> Self {
+        Self {
+            region: region.to_string(),
+            stream,
+            mirror_of,
+            consumed: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Its figures for `status`.
+    fn details(&self) -> serde_json::Value {
+        let (consumed, last) = (self.consumed.load(Relaxed), self.last.load(Relaxed));
+        serde_json::json!({
+            "region": self.region,
+            "stream": self.stream,
+            "mirror": self.mirror_of.is_some(),
+            "consumed_sequence": consumed,
+            "stream_last_sequence": last,
+            "consumer_lag": last.saturating_sub(consumed),
+        })
+    }
 }
 
 /// The NATS JetStream broker.
@@ -77,13 +121,17 @@ impl NatsBroker {
             shared: Arc::new(Shared {
                 stream: config.stream_name(),
                 subject: config.events_subject(),
+                origins: std::iter::once(Origin::new(&config.region, config.stream_name(), None))
+                    .chain(config.mirror_regions.iter().map(|r| {
+                        let api = format!("$JS.{r}.API");
+                        Origin::new(r, config.stream_of(r), Some(api))
+                    }))
+                    .collect(),
                 config: config.clone(),
                 context: ArcSwapOption::empty(),
                 link: Arc::new(Link::new(format!("nats {target}"))),
                 inbound: Inbound::new(intake),
                 readback: readback as u64,
-                consumed: AtomicU64::new(0),
-                stream_last: AtomicU64::new(0),
             }),
         })
     }
@@ -142,16 +190,13 @@ impl Broker for NatsBroker {
     fn details(&self) -> serde_json::Value {
         let s = &self.shared;
         let (connects, disconnects) = s.link.counts();
-        let (consumed, last) = (s.consumed.load(Relaxed), s.stream_last.load(Relaxed));
         serde_json::json!({
             "region": s.config.region,
             "stream": s.stream,
             "subject": s.subject,
             "replicas": s.config.replicas,
             "following": s.link.is_up(),
-            "consumed_sequence": consumed,
-            "stream_last_sequence": last,
-            "consumer_lag": last.saturating_sub(consumed),
+            "streams": s.origins.iter().map(Origin::details).collect::<Vec<_>>(),
             "connects": connects,
             "disconnects": disconnects,
             "junk": s.inbound.junk_counts().into_iter().collect::<HashMap<_, _>>(),
