@@ -1,7 +1,9 @@
 //! The server under test: start a streamhub binary (or attach to a running server), sample its
 //! memory and CPU from /proc, and read its metrics, client list and flamegraph over HTTP.
 
-use crate::fixtures::{metric_sum, proc_sample, ProcSample, RedisCluster, RedisServer};
+use crate::fixtures::{
+    metric_sum, proc_sample, NatsCluster, ProcSample, RedisCluster, RedisServer,
+};
 use crate::scenario::{Backend, Target};
 use crate::tokens::Minter;
 use anyhow::Context;
@@ -27,6 +29,8 @@ pub struct Hub {
     redis: Option<RedisServer>,
     /// The Redis Cluster the harness started for the hub, if any.
     cluster: Option<RedisCluster>,
+    /// The `nats-server` the harness started for the hub, if any (kept for the hub's life).
+    _nats: Option<NatsCluster>,
     /// Signs the clients' tokens.
     pub minter: Minter,
     /// With TLS: the client settings that trust the hub's certificate.
@@ -77,6 +81,10 @@ impl Hub {
             Backend::RedisCluster => Some(RedisCluster::start()?),
             _ => None,
         };
+        let nats = match target.backend {
+            Backend::Nats => Some(NatsCluster::single()?),
+            _ => None,
+        };
         let (minter, auth) = Minter::new(target.auth, dir.path())?;
         let tls = match target.tls {
             true => Some(crate::tls::make(dir.path())?),
@@ -89,6 +97,10 @@ impl Hub {
         if let Some(c) = &cluster {
             let nodes: Vec<serde_norway::Value> = c.urls().into_iter().map(Into::into).collect();
             extra.push(("redis_cluster_nodes", nodes.into()));
+        }
+        if let Some(n) = &nats {
+            let servers: Vec<serde_norway::Value> = n.urls().into_iter().map(Into::into).collect();
+            extra.push(("nats", yaml_map([("servers", servers.into())]).into()));
         }
         if let Some(t) = &tls {
             extra.push(("tls", t.hub_config.clone()));
@@ -110,6 +122,7 @@ impl Hub {
             _dir: Some(dir),
             redis,
             cluster,
+            _nats: nats,
             operator: minter.operator()?,
             minter,
             tls: tls.map(|t| t.client),
@@ -126,6 +139,7 @@ impl Hub {
             _dir: None,
             redis: None,
             cluster: None,
+            _nats: None,
             minter: Minter::Off,
             tls: None,
             operator: None,

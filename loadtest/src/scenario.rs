@@ -92,7 +92,8 @@ impl Default for Target {
     }
 }
 
-/// What a started hub carries events through, and so which Redis the harness starts for it.
+/// What a started hub carries events through, and so which Redis or NATS the harness starts for
+/// it.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
@@ -103,6 +104,9 @@ pub enum Backend {
     Redis,
     /// A three-master Redis Cluster on loopback: Redis Cluster mode (sharded Pub/Sub).
     RedisCluster,
+    /// A `nats-server` with JetStream on a free port: NATS mode (publish with `via: http`: the
+    /// hub puts each event into the stream and waits for its acknowledgement).
+    Nats,
 }
 
 /// What clients subscribe to.
