@@ -176,6 +176,9 @@ pub trait BrokerHandler: Send + Sync {
     fn demand(&self) -> tokio::sync::watch::Receiver<Demand>;
 }
 
+/// Longest wait for a read of a broker's shared history (a resume, a snapshot, `GET /state`).
+pub const SHARED_HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A broker's shared history: what a resume or snapshot reads where the instance's own history
 /// cannot be complete.
 pub trait SharedHistory: Send + Sync {

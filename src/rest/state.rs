@@ -23,10 +23,6 @@ use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Longest wait for a broker's shared history.
-const SHARED_HISTORY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What a read found: the events, oldest change first, and the position.
 struct Read {
@@ -59,28 +55,31 @@ pub(super) async fn handle(
                 position: read.position,
             }
         }
-        Some(shared) => match tokio::time::timeout(SHARED_HISTORY_TIMEOUT, shared.recent()).await {
-            Ok(Ok(Some(events))) => {
-                let frames: Vec<Arc<OutFrame>> =
-                    events.into_iter().map(|e| OutFrame::event(e, 0)).collect();
-                let position = frames
-                    .last()
-                    .and_then(|f| f.event.as_ref())
-                    .map(|m| m.event_id.clone());
-                let (max_entries, max_bytes) = hub.settings.session.state_bounds;
-                let state = State::fold(frames, &sub, max_entries, max_bytes);
-                Read {
-                    frames: state.read(&sub),
-                    position,
+        Some(shared) => {
+            match tokio::time::timeout(crate::broker::SHARED_HISTORY_TIMEOUT, shared.recent()).await
+            {
+                Ok(Ok(Some(events))) => {
+                    let frames: Vec<Arc<OutFrame>> =
+                        events.into_iter().map(|e| OutFrame::event(e, 0)).collect();
+                    let position = frames
+                        .last()
+                        .and_then(|f| f.event.as_ref())
+                        .map(|m| m.event_id.clone());
+                    let (max_entries, max_bytes) = hub.settings.session.state_bounds;
+                    let state = State::fold(frames, &sub, max_entries, max_bytes);
+                    Read {
+                        frames: state.read(&sub),
+                        position,
+                    }
+                }
+                _ => {
+                    return json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &error_body("the shared history cannot be read now"),
+                    )
                 }
             }
-            _ => {
-                return json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &error_body("the shared history cannot be read now"),
-                )
-            }
-        },
+        }
     };
     text_response(StatusCode::OK, "application/json", body(&read, keys))
 }

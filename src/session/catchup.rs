@@ -11,6 +11,7 @@
 //! Owns nothing that lives: it writes the client's seam (`crate::seam`) and reads the history or
 //! the broker's shared history.
 
+use crate::broker::SHARED_HISTORY_TIMEOUT;
 use crate::client::ClientHandle;
 use crate::frame::OutFrame;
 use crate::history::History;
@@ -28,9 +29,6 @@ use std::time::Duration;
 const IN_FLIGHT: usize = 64;
 /// See [`IN_FLIGHT`]: half the queue's bytes, the other half left for replies.
 const IN_FLIGHT_BYTES: usize = crate::client::CONTROL_QUEUE_BYTES / 2;
-
-/// Longest wait for a broker's shared history.
-const SHARED_HISTORY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Sends what `catchup` asks for about `sub` (already indexed, with live events held back),
 /// then lets the live events go.
@@ -153,7 +151,10 @@ fn matching_frames(
         .map(|e| OutFrame::event(e, 0))
         .filter(|f| crate::history::frame_matches(f, sub))
         .collect();
-    let ids = ids_matching(&frames, sub);
+    let ids = frames
+        .iter()
+        .filter_map(|f| f.event.as_ref().map(|m| m.event_id.clone()))
+        .collect();
     (frames, ids)
 }
 

@@ -261,7 +261,9 @@ async fn follow(
                     return Err(format!("the NATS consumer failed: {e}"));
                 }
             };
-            let seq = message.info().map_or(0, |m| m.stream_sequence);
+            let (seq, left) = message
+                .info()
+                .map_or((0, 0), |m| (m.stream_sequence, m.pending));
             if let Some(n) = next.filter(|n| seq > *n) {
                 handler.handle_events(&mut batch);
                 if !fresh {
@@ -274,7 +276,15 @@ async fn follow(
                 handler.handle_gap();
             }
             fresh = false;
-            hand_on(handler, shared, i, &message, (next, past_until), &mut batch);
+            hand_on(
+                handler,
+                shared,
+                i,
+                &message,
+                (seq, left),
+                (next, past_until),
+                &mut batch,
+            );
             if batch.len() < BATCH {
                 pending = messages.next().now_or_never().flatten();
             }
@@ -284,19 +294,17 @@ async fn follow(
     Ok(())
 }
 
-/// Adds one message to `batch` (a past event up to `past_until`), noting the position reached in
-/// `next`.
+/// Adds one message (stream sequence `seq`, `left` more pending) to `batch` (a past event up to
+/// `past_until`), noting the position reached in `next`.
 fn hand_on(
     handler: &dyn BrokerHandler,
     shared: &Shared,
     i: usize,
     message: &jetstream::Message,
+    (seq, left): (u64, u64),
     (next, past_until): (&mut Option<u64>, u64),
     batch: &mut Vec<(crate::event::ParsedEvent, Scope)>,
 ) {
-    let (seq, left) = message
-        .info()
-        .map_or((0, 0), |i| (i.stream_sequence, i.pending));
     *next = Some(seq + 1);
     let scope = match seq <= past_until {
         true => Scope::Past,
