@@ -70,6 +70,19 @@ struct Inner {
     state: State,
     /// Bytes of the recent events' frames.
     recent_bytes: usize,
+    /// What is known of each origin region's stream (NATS mode; empty elsewhere).
+    origins: Vec<OriginMark>,
+}
+
+/// What the history knows of one origin region's stream.
+struct OriginMark {
+    /// The region.
+    region: Arc<str>,
+    /// The highest origin sequence routed.
+    last: u64,
+    /// Every event of this origin up to this sequence is gone from the recent events (evicted,
+    /// forgotten, or from before this instance started): a resume must start after it.
+    gone_upto: u64,
 }
 
 /// The hub's history of events.
@@ -95,6 +108,15 @@ pub struct Replay {
     pub upto: u64,
 }
 
+/// What a resume from positions found.
+pub struct ReplayAt {
+    /// The events replayed, and whether every one after the positions was still held.
+    pub replay: Replay,
+    /// The origins whose position is past what this instance has routed of them, with that
+    /// position: their live events up to it are ones the client already has.
+    pub ahead: Vec<(String, u64)>,
+}
+
 /// What a read of the state found.
 pub struct StateRead {
     /// The latest event of each matching entity, oldest change first.
@@ -104,6 +126,9 @@ pub struct StateRead {
     /// The id of the last event routed before the read, if the recent history still holds it:
     /// a `resume_from` this id misses nothing after the state.
     pub position: Option<String>,
+    /// The last origin sequence routed of each origin region (NATS mode), at the same moment:
+    /// a resume from these `positions` misses nothing after the state, in any region.
+    pub positions: Vec<(Arc<str>, u64)>,
 }
 
 /// How much the history holds.
@@ -127,6 +152,7 @@ impl History {
                 by_id: HashSet::new(),
                 state: State::new(config.snapshot_keys, config.max_bytes),
                 recent_bytes: 0,
+                origins: Vec::new(),
             }),
             max_events: config.max_events,
             max_age: Duration::from_secs_f64(config.max_age_seconds),
@@ -153,7 +179,11 @@ impl History {
         if let Some(seq) = seq_of(frame) {
             inner.state.apply(frame, seq);
         }
-        if self.max_events == 0 || size > self.max_bytes {
+        let kept = self.max_events > 0 && size <= self.max_bytes;
+        if let Some(o) = frame.event.as_ref().and_then(|m| m.origin.as_ref()) {
+            inner.origin_routed(o, kept);
+        }
+        if !kept {
             return;
         }
         inner.recent.push_back(frame.clone());
@@ -180,6 +210,11 @@ impl History {
     fn evict_oldest(inner: &mut Inner) {
         if let Some(old) = inner.recent.pop_front() {
             inner.recent_bytes -= old.bytes().len();
+            if let Some(o) = old.event.as_ref().and_then(|m| m.origin.as_ref()) {
+                if let Some(mark) = inner.mark(&o.region) {
+                    mark.gone_upto = mark.gone_upto.max(o.seq);
+                }
+            }
             // Only if the id still names this frame (a later event may reuse an id).
             let same = inner
                 .by_id
@@ -218,6 +253,60 @@ impl History {
         }
     }
 
+    /// The events after `positions` (the origin sequence seen last of each origin region) that
+    /// match `sub`: recovered when the recent events hold every event of every origin after
+    /// its position. Origins where the client is ahead of this instance (it saw events a
+    /// mirror has not brought yet) are named in [`ReplayAt::ahead`], with the client's position.
+    pub fn replay_at(&self, positions: &[(String, u64)], sub: &Subscription) -> ReplayAt {
+        let mut inner = self.inner.lock();
+        self.evict_aged(&mut inner, Instant::now());
+        let upto = inner.next_seq - 1;
+        let at = |region: &str| {
+            positions
+                .iter()
+                .find(|(r, _)| r.as_str() == region)
+                .map_or(0, |(_, p)| *p)
+        };
+        let recovered = inner.origins.iter().all(|m| at(&m.region) >= m.gone_upto);
+        let ahead = positions
+            .iter()
+            .filter(|(r, p)| {
+                *p > inner
+                    .origins
+                    .iter()
+                    .find(|m| &*m.region == r.as_str())
+                    .map_or(0, |m| m.last)
+            })
+            .cloned()
+            .collect();
+        let frames = match recovered {
+            false => Vec::new(),
+            true => inner
+                .recent
+                .iter()
+                .filter(|f| {
+                    let o = f.event.as_ref().and_then(|m| m.origin.as_ref());
+                    o.is_some_and(|o| o.seq > at(&o.region)) && frame_matches(f, sub)
+                })
+                .cloned()
+                .collect(),
+        };
+        ReplayAt {
+            replay: Replay {
+                recovered,
+                frames,
+                upto,
+            },
+            ahead,
+        }
+    }
+
+    /// The last origin sequence routed of each origin region (NATS mode; empty elsewhere):
+    /// where a client that subscribes now stands.
+    pub fn positions(&self) -> Vec<(Arc<str>, u64)> {
+        self.inner.lock().positions()
+    }
+
     /// The last sequence number handed out: every event routed so far has it or an older one.
     pub fn last_seq(&self) -> u64 {
         self.inner.lock().next_seq - 1
@@ -241,6 +330,7 @@ impl History {
             frames: inner.state.read(sub),
             upto,
             position,
+            positions: inner.positions(),
         }
     }
 
@@ -251,6 +341,9 @@ impl History {
         inner.recent.clear();
         inner.by_id.clear();
         inner.recent_bytes = 0;
+        for mark in &mut inner.origins {
+            mark.gone_upto = mark.last;
+        }
     }
 
     /// How many recent events and state entities are held, and how many entities the bounds
@@ -261,6 +354,42 @@ impl History {
             recent: inner.recent.len(),
             entities: inner.state.len(),
             evicted: inner.state.evicted(),
+        }
+    }
+}
+
+impl Inner {
+    /// The last origin sequence routed of each origin region.
+    fn positions(&self) -> Vec<(Arc<str>, u64)> {
+        self.origins
+            .iter()
+            .map(|m| (m.region.clone(), m.last))
+            .collect()
+    }
+
+    /// The mark of `region`'s stream, if one of its events was routed.
+    fn mark(&mut self, region: &str) -> Option<&mut OriginMark> {
+        self.origins.iter_mut().find(|m| &*m.region == region)
+    }
+
+    /// Notes that the event at `o` was routed (and `kept` in the recent events, or not).
+    fn origin_routed(&mut self, o: &crate::event::Origin, kept: bool) {
+        let mark = match self.origins.iter().position(|m| m.region == o.region) {
+            Some(i) => &mut self.origins[i],
+            None => {
+                // The first event seen of this origin: what came before it is not here.
+                self.origins.push(OriginMark {
+                    region: o.region.clone(),
+                    last: 0,
+                    gone_upto: o.seq.saturating_sub(1),
+                });
+                let last = self.origins.len() - 1;
+                &mut self.origins[last]
+            }
+        };
+        mark.last = mark.last.max(o.seq);
+        if !kept {
+            mark.gone_upto = mark.gone_upto.max(o.seq);
         }
     }
 }
@@ -294,6 +423,17 @@ mod tests {
             format!(r#"{{"event_type":"GPU_UPDATE","event_id":"{id}","cluster_id":"{cluster}"}}"#);
         let event = parse_event(json.as_bytes(), &EntityKeys::default()).expect("valid event");
         h.sequence(true, |seq| OutFrame::event(event, seq))
+    }
+
+    /// Routes a GPU_UPDATE with id `id` from `region`'s stream at `seq`.
+    fn route_at(h: &History, id: &str, region: &str, seq: u64) {
+        let json = format!(r#"{{"event_type":"GPU_UPDATE","event_id":"{id}"}}"#);
+        let event = parse_event(json.as_bytes(), &EntityKeys::default()).expect("valid event");
+        let at = crate::event::Origin {
+            region: region.into(),
+            seq,
+        };
+        h.sequence(true, |n| OutFrame::event(event.at_origin(at), n));
     }
 
     fn ids(frames: &[Arc<OutFrame>]) -> Vec<&str> {
@@ -342,6 +482,83 @@ mod tests {
         );
         let sizes = h.sizes();
         assert_eq!((sizes.recent, sizes.entities), (0, 2), "the state stays");
+    }
+
+    #[test]
+    fn resumes_from_positions_whatever_order_the_origins_were_routed_in() {
+        let h = History::new(&config(5, 1 << 20, 10));
+        let all = sub(&[EventType::GPU_UPDATE], &[], &[]);
+        // This instance saw region b's stream from 7 on (it started then), a's from 1.
+        for (id, region, seq) in [
+            ("a1", "a", 1),
+            ("b7", "b", 7),
+            ("a2", "a", 2),
+            ("b8", "b", 8),
+        ] {
+            route_at(&h, id, region, seq);
+        }
+        let at = |p: &[(&str, u64)]| -> Vec<(String, u64)> {
+            p.iter().map(|(r, s)| (r.to_string(), *s)).collect()
+        };
+        let positions: Vec<(String, u64)> = h
+            .positions()
+            .iter()
+            .map(|(r, s)| (r.to_string(), *s))
+            .collect();
+        assert_eq!(positions, at(&[("a", 2), ("b", 8)]));
+        // Seen elsewhere in another order: a up to 2, b up to 7.
+        let r = h.replay_at(&at(&[("a", 2), ("b", 7)]), &all);
+        assert!(r.replay.recovered);
+        assert_eq!(ids(&r.replay.frames), ["b8"]);
+        assert!(r.ahead.is_empty());
+        // b before 7 was never here: not recovered; a client ahead on a is named.
+        let r = h.replay_at(&at(&[("a", 4), ("b", 5)]), &all);
+        assert!(!r.replay.recovered);
+        assert_eq!(r.ahead, at(&[("a", 4)]));
+        // An origin the client has no position for is replayed from its start when held.
+        let r = h.replay_at(&at(&[("b", 8)]), &all);
+        assert!(r.replay.recovered);
+        assert_eq!(ids(&r.replay.frames), ["a1", "a2"]);
+        // Two more: a1 and b7 evicted (5 kept), so a resume from a 0 is not recovered.
+        route_at(&h, "a3", "a", 3);
+        route_at(&h, "a4", "a", 4);
+        assert!(!h.replay_at(&at(&[("b", 8)]), &all).replay.recovered);
+        let r = h.replay_at(&at(&[("a", 1), ("b", 7)]), &all);
+        assert!(r.replay.recovered);
+        assert_eq!(ids(&r.replay.frames), ["a2", "b8", "a3", "a4"]);
+        // A gap: every origin's events up to the last routed are gone.
+        h.forget_recent();
+        assert!(
+            !h.replay_at(&at(&[("a", 3), ("b", 8)]), &all)
+                .replay
+                .recovered
+        );
+        assert!(
+            h.replay_at(&at(&[("a", 4), ("b", 8)]), &all)
+                .replay
+                .recovered
+        );
+    }
+
+    #[test]
+    fn an_event_carries_its_origin_in_its_message() {
+        let json = r#"{"event_type":"GPU_UPDATE","event_id":"x"}"#;
+        let event = parse_event(json.as_bytes(), &EntityKeys::default()).expect("valid event");
+        let at = crate::event::Origin {
+            region: "eu-1".into(),
+            seq: 42,
+        };
+        let frame = OutFrame::event(event.at_origin(at.clone()), 1);
+        let v: serde_json::Value = serde_json::from_slice(frame.message()).expect("JSON");
+        assert_eq!(
+            (v["origin"].as_str(), v["origin_seq"].as_u64()),
+            (Some("eu-1"), Some(42))
+        );
+        assert_eq!(v["event_id"], "x");
+        assert_eq!(
+            frame.event.as_ref().and_then(|m| m.origin.clone()),
+            Some(at)
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - [`event`]: validates an event (reading its routing and entity fields in one pass) and
 //!   serializes its `event` message once.
 //! - [`broker`]: carries events to every instance: in process (embedded), through Redis Pub/Sub,
-//!   or through a Redis Cluster's sharded Pub/Sub. A two-sided seam: a [`broker::Broker`]
+//!   through a Redis Cluster's sharded Pub/Sub, or through NATS JetStream streams (one per
+//!   region, mirrored into the others; each event then carries its origin and `origin_seq`). A two-sided seam: a [`broker::Broker`]
 //!   publishes and hands what arrives to a [`broker::BrokerHandler`] (the [`hub`]); no broker
 //!   knows the hub, and what the router must know of an arrival is the seam's own
 //!   [`broker::Scope`]. Channel names and publishing live in the `streamhub-wire` crate

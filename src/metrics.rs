@@ -119,6 +119,46 @@ fn family(o: &mut String, name: &str, kind: &str, help: &str, v: impl std::fmt::
     );
 }
 
+/// One figure of an origin region's stream (`None`: not for this one).
+type OriginFigure = fn(&crate::broker::OriginStatus) -> Option<u64>;
+
+/// Writes the NATS families, one series per origin region's stream, when there are any.
+fn write_origins(o: &mut String, origins: &[crate::broker::OriginStatus]) {
+    if origins.is_empty() {
+        return;
+    }
+    let families: [(&str, &str, OriginFigure); 4] = [
+        (
+            "streamhub_nats_consumer_lag",
+            "Messages the stream of each origin region holds here that this instance has not handed on yet.",
+            |s| Some(s.stored.saturating_sub(s.consumed)),
+        ),
+        (
+            "streamhub_nats_stream_last_sequence",
+            "The last sequence each origin region's stream holds in this region.",
+            |s| Some(s.stored),
+        ),
+        (
+            "streamhub_nats_mirror_lag",
+            "Messages each mirror is behind its origin region's stream, as NATS reports it.",
+            |s| s.mirror.then_some(s.mirror_lag),
+        ),
+        (
+            "streamhub_nats_origin_reachable",
+            "Whether each mirrored origin region answered when last asked (1) or not (0).",
+            |s| s.mirror.then_some(u64::from(s.reachable)),
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = write!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+        for s in origins {
+            if let Some(v) = value(s) {
+                let _ = writeln!(o, "{name}{{region=\"{}\"}} {v}", s.region);
+            }
+        }
+    }
+}
+
 /// Writes the process's own families (`process_*`), when `/proc` has them.
 fn write_process(o: &mut String) {
     let Some(p) = crate::process::figures() else {
@@ -208,6 +248,8 @@ pub(crate) struct Gauges {
     pub(crate) heap: Option<(usize, usize)>,
     /// Entities in this instance's state, and how many its bounds pushed out so far.
     pub(crate) state: (usize, u64),
+    /// Each origin region's stream a durable broker follows (NATS; empty elsewhere).
+    pub(crate) origins: Vec<crate::broker::OriginStatus>,
 }
 
 impl Metrics {
@@ -344,6 +386,7 @@ impl Metrics {
                 window.as_secs_f64()
             );
         }
+        write_origins(&mut text, &g.origins);
         if let Some(up) = g.broker_connected {
             let why = "Whether the Redis subscription is live.";
             family(&mut text, "redis_connected", "gauge", why, u8::from(up));

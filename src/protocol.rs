@@ -69,7 +69,13 @@ pub struct Catchup {
     pub resume_from: Option<String>,
     /// `snapshot`: the latest event of each matching (type, cluster, namespace) first.
     pub snapshot: bool,
+    /// `positions` (NATS mode): the last `origin_seq` seen of each origin region; a resume
+    /// from them works on an instance of any region, whatever order it routed events in.
+    pub positions: Option<Vec<(String, u64)>>,
 }
+
+/// Most origin regions a `positions` may name.
+const MAX_POSITIONS: usize = 32;
 
 /// Longest `resume_from` accepted (an event id).
 const MAX_EVENT_ID_LEN: usize = 256;
@@ -118,6 +124,8 @@ struct Envelope<'a> {
     resume_from: Option<&'a RawValue>,
     #[serde(borrow, default)]
     snapshot: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    positions: Option<&'a RawValue>,
 }
 
 /// The body of `subscribe`.
@@ -133,12 +141,15 @@ struct SubscriptionIn<'a> {
     resume_from: Option<&'a RawValue>,
     #[serde(borrow, default)]
     snapshot: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    positions: Option<&'a RawValue>,
 }
 
-/// Reads `resume_from` and `snapshot`, from beside the subscription or inside it.
+/// Reads `resume_from`, `snapshot` and `positions`, from beside the subscription or inside it.
 fn catchup(
     resume: [Option<&RawValue>; 2],
     snapshot: [Option<&RawValue>; 2],
+    positions: [Option<&RawValue>; 2],
 ) -> Result<Catchup, Refusal> {
     let present = |r: &Option<&RawValue>| r.is_some_and(|r| r.get() != "null");
     let resume_from = match resume.into_iter().find(present).flatten() {
@@ -157,10 +168,32 @@ fn catchup(
         Some(r) => serde_json::from_str::<bool>(r.get())
             .map_err(|_| invalid_subscription("snapshot must be true or false"))?,
     };
+    let positions = match positions.into_iter().find(present).flatten() {
+        None => None,
+        Some(r) => Some(position_list(r)?),
+    };
     Ok(Catchup {
         resume_from,
         snapshot,
+        positions,
     })
+}
+
+/// `{"region": origin_seq, ...}`: at most [`MAX_POSITIONS`] regions, each a name of 1 to 64
+/// bytes.
+fn position_list(raw: &RawValue) -> Result<Vec<(String, u64)>, Refusal> {
+    let bad = || {
+        invalid_subscription(format!(
+            "positions must map at most {MAX_POSITIONS} region names (1 to 64 bytes) to origin_seq numbers"
+        ))
+    };
+    let map: std::collections::BTreeMap<String, u64> =
+        serde_json::from_str(raw.get()).map_err(|_| bad())?;
+    let fits = |r: &String| !r.is_empty() && r.len() <= 64;
+    if map.len() > MAX_POSITIONS || !map.keys().all(fits) {
+        return Err(bad());
+    }
+    Ok(map.into_iter().collect())
 }
 
 /// A list of strings; `null` or absent is an empty list.
@@ -282,7 +315,11 @@ pub fn parse_request(text: &str) -> Result<Request, Refusal> {
                 namespace_filter,
             };
             check_breadth(&sub)?;
-            let catchup = catchup([env.resume_from, s.resume_from], [env.snapshot, s.snapshot])?;
+            let catchup = catchup(
+                [env.resume_from, s.resume_from],
+                [env.snapshot, s.snapshot],
+                [env.positions, s.positions],
+            )?;
             Ok(Request::Subscribe(sub, catchup))
         }
         "unsubscribe" => match env.event_types {
@@ -317,19 +354,41 @@ pub(crate) mod reply {
         }))
     }
 
-    /// `subscribed`, echoing the subscription as stored.
-    pub fn subscribed(sub: &Subscription) -> Arc<OutFrame> {
+    /// `subscribed`, echoing the subscription as stored, with the last `origin_seq` routed of
+    /// each origin region when there are any (NATS mode): where the client stands.
+    pub fn subscribed(sub: &Subscription, positions: &[(Arc<str>, u64)]) -> Arc<OutFrame> {
         #[derive(Serialize)]
         struct Subscribed<'a> {
             #[serde(rename = "type")]
             kind: &'static str,
             #[serde(flatten)]
             sub: &'a Subscription,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            positions: Option<std::collections::BTreeMap<&'a str, u64>>,
         }
         json_frame(&Subscribed {
             kind: "subscribed",
             sub,
+            positions: (!positions.is_empty())
+                .then(|| positions.iter().map(|(r, p)| (&**r, *p)).collect()),
         })
+    }
+
+    /// `notice` `ORIGIN_UNREACHABLE`: events of `region` after `mirrored_upto` are not here
+    /// yet (its region cannot be reached); at least `missing` of them, past what the client
+    /// saw, were published there. They follow, in order, when the region is back.
+    pub fn origin_unreachable(region: &str, mirrored_upto: u64, missing: u64) -> Arc<OutFrame> {
+        json_frame(&serde_json::json!({
+            "type": "notice",
+            "code": "ORIGIN_UNREACHABLE",
+            "region": region,
+            "mirrored_upto": mirrored_upto,
+            "missing_at_least": missing,
+            "message": format!(
+                "region {region} cannot be reached: its events after origin_seq {mirrored_upto} \
+                 arrive when it is back ({missing} or more you have not seen)"
+            ),
+        }))
     }
 
     /// `unsubscribed`, naming the types removed.
@@ -404,11 +463,12 @@ mod tests {
             Ok(other) => panic!("{other:?}"),
             Err(e) => Err(e.code),
         };
-        let beside = r#"{"type":"subscribe","resume_from":"e1","snapshot":true,"subscription":{"event_types":["GPU_UPDATE"]}}"#;
-        let inside = r#"{"type":"subscribe","subscription":{"event_types":["GPU_UPDATE"],"resume_from":"e1","snapshot":true}}"#;
+        let beside = r#"{"type":"subscribe","resume_from":"e1","snapshot":true,"positions":{"b":7,"a":3},"subscription":{"event_types":["GPU_UPDATE"]}}"#;
+        let inside = r#"{"type":"subscribe","subscription":{"event_types":["GPU_UPDATE"],"resume_from":"e1","snapshot":true,"positions":{"b":7,"a":3}}}"#;
         let want = Catchup {
             resume_from: Some("e1".into()),
             snapshot: true,
+            positions: Some(vec![("a".into(), 3), ("b".into(), 7)]),
         };
         assert_eq!(catchup_of(beside), Ok(want.clone()));
         assert_eq!(catchup_of(inside), Ok(want));
@@ -416,6 +476,9 @@ mod tests {
             r#"{"type":"subscribe","resume_from":7,"subscription":{"event_types":["GPU_UPDATE"]}}"#,
             r#"{"type":"subscribe","resume_from":"","subscription":{"event_types":["GPU_UPDATE"]}}"#,
             r#"{"type":"subscribe","snapshot":"yes","subscription":{"event_types":["GPU_UPDATE"]}}"#,
+            r#"{"type":"subscribe","positions":{"a":-1},"subscription":{"event_types":["GPU_UPDATE"]}}"#,
+            r#"{"type":"subscribe","positions":["a",1],"subscription":{"event_types":["GPU_UPDATE"]}}"#,
+            r#"{"type":"subscribe","positions":{"":1},"subscription":{"event_types":["GPU_UPDATE"]}}"#,
         ] {
             assert_eq!(
                 catchup_of(bad),
@@ -428,6 +491,12 @@ mod tests {
             "x".repeat(257)
         );
         assert_eq!(catchup_of(&long), Err(ErrorCode::INVALID_SUBSCRIPTION));
+        let many: Vec<String> = (0..33).map(|i| format!(r#""r{i}":1"#)).collect();
+        let many = format!(
+            r#"{{"type":"subscribe","positions":{{{}}},"subscription":{{"event_types":["GPU_UPDATE"]}}}}"#,
+            many.join(",")
+        );
+        assert_eq!(catchup_of(&many), Err(ErrorCode::INVALID_SUBSCRIPTION));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! them.
 //!
 //! Owned by the catch-up: `session/catchup.rs` holds the live events back while it sends, and
-//! records what it covered ([`Seam::cover`], [`Seam::cover_ids`]); a re-authentication that
+//! records what it covered ([`Seam::cover`], [`Seam::cover_ids`], and for a resume from NATS
+//! positions the origins the client was ahead on, [`Seam::cover_origins`]); a re-authentication that
 //! narrows the subscriptions records the new grant ([`Seam::regrant`]). The client's writer only
 //! asks ([`Seam::is_holding`], [`Seam::skip`]). A client that never resumed carries two atomics
 //! and an empty pointer here.
@@ -18,6 +19,9 @@ use std::time::{Duration, Instant};
 
 /// How long the live copies of events a shared history replayed are watched for.
 const IDS_COVER_FOR: Duration = Duration::from_secs(30);
+/// How long live events of an origin the client was ahead on are watched for, at most (each
+/// origin's watch ends sooner, with its first live event past the client's position).
+const ORIGINS_COVER_FOR: Duration = Duration::from_secs(600);
 
 /// What a resume or snapshot sent ahead of the live events, for one subscription.
 enum Covered {
@@ -26,6 +30,9 @@ enum Covered {
     /// These events (a broker's shared history, read at this moment): their live copies may
     /// still arrive for a while, not after [`IDS_COVER_FOR`].
     Ids(HashSet<String>, Instant),
+    /// Events of these origin regions up to these origin sequences (the client saw them in
+    /// another region before this instance routed them): skipped when they arrive live.
+    Origins(Vec<(String, u64)>, Instant),
 }
 
 /// What is covered, boxed once the client first resumes or is regranted.
@@ -63,7 +70,7 @@ impl Seam {
     }
 
     /// Records that events matching `sub` up to sequence number `upto` were sent by a resume
-    /// or snapshot, so their live copies are skipped. One entry per subscription (the latest).
+    /// or snapshot, so their live copies are skipped. One entry per subscription and kind (the latest).
     pub(crate) fn cover(&self, sub: &Subscription, upto: u64) {
         self.add_cover(sub, Covered::UpTo(upto));
         self.covered_upto.fetch_max(upto, Ordering::AcqRel);
@@ -76,11 +83,21 @@ impl Seam {
         self.covered_upto.store(u64::MAX, Ordering::Release);
     }
 
-    /// Replaces what is covered for `sub`.
+    /// Records that the client already has the events of each origin region up to its origin
+    /// sequence here (it saw them in another region, ahead of this instance), so their live
+    /// copies matching `sub` are skipped when they arrive.
+    pub(crate) fn cover_origins(&self, sub: &Subscription, positions: Vec<(String, u64)>) {
+        self.add_cover(sub, Covered::Origins(positions, Instant::now()));
+        self.covered_upto.store(u64::MAX, Ordering::Release);
+    }
+
+    /// Replaces what is covered for `sub`, of the same kind (a resume from positions covers
+    /// both the origins a client is ahead on and a sequence number).
     fn add_cover(&self, sub: &Subscription, covered: Covered) {
         let mut covers = self.covers.lock();
         let list = &mut covers.get_or_insert_with(Box::default).covered;
-        list.retain(|(s, _)| s != sub);
+        let kind = std::mem::discriminant(&covered);
+        list.retain(|(s, c)| s != sub || std::mem::discriminant(c) != kind);
         list.push((sub.clone(), covered));
     }
 
@@ -117,22 +134,36 @@ impl Seam {
             let covers = match covered {
                 Covered::UpTo(upto) => meta.seq <= *upto,
                 Covered::Ids(ids, _) => ids.contains(&meta.event_id),
+                Covered::Origins(floors, _) => meta.origin.as_ref().is_some_and(|o| {
+                    floors
+                        .iter()
+                        .any(|(r, upto)| **r == *o.region && o.seq <= *upto)
+                }),
             };
             covers && frame_matches(frame, sub)
         });
-        self.expire(c);
+        self.expire(c, meta.origin.as_ref());
         sent
     }
 
-    /// Id covers end after a while; then only sequence numbers are checked again.
-    fn expire(&self, c: &mut Covers) {
+    /// Id covers end after a while, origin covers once `passed` (a live event's origin) is
+    /// past them or after a longer while; then only sequence numbers are checked again.
+    fn expire(&self, c: &mut Covers, passed: Option<&crate::event::Origin>) {
         let before = c.covered.len();
-        c.covered
-            .retain(|(_, c)| !matches!(c, Covered::Ids(_, at) if at.elapsed() > IDS_COVER_FOR));
+        for (_, covered) in c.covered.iter_mut() {
+            if let (Covered::Origins(floors, _), Some(o)) = (covered, passed) {
+                floors.retain(|(r, upto)| **r != *o.region || o.seq <= *upto);
+            }
+        }
+        c.covered.retain(|(_, c)| match c {
+            Covered::UpTo(_) => true,
+            Covered::Ids(_, at) => at.elapsed() <= IDS_COVER_FOR,
+            Covered::Origins(floors, at) => !floors.is_empty() && at.elapsed() <= ORIGINS_COVER_FOR,
+        });
         if c.covered.len() != before {
             let upto = c.covered.iter().map(|(_, c)| match c {
                 Covered::UpTo(u) => *u,
-                Covered::Ids(..) => u64::MAX,
+                Covered::Ids(..) | Covered::Origins(..) => u64::MAX,
             });
             let regranted = c.regranted.as_ref().map(|(u, _)| *u);
             self.covered_upto

@@ -1,6 +1,7 @@
 //! The deploy artefacts against the real hub: every metric the Grafana dashboard queries and
 //! every metric the Prometheus alert rules name is one the hub exposes at `/metrics`, in
-//! embedded and in Redis mode (`deploy/grafana/`, `deploy/prometheus/`).
+//! embedded and in Redis mode (and the NATS ones in NATS mode with a mirrored region)
+//! (`deploy/grafana/`, `deploy/prometheus/`).
 
 mod common;
 
@@ -141,7 +142,7 @@ fn the_expression_reader_finds_metrics_only() {
 }
 
 #[tokio::test]
-async fn every_queried_metric_is_exposed_in_embedded_and_redis_mode() {
+async fn every_queried_metric_is_exposed_in_embedded_redis_and_nats_mode() {
     let wanted = queried();
     assert!(
         wanted.len() >= 20,
@@ -167,14 +168,31 @@ async fn every_queried_metric_is_exposed_in_embedded_and_redis_mode() {
         let missing: Vec<_> = wanted
             .iter()
             .filter(|m| !have.contains(*m))
-            // Only Redis modes have a Redis subscription to report.
+            // Only Redis modes have a Redis subscription to report, only NATS mode its streams.
             .filter(|m| !(mode == "embedded" && m.as_str() == "redis_connected"))
+            .filter(|m| !m.starts_with("streamhub_nats_"))
             .collect();
         assert!(
             missing.is_empty(),
             "{mode} mode does not expose {missing:?}"
         );
     }
+    // NATS mode with a mirror of another region: its stream families.
+    let regions = NatsRegions::start(&["a", "b"]).expect("nats-server is installed (see .ci/run)");
+    let nats = HubProcess::start(&format!(
+        "  nats:\n    servers: [\"{}\"]\n    region: b\n    mirror_regions: [a]\n",
+        regions.url(1)
+    ));
+    assert!(
+        nats.wait_ready(200, Duration::from_secs(20)).await,
+        "nats ready"
+    );
+    let have = exposed(&nats.metrics_text().await);
+    let missing: Vec<_> = wanted
+        .iter()
+        .filter(|m| m.starts_with("streamhub_nats_") && !have.contains(*m))
+        .collect();
+    assert!(missing.is_empty(), "nats mode does not expose {missing:?}");
 }
 
 /// Runs a checking tool from the repository's root; panics naming how to install it.

@@ -165,18 +165,6 @@ async fn a_lost_node_of_three_loses_nothing_and_disconnects_no_client() {
     }
 }
 
-/// A hub of region `region` on `regions` (server `i`), mirroring the other regions' streams.
-fn region_hub(regions: &NatsRegions, i: usize, region: &str, others: &[&str]) -> HubProcess {
-    let others: Vec<String> = others.iter().map(|o| format!("\"{o}\"")).collect();
-    let hub = HubProcess::start(&format!(
-        "  nats:\n    servers: [\"{}\"]\n    region: {region}\n    mirror_regions: [{}]\n",
-        regions.url(i),
-        others.join(", ")
-    ));
-    assert!(hub.banner.ends_with(", mode nats"), "{}", hub.banner);
-    hub
-}
-
 /// Two regions, each its own NATS (a JetStream domain) joined by a leafnode: each region's hub
 /// delivers what was published in the other, in the origin's order, once.
 #[tokio::test]
@@ -220,6 +208,16 @@ async fn each_region_delivers_what_the_other_published() {
             "region b's events once, in its order"
         );
     }
+    // Where a client subscribing now stands, and the state's position, per origin region.
+    let mut late = b.ws().await;
+    let subscribed = subscribe(&mut late, &["GPU_UPDATE"], &[], &[]).await;
+    assert_eq!(
+        subscribed["positions"],
+        json!({"a": 20, "b": 20}),
+        "{subscribed}"
+    );
+    let state = b.get_json("/api/v1/streaming/state").await;
+    assert_eq!(state["positions"], json!({"a": 20, "b": 20}));
     let status = b.get_json("/api/v1/streaming/status").await;
     let streams = &status["broker"]["stats"]["streams"];
     assert_eq!(streams[1]["stream"], "STREAMHUB_A", "{status}");

@@ -31,6 +31,10 @@ export interface StreamEvent {
   cluster_id?: string;
   /** Set on the events a snapshot sends. */
   snapshot?: true;
+  /** NATS mode: the region the event was published in, and its sequence in that region's
+   * stream (the same in every region). */
+  origin?: string;
+  origin_seq?: number;
   payload?: unknown;
   [field: string]: unknown;
 }
@@ -58,6 +62,9 @@ export interface ClientOptions {
   WebSocket?: new (url: string) => WebSocket;
   /** Resume from this event id on the first connection too. */
   resumeFrom?: string;
+  /** NATS mode: resume from these positions (the last `origin_seq` seen of each origin region)
+   * on the first connection too; see {@link StreamhubClient.positions}. */
+  positions?: Record<string, number>;
   /** First backoff step, ms (default 1000). */
   initialBackoffMs?: number;
   /** Backoff cap, ms (default 30000). */
@@ -85,12 +92,18 @@ export class StreamhubClient {
   constructor(url: string | string[], options?: ClientOptions);
   /** The id of the last live event received (what a reconnect resumes from). */
   readonly lastEventId: string | null;
+  /** NATS mode: the last `origin_seq` seen of each origin region (null elsewhere). A reconnect
+   * resumes from them, so it loses and repeats nothing in any region the client fails over to. */
+  readonly positions: Record<string, number> | null;
   /** The hub's id for this connection, once authenticated. */
   readonly clientId: string | null;
   /** The token's roles, once authenticated (null while the hub has authentication off). */
   readonly roles: string[] | null;
   connect(): this;
-  subscribe(subscription: Subscription, options?: { resumeFrom?: string | null }): this;
+  subscribe(
+    subscription: Subscription,
+    options?: { resumeFrom?: string | null; positions?: Record<string, number> | null },
+  ): this;
   /** The state over HTTP, then a subscription from the position it was read at; the state
    * follows live events. One per client. */
   loadState(subscription: Subscription, options?: LoadStateOptions): Promise<DashboardState>;

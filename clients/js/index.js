@@ -37,6 +37,9 @@ export class StreamhubClient {
     this.listeners = new Map();
     this.subscriptions = [];
     this.lastEventId = options.resumeFrom ?? null;
+    // NATS mode: the last origin_seq seen of each origin region, so a resume works in any region.
+    this.positions = options.positions ? { ...options.positions } : null;
+    this.startPositions = null;
     this.seen = new Set();
     this.seenOrder = [];
     this.attempt = 0;
@@ -83,9 +86,9 @@ export class StreamhubClient {
    * the event id its first subscribe resumes from. */
   subscribe(subscription, options = {}) {
     const { snapshot = false, ...filters } = subscription;
-    const entry = { filters, snapshot, resumeFrom: options.resumeFrom ?? null };
+    const entry = { filters, snapshot, resumeFrom: options.resumeFrom ?? null, positions: options.positions ?? null };
     this.subscriptions.push(entry);
-    if (this.ready) this.sendSubscribe(entry, null);
+    if (this.ready) this.sendSubscribe(entry, null, null);
     return this;
   }
 
@@ -196,15 +199,18 @@ export class StreamhubClient {
     this.ready = true;
     this.attempt = 0;
     this.emit("ready", { clientId, roles: this.roles, url: this.urls[this.urlIndex % this.urls.length] });
-    for (const s of this.subscriptions) this.sendSubscribe(s, this.lastEventId);
+    for (const s of this.subscriptions) this.sendSubscribe(s, this.lastEventId, this.positions);
   }
 
-  sendSubscribe(entry, resumeFrom) {
+  sendSubscribe(entry, resumeFrom, positions) {
     const msg = { type: "subscribe", subscription: entry.filters };
     // Its own first position once, then the client's.
     const from = entry.resumeFrom ?? resumeFrom;
+    const at = entry.positions ?? positions;
     entry.resumeFrom = null;
+    entry.positions = null;
     if (from) msg.resume_from = from;
+    if (at) msg.positions = at;
     if (entry.snapshot) msg.snapshot = true;
     this.send(msg);
   }
@@ -219,6 +225,8 @@ export class StreamhubClient {
         this.deliver(msg);
         break;
       case "replay_complete":
+        // Not recovered: the client reloads; it stands where the live events began.
+        if (!msg.recovered && this.startPositions) this.positions = { ...this.startPositions };
         this.emit("replay", msg);
         if (!msg.recovered) this.emit("reset", msg);
         break;
@@ -226,6 +234,13 @@ export class StreamhubClient {
         this.emit("snapshot", msg);
         break;
       case "subscribed":
+        if (msg.positions) {
+          // Where the live events begin; a region the client has seen nothing of starts there
+          // (a resume's replay is still on its way: the others keep the client's own).
+          this.startPositions = msg.positions;
+          this.positions ??= {};
+          for (const [region, seq] of Object.entries(msg.positions)) this.positions[region] ??= seq;
+        }
         this.emit("subscribed", msg);
         break;
       case "error":
@@ -250,6 +265,10 @@ export class StreamhubClient {
       this.seenOrder.push(id);
       if (this.seenOrder.length > this.options.seenIds) this.seen.delete(this.seenOrder.shift());
       this.lastEventId = id;
+      if (event.origin != null) {
+        this.positions ??= {};
+        this.positions[event.origin] = Math.max(this.positions[event.origin] ?? 0, event.origin_seq);
+      }
     }
     this.emit("event", event);
     const waiter = this.waiters.shift();
@@ -297,7 +316,8 @@ export class StreamhubClient {
       rebuilt = null;
     });
     if (this.lastEventId == null && answer.position) this.lastEventId = answer.position;
-    this.subscribe({ ...live, snapshot: true }, { resumeFrom: answer.position ?? null });
+    if (this.positions == null && answer.positions) this.positions = { ...answer.positions };
+    this.subscribe({ ...live, snapshot: true }, { resumeFrom: answer.position ?? null, positions: answer.positions ?? null });
     state.position = answer.position;
     return state;
   }

@@ -217,12 +217,40 @@ pub trait Broker: Send + Sync {
         let _ = demand_version;
         Box::pin(std::future::ready(()))
     }
+    /// The streams a durable broker follows, one per origin region (NATS: this region's own
+    /// and each other region's mirror), as last seen. Empty for brokers without origins; where
+    /// it is not, events carry their origin and a resume may give positions instead of an id.
+    fn origins(&self) -> Vec<OriginStatus> {
+        Vec::new()
+    }
     /// The broker's own history, when this instance's cannot be complete (Redis Cluster: it
     /// reads only its clients' clusters). `None`: resumes and snapshots use the instance's
     /// history, which sees every event. An optional ability, like centrifuge's `HistoryManager`.
     fn shared_history(&self) -> Option<&dyn SharedHistory> {
         None
     }
+}
+
+/// One origin region's stream as a durable broker last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginStatus {
+    /// The region its events were published in.
+    pub region: Arc<str>,
+    /// Whether this is another region's stream mirrored into this one.
+    pub mirror: bool,
+    /// The stream sequence of the last event this instance handed on.
+    pub consumed: u64,
+    /// The last sequence the stream holds in this region.
+    pub stored: u64,
+    /// The origin stream's last sequence, as its region last told (for this region's own
+    /// stream: `stored`); 0 until it was asked.
+    pub origin_last: u64,
+    /// How many messages the mirror is behind its origin, as NATS reports it (0 for the own
+    /// stream).
+    pub mirror_lag: u64,
+    /// Whether the origin region answered lately (always true for this region's own stream:
+    /// when that is lost, `health` says so).
+    pub reachable: bool,
 }
 
 /// What a broker accepts from its channels as an event: how large a message may be, and how an

@@ -15,6 +15,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Bytes reserved in front of every encoded message for the WebSocket frame header, so the
 /// frame is built in place without copying the payload (see the `frame` module).
@@ -118,6 +119,19 @@ pub struct ParsedEvent {
     pub entity: Option<Box<str>>,
     /// `[FRAME_HEADROOM zero bytes][the "event" message JSON]`.
     pub message: Vec<u8>,
+    /// Where the event sits in its origin region's stream (NATS mode; `None` elsewhere).
+    pub origin: Option<Origin>,
+}
+
+/// An event's position in the stream of the region it was published in: the same in every
+/// region (a mirror keeps the origin's sequence numbers), so a client that fails over to
+/// another region can say exactly what it has seen of each origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The region the event was published in.
+    pub region: Arc<str>,
+    /// Its sequence number in that region's stream.
+    pub seq: u64,
 }
 
 /// The start of every delivery message, before the event's own fields.
@@ -133,6 +147,20 @@ impl ParsedEvent {
         out.push(b'{');
         out.extend_from_slice(body);
         out
+    }
+
+    /// The event at `origin`: the delivery message carries it as `"origin"` and
+    /// `"origin_seq"`, written once here, right after `"type":"event"`.
+    pub fn at_origin(mut self, origin: Origin) -> Self {
+        // A region is letters, digits, `-` and `_` (checked in the configuration): no escaping.
+        let fields = format!(
+            r#""origin":"{}","origin_seq":{},"#,
+            origin.region, origin.seq
+        );
+        let at = FRAME_HEADROOM + MESSAGE_PREFIX.len();
+        self.message.splice(at..at, fields.into_bytes());
+        self.origin = Some(origin);
+        self
     }
 }
 
@@ -236,6 +264,7 @@ pub fn parse_event(input: &[u8], keys: &EntityKeys) -> Result<ParsedEvent, Event
         namespace,
         entity,
         message,
+        origin: None,
     })
 }
 

@@ -53,6 +53,8 @@ pub struct EventMeta {
     pub namespace: Option<String>,
     /// What it is about (`crate::entity`), if its type has a key and it carries the fields.
     pub entity: Option<Box<str>>,
+    /// Where it sits in its origin region's stream (NATS mode).
+    pub origin: Option<crate::event::Origin>,
 }
 
 impl OutFrame {
@@ -194,6 +196,7 @@ impl OutFrame {
             cluster_id: event.cluster_id,
             namespace: event.namespace,
             entity: event.entity,
+            origin: event.origin,
         }));
         Arc::new(frame)
     }

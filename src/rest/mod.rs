@@ -240,6 +240,7 @@ fn metrics(hub: &Hub) -> Response<Full<Bytes>> {
             let sizes = hub.router.history().sizes();
             (sizes.entities, sizes.evicted)
         },
+        origins: hub.broker.origins(),
     };
     text_response(
         StatusCode::OK,

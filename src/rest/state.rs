@@ -30,6 +30,8 @@ struct Read {
     frames: Vec<Arc<OutFrame>>,
     /// The id of the last event before the read, if there is one to resume from.
     position: Option<String>,
+    /// NATS mode: the last `origin_seq` of each origin region before the read.
+    positions: Vec<(Arc<str>, u64)>,
 }
 
 /// Answers `GET /state?event_types=&cluster_filter=&namespace_filter=` for a token with `grant`.
@@ -53,6 +55,7 @@ pub(super) async fn handle(
             Read {
                 frames: read.frames,
                 position: read.position,
+                positions: read.positions,
             }
         }
         Some(shared) => {
@@ -70,6 +73,7 @@ pub(super) async fn handle(
                     Read {
                         frames: state.read(&sub),
                         position,
+                        positions: Vec::new(),
                     }
                 }
                 _ => {
@@ -121,11 +125,19 @@ fn body(read: &Read, keys: &EntityKeys) -> String {
         // Event messages are JSON text, built from a UTF-8 body.
         out.push_str(&String::from_utf8_lossy(m));
     }
-    let rest = json!({
+    let mut rest = json!({
         "count": messages.len(),
         "position": read.position,
         "rules": {"entity_keys": keys.lists(), "removes": removals()},
     });
+    if !read.positions.is_empty() {
+        let positions: serde_json::Map<String, serde_json::Value> = read
+            .positions
+            .iter()
+            .map(|(r, p)| (r.to_string(), json!(p)))
+            .collect();
+        rest["positions"] = positions.into();
+    }
     out.push_str("],");
     // `rest` is an object: append its members after the events.
     let rest = rest.to_string();

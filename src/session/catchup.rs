@@ -11,7 +11,7 @@
 //! Owns nothing that lives: it writes the client's seam (`crate::seam`) and reads the history or
 //! the broker's shared history.
 
-use crate::broker::SHARED_HISTORY_TIMEOUT;
+use crate::broker::{OriginStatus, SHARED_HISTORY_TIMEOUT};
 use crate::client::ClientHandle;
 use crate::frame::OutFrame;
 use crate::history::History;
@@ -36,7 +36,16 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
     let history = hub.router.history();
     let mut covered = None;
     let mut resumed = false;
-    if let Some(id) = &catchup.resume_from {
+    let origins = hub.broker.origins();
+    if let Some(positions) = catchup.positions.as_ref().filter(|_| !origins.is_empty()) {
+        // NATS: where the client stands in each origin region's stream, whichever region it
+        // was in.
+        match resume_at(history, client, sub, positions, &origins).await {
+            Some(upto) => (covered, resumed) = (Some(upto), true),
+            None if client.goodbye().is_some() => return client.hold_events(false),
+            None => {}
+        }
+    } else if let Some(id) = &catchup.resume_from {
         if let Some(shared) = hub.broker.shared_history() {
             // Redis Cluster: this instance's history holds only its clients' clusters.
             let done = resume_from_shared(client, sub, shared.replay(id)).await;
@@ -70,6 +79,39 @@ pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, c
         client.seam.cover(sub, upto);
     }
     client.hold_events(false);
+}
+
+/// Resumes from `positions` (the last `origin_seq` the client saw of each origin region): the
+/// events after them that match, then `replay_complete`; live events of origins where the
+/// client is ahead of this instance are skipped up to its position; an origin region that
+/// cannot be reached is named in a notice, with how much of it is not here yet. The last
+/// sequence number covered when it recovered.
+async fn resume_at(
+    history: &History,
+    client: &ClientHandle,
+    sub: &Subscription,
+    positions: &[(String, u64)],
+    origins: &[OriginStatus],
+) -> Option<u64> {
+    let crate::history::ReplayAt { replay, ahead } = history.replay_at(positions, sub);
+    let (recovered, n, upto) = (replay.recovered, replay.frames.len(), replay.upto);
+    if recovered && !send_all(client, replay.frames).await {
+        return None;
+    }
+    if !ahead.is_empty() {
+        client.seam.cover_origins(sub, ahead);
+    }
+    client.send_control(reply::replay_complete(recovered, n));
+    for o in origins.iter().filter(|o| !o.reachable) {
+        let seen = positions
+            .iter()
+            .find(|(r, _)| **r == *o.region)
+            .map_or(0, |(_, p)| *p);
+        // Past both what this region holds and what the client saw: missed, for now.
+        let missing = o.origin_last.saturating_sub(seen.max(o.stored));
+        client.send_control(reply::origin_unreachable(&o.region, o.stored, missing));
+    }
+    recovered.then_some(upto)
 }
 
 /// Sends the state (the latest event of each matching entity), then `snapshot_complete`; the last sequence

@@ -162,6 +162,12 @@ impl Session {
         true
     }
 
+    /// Where a client subscribing now stands in each origin region's stream (NATS mode),
+    /// read once routing sees the subscription: what its `subscribed` reply says.
+    fn positions(&self) -> Vec<(std::sync::Arc<str>, u64)> {
+        self.hub.router.history().positions()
+    }
+
     /// Adds a subscription (within `max_subscriptions_per_client` and the token's grant,
     /// narrowed to it) and answers `subscribed` once routing sees it; then sends what
     /// `catchup` asks for ahead of the live events.
@@ -180,10 +186,12 @@ impl Session {
         }
         let max = self.hub.settings.session.max_subscriptions;
         let mut subs = self.hub.subscriptions.of(&self.client);
-        let catching_up = catchup.resume_from.is_some() || catchup.snapshot;
+        let catching_up =
+            catchup.resume_from.is_some() || catchup.positions.is_some() || catchup.snapshot;
         if subs.contains(&sub) {
             // Already held: answered, and the index is left alone.
-            self.client.send_control(reply::subscribed(&sub));
+            self.client
+                .send_control(reply::subscribed(&sub, &self.positions()));
             if catching_up {
                 self.client.hold_events(true);
                 self.catch_up(&sub, &catchup).await;
@@ -207,7 +215,8 @@ impl Session {
         self.client.hold_events(catching_up);
         match self.hub.subscriptions.set(&self.client, subs).await {
             Ok(()) => {
-                self.client.send_control(reply::subscribed(&sub));
+                self.client
+                    .send_control(reply::subscribed(&sub, &self.positions()));
                 if catching_up {
                     self.catch_up(&sub, &catchup).await;
                 }

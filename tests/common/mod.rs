@@ -401,6 +401,18 @@ pub async fn resumed(ws: &mut Ws) -> (Vec<String>, Option<Value>) {
     (got, complete)
 }
 
+/// A hub of region `region` on `regions` (server `i`), mirroring the other regions' streams.
+pub fn region_hub(regions: &NatsRegions, i: usize, region: &str, others: &[&str]) -> HubProcess {
+    let others: Vec<String> = others.iter().map(|o| format!("\"{o}\"")).collect();
+    let hub = HubProcess::start(&format!(
+        "  nats:\n    servers: [\"{}\"]\n    region: {region}\n    mirror_regions: [{}]\n",
+        regions.url(i),
+        others.join(", ")
+    ));
+    assert!(hub.banner.ends_with(", mode nats"), "{}", hub.banner);
+    hub
+}
+
 /// A hub in Redis mode on `redis`; its start-up line must say so.
 pub fn redis_hub(redis: &RedisServer, instance: &str) -> HubProcess {
     let hub = HubProcess::start(&format!(

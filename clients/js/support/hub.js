@@ -65,7 +65,7 @@ export class Hub {
   /** Stops the process with `signal` and waits for it to exit. */
   stop(signal = "SIGKILL") {
     const child = this.child;
-    if (!child || child.exitCode !== null) return Promise.resolve();
+    if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
     return new Promise((resolve) => {
       child.once("exit", resolve);
       child.kill(signal);
@@ -142,4 +142,50 @@ export async function until(pred, ms = 10000, what = "condition") {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(20);
   }
+}
+
+/** One nats-server with JetStream per region (a JetStream domain named like it), the others
+ * joined to the first by leafnodes; each keeps its store in its own directory. */
+export class NatsRegions {
+  static async start(names) {
+    const r = new NatsRegions();
+    r.dir = mkdtempSync(join(tmpdir(), "streamhub-nats-"));
+    r.leafPort = await freePort();
+    r.ports = [];
+    r.children = [];
+    for (const [i, name] of names.entries()) {
+      const port = await freePort();
+      const leaf = i === 0
+        ? `leafnodes { listen: "127.0.0.1:${r.leafPort}" }`
+        : `leafnodes { remotes: [ { url: "nats-leaf://127.0.0.1:${r.leafPort}" } ] }`;
+      const conf = join(r.dir, `${name}.conf`);
+      writeFileSync(conf, `server_name: ${name}\nlisten: "127.0.0.1:${port}"\n` +
+        `jetstream { store_dir: "${join(r.dir, name)}", domain: ${name} }\n${leaf}\n`);
+      r.ports.push(port);
+      r.children.push(spawn("nats-server", ["-c", conf], { stdio: "ignore" }));
+    }
+    await sleep(500);
+    return r;
+  }
+
+  url(i) {
+    return `nats://127.0.0.1:${this.ports[i]}`;
+  }
+
+  stop() {
+    for (const c of this.children) c.kill("SIGKILL");
+  }
+}
+
+/** Subscribes `client` to GPU updates and records what it sees: `events`, the URL of each
+ * `ready`, each `replay`; resolves once it is first connected. */
+export async function recordGpu(client) {
+  const seen = { events: [], readies: [], replays: [] };
+  client.on("event", (e) => seen.events.push(e));
+  client.on("ready", (r) => seen.readies.push(r.url));
+  client.on("replay", (m) => seen.replays.push(m));
+  client.subscribe({ event_types: ["GPU_UPDATE"] });
+  await until(() => seen.readies.length === 1, 5000, "first connection");
+  await sleep(100);
+  return seen;
 }

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { StreamhubClient, connect } from "../index.js";
-import { Hub, Redis, freePort, gpuEvents, sleep, until } from "../support/hub.js";
+import { Hub, Redis, freePort, gpuEvents, recordGpu, sleep, until } from "../support/hub.js";
 
 const fast = { initialBackoffMs: 100, maxBackoffMs: 400 };
 
@@ -136,15 +136,7 @@ test("a drain in the middle of a stream: the client moves to another instance wi
   await b.waitReady();
   const client = connect([a.url, b.url], fast);
   try {
-    const ids = [];
-    client.on("event", (e) => ids.push(e.event_id));
-    const readies = [];
-    client.on("ready", (r) => readies.push(r.url));
-    const replays = [];
-    client.on("replay", (m) => replays.push(m));
-    client.subscribe({ event_types: ["GPU_UPDATE"] });
-    await until(() => readies.length === 1, 5000, "first connection");
-    await sleep(100);
+    const { events, readies, replays } = await recordGpu(client);
     // A stream of 600 events through b while a drains (SIGTERM: goodbye with reconnect advice).
     let published = 0;
     const stream = (async () => {
@@ -154,15 +146,15 @@ test("a drain in the middle of a stream: the client moves to another instance wi
         await sleep(20);
       }
     })();
-    await until(() => ids.length >= 100, 5000, "the stream to start");
+    await until(() => events.length >= 100, 5000, "the stream to start");
     await a.stop("SIGTERM");
     await stream;
-    await until(() => ids.length >= published, 10000, `all ${published} events (have ${ids.length})`);
+    await until(() => events.length >= published, 10000, `all ${published} events (have ${events.length})`);
     assert.deepEqual(readies, [a.url, b.url]);
     assert.equal(replays.length, 1);
     assert.equal(replays[0].recovered, true);
     const want = gpuEvents("s", 0, 600).map((e) => e.event_id);
-    assert.deepEqual(ids, want, "every event once, in order, across the move");
+    assert.deepEqual(events.map((e) => e.event_id), want, "every event once, in order, across the move");
   } finally {
     client.close();
     await a.stop();

@@ -44,9 +44,10 @@ pub(super) async fn run(handler: Arc<dyn BrokerHandler>, shared: Arc<Shared>) {
     shared.context.store(Some(Arc::new(context.clone())));
     // Publishing keeps its own (longer) wait; following asks and gives up sooner.
     context.set_timeout(REQUEST_TIMEOUT);
-    tokio::spawn(control(client, handler.clone(), shared.clone()));
-    // Other regions' mirrors, each followed on its own; this region's stream here.
+    tokio::spawn(control(client.clone(), handler.clone(), shared.clone()));
+    // Other regions' mirrors, each followed and watched on its own; this region's stream here.
     for i in 1..shared.origins.len() {
+        tokio::spawn(super::mirror::watch(client.clone(), shared.clone(), i));
         tokio::spawn(keep_following(
             handler.clone(),
             shared.clone(),
@@ -100,6 +101,8 @@ async fn connect(shared: &Shared) -> Result<async_nats::Client, String> {
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(2))
+        // JetStream API requests (stream info, consumer creation) wait this long, not 10 s.
+        .request_timeout(Some(REQUEST_TIMEOUT))
         .event_callback(move |event| {
             let link = link.clone();
             async move {
@@ -310,10 +313,14 @@ fn hand_on(
         true => Scope::Past,
         false => Scope::Every,
     };
-    shared
-        .inbound
-        .collect(handler, &message.payload, scope, batch);
     let origin = &shared.origins[i];
+    if let Some(event) = shared.inbound.event(handler, &message.payload) {
+        let at = crate::event::Origin {
+            region: origin.region.clone(),
+            seq,
+        };
+        batch.push((event.at_origin(at), scope));
+    }
     origin.consumed.store(seq, Relaxed);
     origin.last.fetch_max(seq + left, Relaxed);
     if i == 0 && (seq >= past_until || left == 0) && !shared.link.is_up() {

@@ -9,31 +9,37 @@
 //!
 //! The stream is the history. At start an instance reads the stream's tail back into its own
 //! history (as many events as `history.max_events`), so a resume and a snapshot work on any
-//! instance and after a restart; then it follows the stream with an ordered consumer, which
-//! picks up where it was after a lost connection or a lost NATS node, so nothing is missed and
-//! nothing repeats. Only events the stream no longer holds when it comes back (past its limits)
+//! instance and after a restart; then it follows the stream from a known sequence, picking up
+//! where it was after a lost connection or a lost NATS node, so nothing is missed and nothing
+//! repeats. Only events the stream no longer holds when it comes back (past its limits)
 //! are a gap, and a resume across it says so (`recovered: false`).
 //!
 //! Regions: each region's NATS is its own JetStream domain, named like the region, joined to the
 //! others by leafnodes. An instance mirrors every other region's stream into its own region
 //! (`nats.mirror_regions`; a mirror keeps the origin's sequence numbers and catches up by itself
 //! after a partition) and follows each of them beside its own, so it delivers what was published
-//! in any region; events of one origin stay in that origin's order.
+//! in any region; events of one origin stay in that origin's order. Each event is marked with its
+//! origin region and its sequence there (`origin`, `origin_seq`), the same in every region, so a
+//! client can resume from its positions in any region; `mirror` watches each mirror's lag and
+//! whether its origin answers (`Broker::origins`).
 //!
 //! Owns its NATS connection, its consumers' positions and its link state; only its own tasks
 //! change them.
 
 mod consume;
+mod mirror;
 
 use super::inbound::Inbound;
 use super::link::Link;
-use super::{Broker, BrokerError, BrokerHandler, Intake, PublishFuture, SetupError, Unhealthy};
+use super::{
+    Broker, BrokerError, BrokerHandler, Intake, OriginStatus, PublishFuture, SetupError, Unhealthy,
+};
 use crate::config::NatsConfig;
 use crate::event::ParsedEvent;
 use arc_swap::ArcSwapOption;
 use async_nats::jetstream;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,39 +66,69 @@ struct Shared {
 /// One stream followed: a region's own, or another region's mirrored into it.
 struct Origin {
     /// The region the events were published in.
-    region: String,
+    region: Arc<str>,
     /// The stream's name (the same in every region).
     stream: String,
     /// For a mirror: the JetStream API prefix of the origin region's domain.
     mirror_of: Option<String>,
     /// The stream sequence of the last event handed on.
     consumed: AtomicU64,
-    /// The stream's last sequence when the consumer last looked.
+    /// The stream's last sequence when the consumer (or, for a mirror, its watch) last looked.
     last: AtomicU64,
+    /// For a mirror: the origin stream's last sequence, as its region last answered.
+    origin_last: AtomicU64,
+    /// For a mirror: how far behind its origin NATS says it is.
+    mirror_lag: AtomicU64,
+    /// For a mirror: whether its origin region answered the last time it was asked.
+    reachable: AtomicBool,
 }
 
 impl Origin {
     /// An origin not followed yet.
     fn new(region: &str, stream: String, mirror_of: Option<String>) -> Self {
         Self {
-            region: region.to_string(),
+            region: region.into(),
             stream,
             mirror_of,
             consumed: AtomicU64::new(0),
             last: AtomicU64::new(0),
+            origin_last: AtomicU64::new(0),
+            mirror_lag: AtomicU64::new(0),
+            reachable: AtomicBool::new(true),
+        }
+    }
+
+    /// Its figures now.
+    fn status(&self) -> OriginStatus {
+        let stored = self.last.load(Relaxed);
+        let mirror = self.mirror_of.is_some();
+        OriginStatus {
+            region: self.region.clone(),
+            mirror,
+            consumed: self.consumed.load(Relaxed),
+            stored,
+            origin_last: match mirror {
+                true => self.origin_last.load(Relaxed),
+                false => stored,
+            },
+            mirror_lag: self.mirror_lag.load(Relaxed),
+            reachable: !mirror || self.reachable.load(Relaxed),
         }
     }
 
     /// Its figures for `status`.
     fn details(&self) -> serde_json::Value {
-        let (consumed, last) = (self.consumed.load(Relaxed), self.last.load(Relaxed));
+        let o = self.status();
         serde_json::json!({
-            "region": self.region,
+            "region": &*o.region,
             "stream": self.stream,
-            "mirror": self.mirror_of.is_some(),
-            "consumed_sequence": consumed,
-            "stream_last_sequence": last,
-            "consumer_lag": last.saturating_sub(consumed),
+            "mirror": o.mirror,
+            "consumed_sequence": o.consumed,
+            "stream_last_sequence": o.stored,
+            "consumer_lag": o.stored.saturating_sub(o.consumed),
+            "origin_last_sequence": o.origin_last,
+            "mirror_lag": o.mirror_lag,
+            "origin_reachable": o.reachable,
         })
     }
 }
@@ -185,6 +221,10 @@ impl Broker for NatsBroker {
 
     fn health(&self) -> Result<(), Unhealthy> {
         self.shared.link.health()
+    }
+
+    fn origins(&self) -> Vec<OriginStatus> {
+        self.shared.origins.iter().map(Origin::status).collect()
     }
 
     fn details(&self) -> serde_json::Value {
