@@ -26,6 +26,8 @@ pub enum Codec {
     Json,
     /// Binary frames of MessagePack.
     MsgPack,
+    /// Not a WebSocket: Server-Sent Events (`crate::sse`), each message written as its SSE form.
+    Sse,
 }
 
 impl Codec {

@@ -1,4 +1,5 @@
-//! HTTP on the service port: WebSocket upgrades at `/ws`, everything else to [`crate::rest`].
+//! HTTP on the service port: WebSocket upgrades at `/ws`, event streams at
+//! `/api/v1/streaming/events` ([`crate::sse`]), everything else to [`crate::rest`].
 //!
 //! The upgrade path covers what `fastwebsockets::upgrade` does not check: the `Origin` against
 //! `websocket.allowed_origins`, `max_connections` and the unauthenticated budget (503, see
@@ -12,10 +13,11 @@ use crate::codec::{Codec, Deflate, Wire};
 use crate::hub::{ConnectionSlot, Hub};
 use crate::preauth::Ticket;
 use crate::rest::{self, reply::error_body, reply::json_response};
+use crate::sse::{self, HubBody};
 use crate::ws::connection::{self, Route};
 use crate::ws::socket::Socket;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -67,18 +69,35 @@ where
     }
 }
 
-/// Dispatches one request.
+/// Dispatches one request: a WebSocket upgrade, an event stream, or REST.
 async fn route(
     hub: Arc<Hub>,
     shard: usize,
     remote: SocketAddr,
     req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<HubBody> {
     let path = req.uri().path();
+    if path == sse::PATH {
+        return match req.method() == hyper::Method::GET {
+            true => sse::serve(hub, shard, remote, req).await,
+            false => rest::reply::method_not_allowed("GET").map(Either::Left),
+        };
+    }
     let echo = hub.settings.http.echo_path.as_deref() == Some(path);
     if path != "/ws" && !echo {
-        return rest::handle(hub, req).await;
+        return rest::handle(hub, req).await.map(Either::Left);
     }
+    route_upgrade(hub, shard, remote, req, echo).map(Either::Left)
+}
+
+/// Answers a WebSocket upgrade at `/ws` (or at the echo route).
+fn route_upgrade(
+    hub: Arc<Hub>,
+    shard: usize,
+    remote: SocketAddr,
+    req: Request<Incoming>,
+    echo: bool,
+) -> Response<Full<Bytes>> {
     // The echo route speaks no protocol of the hub's: JSON framing only, compression if asked.
     let (codec, chosen) = match Codec::negotiate(req.headers()) {
         Ok(_) if echo => (Codec::Json, None),
@@ -125,6 +144,12 @@ fn upgrade(
     mut req: Request<Incoming>,
     route: Route,
 ) -> Response<Full<Bytes>> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return json_response(
+            StatusCode::UPGRADE_REQUIRED,
+            &error_body("use a WebSocket upgrade on /ws"),
+        );
+    }
     if let Some(refused) = refusal(&hub, &req) {
         return refused;
     }
@@ -150,23 +175,18 @@ fn upgrade(
     response
 }
 
-/// Why an upgrade request is refused before any slot is taken: not an upgrade (426), shutting
+/// Why a WebSocket upgrade or an event stream is refused before any slot is taken: shutting
 /// down (503), or a browser origin not allowed (403).
-fn refusal(hub: &Hub, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
-    if !fastwebsockets::upgrade::is_upgrade_request(req) {
-        return Some(json_response(
-            StatusCode::UPGRADE_REQUIRED,
-            &error_body("use a WebSocket upgrade on /ws"),
-        ));
-    }
+pub(crate) fn refusal(hub: &Hub, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
     if hub.is_shutting_down() {
         return Some(json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &error_body("shutting down"),
         ));
     }
-    // Cross-site WebSocket hijacking: with a list, a browser origin not on it (or not even
-    // valid ASCII) is refused; clients that send no Origin (not browsers) pass.
+    // Cross-site WebSocket hijacking (and its event-stream twin): with a list, a browser origin
+    // not on it (or not even valid ASCII) is refused; clients that send no Origin (not
+    // browsers) pass.
     let allowed = &hub.settings.http.allowed_origins;
     let origin = req.headers().get(hyper::header::ORIGIN)?;
     let listed = origin

@@ -33,7 +33,8 @@
 //! - [`server`]: start-up, the acceptor, the per-core shard runtimes, graceful shutdown;
 //!   `settings`: the configuration turned once into each room's settings.
 //! - [`hub`]: where the parts are wired together; the client registry; the broker handler.
-//! - [`http`]: the service port: `/ws` upgrades (origin, capacity) or REST; `preauth`: the
+//! - [`http`]: the service port: `/ws` upgrades (origin, capacity), event streams (`sse`:
+//!   Server-Sent Events, the same clients written as `text/event-stream`) or REST; `preauth`: the
 //!   budget of connections that have not authenticated yet; `console`: the live console.
 //! - `session`: what a client's requests mean: authentication and its watchdog, subscribe
 //!   (with its catch-up), unsubscribe, ping; `seam`: what a catch-up sent ahead of the live
@@ -86,6 +87,7 @@ pub(crate) mod seam;
 pub mod server;
 pub(crate) mod session;
 pub(crate) mod settings;
+pub(crate) mod sse;
 pub mod state;
 pub mod subscription;
 pub(crate) mod subscriptions;

@@ -142,7 +142,8 @@ impl ClientHandle {
     #[inline]
     pub(crate) fn encoded(&self, frame: &Arc<OutFrame>) -> Arc<OutFrame> {
         let framed = match self.wire.codec {
-            Codec::Json => frame.clone(),
+            // An SSE stream takes each message's SSE form when it writes it (`OutFrame::sse`).
+            Codec::Json | Codec::Sse => frame.clone(),
             Codec::MsgPack => frame.msgpack(),
         };
         match self.wire.deflate {
@@ -315,6 +316,10 @@ impl ClientHandle {
                 SystemTime::now() - self.activity.epoch.elapsed(),
             )
             .to_string(),
+            transport: match self.wire.codec {
+                Codec::Sse => "sse",
+                Codec::Json | Codec::MsgPack => "websocket",
+            },
             authenticated: self.flags.authenticated.load(Ordering::Relaxed),
             subject: self.subject(),
             subscriptions,
@@ -344,6 +349,8 @@ pub(crate) struct ClientInfo {
     shard: usize,
     /// RFC 3339 time of connection.
     connected_at: String,
+    /// `websocket` or `sse`.
+    transport: &'static str,
     /// Whether the client has authenticated.
     authenticated: bool,
     /// Authenticated subject.

@@ -11,6 +11,7 @@
 pub mod deflate;
 
 use crate::event::{EventType, ParsedEvent, FRAME_HEADROOM, MESSAGE_PREFIX};
+use bytes::Bytes;
 use fastwebsockets::{CloseCode, Frame, OpCode, Payload};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -36,6 +37,9 @@ pub struct OutFrame {
     /// The same event marked `"snapshot":true`, built by the first snapshot that sends it and
     /// shared by every later one (a snapshot holds references, never copies).
     snapshot: OnceLock<Arc<OutFrame>>,
+    /// The same message as a Server-Sent Event (`crate::sse`), built by the first SSE client
+    /// that needs it and shared by all of them.
+    sse: OnceLock<Bytes>,
 }
 
 /// The routing facts of an event frame.
@@ -107,6 +111,7 @@ impl OutFrame {
             msgpack: OnceLock::new(),
             deflated: OnceLock::new(),
             snapshot: OnceLock::new(),
+            sse: OnceLock::new(),
         }
     }
 
@@ -218,6 +223,50 @@ impl OutFrame {
             .clone()
     }
 
+    /// This message as a Server-Sent Event, built once and shared (an event's by every SSE
+    /// client): `id:` (an event's id), `event:` (`event`, or a reply's `type`) and `data:` (the
+    /// JSON message a WebSocket client gets, its line breaks, which JSON allows only between
+    /// tokens, made spaces). A ping is a comment (the heartbeat); other control frames are
+    /// nothing.
+    pub(crate) fn sse(&self) -> Bytes {
+        self.sse.get_or_init(|| self.sse_text()).clone()
+    }
+
+    /// See [`Self::sse`].
+    fn sse_text(&self) -> Bytes {
+        if !self.is_text() {
+            return match self.buf[self.start] & 0x0F == OpCode::Ping as u8 {
+                true => Bytes::from_static(b": ping\n\n"),
+                false => Bytes::new(),
+            };
+        }
+        let json = self.message();
+        let mut out = Vec::with_capacity(json.len() + 64);
+        match &self.event {
+            Some(m) => {
+                // A line break in an id would end the field: such an id is left out.
+                if !m.event_id.contains(['\n', '\r', '\0']) {
+                    out.extend_from_slice(b"id: ");
+                    out.extend_from_slice(m.event_id.as_bytes());
+                    out.push(b'\n');
+                }
+                out.extend_from_slice(b"event: event\n");
+            }
+            None => {
+                out.extend_from_slice(b"event: ");
+                out.extend_from_slice(message_type(json).as_bytes());
+                out.push(b'\n');
+            }
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend(json.iter().map(|&b| match b {
+            b'\n' | b'\r' => b' ',
+            b => b,
+        }));
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+
     /// A text frame of a JSON message built with [`message_buf`].
     pub(crate) fn text(buf: Vec<u8>) -> Arc<Self> {
         Arc::new(Self::from_headroom(buf, OpCode::Text))
@@ -237,6 +286,20 @@ impl OutFrame {
         payload.extend_from_slice(reason.as_bytes());
         Self::control(OpCode::Close, &payload)
     }
+}
+
+/// The `type` of a protocol message (`message` when it has none that fits an SSE field).
+fn message_type(json: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_slice::<Typed>(json)
+        .ok()
+        .map(|t| t.kind)
+        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .unwrap_or_else(|| "message".into())
 }
 
 /// An empty message buffer with frame headroom, ready for a payload of about `capacity` bytes.
@@ -276,6 +339,35 @@ mod tests {
                 _ => assert_eq!(b[1], 127),
             }
         }
+    }
+
+    #[test]
+    fn the_sse_form_names_the_event_and_keeps_the_message_on_one_line() {
+        let json = "{\"event_type\":\"GPU_UPDATE\",\"event_id\":\"e1\",\n \"payload\":{}}";
+        let event = crate::event::parse_event(json.as_bytes(), &Default::default()).unwrap();
+        let f = OutFrame::event(event, 1);
+        let sse = f.sse();
+        let text = std::str::from_utf8(&sse).unwrap();
+        assert!(
+            text.starts_with("id: e1\nevent: event\ndata: {\"type\":\"event\","),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("}\n\n") && text.matches('\n').count() == 4,
+            "{text}"
+        );
+        assert_eq!(f.sse().as_ptr(), sse.as_ptr(), "built once");
+        let mut buf = message_buf(64);
+        buf.extend_from_slice(br#"{"replayed":2,"type":"replay_complete"}"#);
+        let reply = OutFrame::text(buf).sse();
+        assert_eq!(
+            &reply[..],
+            b"event: replay_complete\ndata: {\"replayed\":2,\"type\":\"replay_complete\"}\n\n"
+        );
+        assert_eq!(
+            &OutFrame::control(OpCode::Ping, b"hb").sse()[..],
+            b": ping\n\n"
+        );
     }
 
     #[test]

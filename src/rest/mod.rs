@@ -8,7 +8,7 @@
 
 mod admin;
 mod broadcast;
-mod query;
+pub(crate) mod query;
 pub(crate) mod reply;
 mod state;
 

@@ -4,6 +4,8 @@
 //! Owns nothing: functions over a request's query string.
 
 use super::reply::{error_body, json_response};
+use crate::event::EventType;
+use crate::subscription::Subscription;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
@@ -57,7 +59,7 @@ pub(super) fn count(query: Option<&str>, name: &str) -> Result<Option<usize>, Ba
 }
 
 /// The value of query parameter `name` (the first, if repeated), percent-decoded.
-pub(super) fn param<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<'a, str>> {
+pub(crate) fn param<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<'a, str>> {
     form_urlencoded::parse(query?.as_bytes()).find_map(|(k, v)| (k == name).then_some(v))
 }
 
@@ -69,6 +71,29 @@ pub(super) fn list(query: Option<&str>, name: &str) -> Vec<String> {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect()
+    })
+}
+
+/// The subscription the query describes: every type when `event_types` is absent.
+pub(crate) fn subscription(query: Option<&str>) -> Result<Subscription, String> {
+    let mut event_types = Vec::new();
+    for name in list(query, "event_types") {
+        let Some(ty) = EventType::parse(&name) else {
+            return Err(format!(
+                "query parameter event_types: unknown event type {name:?}"
+            ));
+        };
+        if !event_types.contains(&ty) {
+            event_types.push(ty);
+        }
+    }
+    if event_types.is_empty() {
+        event_types = EventType::ALL.to_vec();
+    }
+    Ok(Subscription {
+        event_types,
+        cluster_filter: list(query, "cluster_filter"),
+        namespace_filter: list(query, "namespace_filter"),
     })
 }
 

@@ -9,15 +9,12 @@
 //!
 //! Owns nothing: it reads the history or the shared history and shapes the answer.
 
-use super::query::list;
 use super::reply::{error_body, json_response, text_response};
 use crate::auth::Grant;
 use crate::entity::{removals, EntityKeys};
-use crate::event::EventType;
 use crate::frame::OutFrame;
 use crate::hub::Hub;
 use crate::state::State;
-use crate::subscription::Subscription;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
@@ -41,7 +38,7 @@ pub(super) async fn handle(
     grant: &Grant,
     keys: &EntityKeys,
 ) -> Response<Full<Bytes>> {
-    let sub = match subscription(query) {
+    let sub = match super::query::subscription(query) {
         Ok(sub) => sub,
         Err(why) => return json_response(StatusCode::BAD_REQUEST, &error_body(&why)),
     };
@@ -86,29 +83,6 @@ pub(super) async fn handle(
         }
     };
     text_response(StatusCode::OK, "application/json", body(&read, keys))
-}
-
-/// The subscription the query describes: every type when `event_types` is absent.
-fn subscription(query: Option<&str>) -> Result<Subscription, String> {
-    let mut event_types = Vec::new();
-    for name in list(query, "event_types") {
-        let Some(ty) = EventType::parse(&name) else {
-            return Err(format!(
-                "query parameter event_types: unknown event type {name:?}"
-            ));
-        };
-        if !event_types.contains(&ty) {
-            event_types.push(ty);
-        }
-    }
-    if event_types.is_empty() {
-        event_types = EventType::ALL.to_vec();
-    }
-    Ok(Subscription {
-        event_types,
-        cluster_filter: list(query, "cluster_filter"),
-        namespace_filter: list(query, "namespace_filter"),
-    })
 }
 
 /// `{"events":[...],"count":n,"position":..,"rules":{..}}`, each event's message as delivered

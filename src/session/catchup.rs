@@ -32,7 +32,7 @@ const IN_FLIGHT_BYTES: usize = crate::client::CONTROL_QUEUE_BYTES / 2;
 
 /// Sends what `catchup` asks for about `sub` (already indexed, with live events held back),
 /// then lets the live events go.
-pub(super) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, catchup: &Catchup) {
+pub(crate) async fn send(hub: &Hub, client: &ClientHandle, sub: &Subscription, catchup: &Catchup) {
     let history = hub.router.history();
     let mut covered = None;
     let mut resumed = false;

@@ -9,6 +9,7 @@ mod catchup;
 mod login;
 mod rate;
 
+pub(crate) use catchup::send as catch_up;
 pub(crate) use rate::Admit;
 
 use crate::client::ClientHandle;
@@ -139,7 +140,8 @@ impl Session {
             return false;
         }
         let why = match codec {
-            Codec::Json => "binary messages are not supported; send JSON text",
+            // An SSE client sends nothing: never here.
+            Codec::Json | Codec::Sse => "binary messages are not supported; send JSON text",
             Codec::MsgPack => "this connection speaks aiops.v1.msgpack: send binary frames",
         };
         self.client

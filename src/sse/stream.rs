@@ -1,0 +1,183 @@
+//! One SSE client's stream: what its WebSocket writer would write, as `text/event-stream`.
+//!
+//! The body starts with `retry:` (the reconnect advice), then, in order: the client's replies
+//! and a catch-up's events (the reply queue), then live events from its ring (held back while a
+//! catch-up goes out, skipping what the seam says it already sent, behind a `QUEUE_FULL` notice
+//! when some were dropped), each as its shared SSE form. A quiet stream gets a comment every
+//! heartbeat interval (which also finds a peer that went away: the write fails). A goodbye
+//! (drain, shutdown, an operator's disconnect) flushes the ring, sends `disconnect` and a
+//! `retry:` with its advice, and ends the stream. When the stream ends for any reason (the peer
+//! left, or the goodbye was sent), the client is unregistered and its slot freed.
+//!
+//! Owns one stream's state: the client's place in the hub, its slot, what is about to be sent.
+
+use crate::client::ClientHandle;
+use crate::frame::OutFrame;
+use crate::hub::{ConnectionSlot, Hub};
+use crate::protocol::reply;
+use crate::ws::writer::MAX_BATCH;
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An SSE response's body.
+pub(crate) type SseBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The comment a quiet stream gets every heartbeat interval.
+const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+
+/// The stream of `client` (registered, subscribed) holding `slot`, as a response body;
+/// `catch_up` is the task sending its resume or snapshot, stopped if the stream ends first.
+pub(super) fn body(
+    hub: Arc<Hub>,
+    client: Arc<ClientHandle>,
+    slot: ConnectionSlot,
+    catch_up: Option<tokio::task::JoinHandle<()>>,
+) -> SseBody {
+    let advice = crate::backoff::spread(hub.settings.connection.reconnect_after_ms);
+    let out = Out {
+        heartbeat: hub.writers.timing.heartbeat.interval,
+        hub,
+        client,
+        _slot: slot,
+        catch_up,
+        pending: VecDeque::from([Pending::Bytes(retry(advice))]),
+        done: false,
+    };
+    let chunks = futures_util::stream::unfold(out, |mut out| async move {
+        let chunk = out.next().await?;
+        Some((Ok::<_, Infallible>(Frame::data(chunk)), out))
+    });
+    StreamBody::new(chunks).boxed_unsync()
+}
+
+/// `retry: ms`: how long a browser's `EventSource` waits before it reconnects.
+fn retry(ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {ms}\n\n"))
+}
+
+/// Something about to be sent.
+enum Pending {
+    /// A message: its SSE form is taken when it goes out.
+    Frame(Arc<OutFrame>, bool),
+    /// Text of the stream's own (`retry:`).
+    Bytes(Bytes),
+}
+
+/// The state of one stream.
+struct Out {
+    /// Where the client is registered.
+    hub: Arc<Hub>,
+    /// The client.
+    client: Arc<ClientHandle>,
+    /// Its place under `max_connections`, freed with the stream.
+    _slot: ConnectionSlot,
+    /// The task sending a resume or snapshot, if one was asked for.
+    catch_up: Option<tokio::task::JoinHandle<()>>,
+    /// What goes out next, in order.
+    pending: VecDeque<Pending>,
+    /// The goodbye is queued: the stream ends once `pending` is sent.
+    done: bool,
+    /// How long a quiet stream waits before a heartbeat comment.
+    heartbeat: Duration,
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        if let Some(task) = self.catch_up.take() {
+            task.abort();
+        }
+        self.hub.unregister(&self.client);
+    }
+}
+
+impl Out {
+    /// The next chunk of the stream; `None` once it ends.
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(p) = self.pending.pop_front() {
+                return Some(self.sent(p));
+            }
+            if self.done {
+                return None;
+            }
+            self.fill();
+            if !self.pending.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                _ = self.client.wake.notified() => {}
+                _ = tokio::time::sleep(self.heartbeat) => {
+                    return Some(Bytes::from_static(HEARTBEAT));
+                }
+            }
+        }
+    }
+
+    /// One pending item's bytes, counted as sent (a live event's latency observed).
+    fn sent(&self, p: Pending) -> Bytes {
+        match p {
+            Pending::Bytes(b) => b,
+            Pending::Frame(f, live) => {
+                let local = self.hub.metrics.local();
+                if f.is_message() {
+                    local.messages_sent.fetch_add(1, Relaxed);
+                    self.client.activity.sent.fetch_add(1, Relaxed);
+                    if live || f.event.is_none() {
+                        local.observe_latency(f.routed_at.elapsed());
+                    }
+                }
+                self.client.mark_progress(Instant::now());
+                f.sse()
+            }
+        }
+    }
+
+    /// Queues what the client's writer would write next: replies (and a catch-up's events),
+    /// then the goodbye with everything still in the ring, or live events unless held back.
+    fn fill(&mut self) {
+        while let Some(f) = self.client.pop_control() {
+            self.pending.push_back(Pending::Frame(f, false));
+        }
+        if let Some(bye) = self.client.goodbye() {
+            self.take_events(usize::MAX);
+            let advice = bye.reconnect_after_ms;
+            let disconnect = reply::disconnect(bye.reason, advice);
+            self.pending.push_back(Pending::Frame(disconnect, false));
+            self.pending.push_back(Pending::Bytes(retry(advice)));
+            self.done = true;
+            return;
+        }
+        if !self.client.seam.is_holding() {
+            self.take_events(MAX_BATCH);
+        }
+    }
+
+    /// Moves up to `limit` live events from the ring, skipping what the seam says was sent,
+    /// behind a `QUEUE_FULL` notice when some were dropped.
+    fn take_events(&mut self, limit: usize) {
+        let first = self.pending.len();
+        let mut taken = 0;
+        while taken < limit {
+            let Some(f) = self.client.ring.pop() else {
+                break;
+            };
+            if self.client.seam.skip(&f) {
+                continue;
+            }
+            self.pending.push_back(Pending::Frame(f, true));
+            taken += 1;
+        }
+        let dropped = self.client.ring.take_drops();
+        if dropped > 0 {
+            let notice = Pending::Frame(reply::queue_full(dropped), false);
+            self.pending.insert(first, notice);
+        }
+    }
+}
