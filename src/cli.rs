@@ -205,10 +205,28 @@ pub struct TailOptions {
     /// PEM certificates to trust for a `wss://` URL.
     #[arg(long)]
     pub ca_file: Option<String>,
+    /// Follow the stream over Server-Sent Events (`GET /api/v1/streaming/events` on the URL's
+    /// host) instead of a WebSocket.
+    #[arg(long)]
+    pub sse: bool,
+}
+
+/// The event types `o` asks for (all when none).
+fn tail_types(o: &TailOptions) -> Vec<String> {
+    if o.types.is_empty() {
+        return crate::event::EventType::ALL
+            .iter()
+            .map(|t| t.as_str().to_string())
+            .collect();
+    }
+    o.types.clone()
 }
 
 /// Connects, subscribes, and prints each message as one JSON line on stdout.
 pub async fn tail(o: TailOptions) -> anyhow::Result<()> {
+    if o.sse {
+        return tail_sse(o).await;
+    }
     let (host, path, stream) = dial(&o.url, o.ca_file.as_deref()).await?;
     let req = hyper::Request::get(path)
         .header(hyper::header::HOST, host)
@@ -223,14 +241,7 @@ pub async fn tail(o: TailOptions) -> anyhow::Result<()> {
     let (mut ws, _) =
         fastwebsockets::handshake::client(&hyper_util::rt::TokioExecutor::new(), req, stream)
             .await?;
-    let types: Vec<String> = if o.types.is_empty() {
-        crate::event::EventType::ALL
-            .iter()
-            .map(|t| t.as_str().to_string())
-            .collect()
-    } else {
-        o.types
-    };
+    let types = tail_types(&o);
     let opening = [
         serde_json::json!({"type": "auth", "token": o.token}),
         serde_json::json!({"type": "subscribe", "subscription": {
@@ -262,6 +273,64 @@ pub async fn tail(o: TailOptions) -> anyhow::Result<()> {
             _ => {}
         }
     }
+}
+
+/// `tail --sse`: the event stream of the URL's host, each message's `data` printed as one JSON
+/// line (what the WebSocket `tail` prints), the token as a bearer header.
+async fn tail_sse(o: TailOptions) -> anyhow::Result<()> {
+    let (host, _, stream) = dial(&o.url, o.ca_file.as_deref()).await?;
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("event_types", &tail_types(&o).join(","));
+    for (name, list) in [
+        ("cluster_filter", &o.clusters),
+        ("namespace_filter", &o.namespaces),
+    ] {
+        if !list.is_empty() {
+            query.append_pair(name, &list.join(","));
+        }
+    }
+    let req = hyper::Request::get(format!("/api/v1/streaming/events?{}", query.finish()))
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::ACCEPT, "text/event-stream")
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {}", o.token))
+        .body(Empty::<Bytes>::new())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let response = sender.send_request(req).await?;
+    let status = response.status();
+    let mut body = response.into_body();
+    if !status.is_success() {
+        let text = body.collect().await?.to_bytes();
+        anyhow::bail!(
+            "stream refused ({status}): {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    let (mut pending, mut events) = (String::new(), 0u64);
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await? {
+        let Ok(chunk) = frame?.into_data() else {
+            continue;
+        };
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(at) = pending.find("\n\n") {
+            let block: String = pending.drain(..at + 2).collect();
+            let data: Vec<&str> = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            if data.is_empty() {
+                continue;
+            }
+            println!("{}", data.join("\n"));
+            if block.lines().any(|l| l == "event: event") {
+                events += 1;
+                if o.count.is_some_and(|n| events >= n) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A connection to a hub: TCP, or TLS over TCP.

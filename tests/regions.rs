@@ -177,17 +177,17 @@ impl RegionPublisher {
     }
 }
 
-/// Region b's view of region a's mirror in `status`.
-async fn mirror_of_a(b: &HubProcess) -> Value {
-    let status = b.get_json("/api/v1/streaming/status").await;
+/// A hub's view of the other region's mirror in `status` (region b's of a, or a's of b).
+async fn mirror_of_other(hub: &HubProcess) -> Value {
+    let status = hub.get_json("/api/v1/streaming/status").await;
     status["broker"]["stats"]["streams"][1].clone()
 }
 
-/// Waits up to `limit` until `check` holds of region b's mirror of a.
-async fn wait_mirror(b: &HubProcess, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+/// Waits up to `limit` until `check` holds of `hub`'s mirror of the other region.
+async fn wait_mirror(hub: &HubProcess, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
     let end = Instant::now() + limit;
     loop {
-        let m = mirror_of_a(b).await;
+        let m = mirror_of_other(hub).await;
         if check(&m) || Instant::now() > end {
             return m;
         }
@@ -206,6 +206,18 @@ async fn failover(lose_nats: bool) -> (Vec<Tracked>, Vec<(usize, String)>, Vec<(
         assert!(h.wait_ready(200, Duration::from_secs(20)).await, "ready");
     }
     let to_a = RegionPublisher::to(&regions.url(0), &a).await;
+    // One event each way first, until both mirrors have brought it: the mirrors are set up
+    // (over the leafnodes) before the test's events start. The clients subscribe after it.
+    assert!(to_a.publish(&gpu("wa", 0, 0)).await, "warm-up taken");
+    let (code, body) = b.broadcast(&gpu("wb", 0, 0).to_string()).await;
+    assert_eq!(code, 202, "{body}");
+    for hub in [&a, &b] {
+        let m = wait_mirror(hub, Duration::from_secs(30), |m| {
+            m["consumed_sequence"] == 1
+        })
+        .await;
+        assert_eq!(m["consumed_sequence"], 1, "a mirror is set up: {m}");
+    }
     let mut clients = vec![Tracked::on(&a, &[]).await, Tracked::on(&a, &["c1"]).await];
     let start = Instant::now();
     let (mut acked_a, mut acked_b) = (Vec::new(), Vec::new());
@@ -251,7 +263,7 @@ async fn failover(lose_nats: bool) -> (Vec<Tracked>, Vec<(usize, String)>, Vec<(
         regions.link(1).expect("a linked region").cut(false);
         // Caught up: region b has handed on every event region a took (and its clients
         // must not get the ones they saw in a again).
-        let all = acked_a.len() as u64;
+        let all = 1 + acked_a.len() as u64;
         let m = wait_mirror(&b, Duration::from_secs(60), |m| {
             m["consumed_sequence"] == all
         })
@@ -321,9 +333,9 @@ async fn a_lost_region_s_unmirrored_tail_is_told_and_arrives_when_it_is_back() {
             .find(|n| n["code"] == "ORIGIN_UNREACHABLE")
             .expect("told that region a cannot be reached");
         assert_eq!(notice["region"], "a", "{notice}");
-        // Region b held a's events up to the cut, ten fewer than were published there.
+        // Region b held a's events up to the cut (the warm-up and all but the last ten).
         let mirrored = notice["mirrored_upto"].as_u64().expect("mirrored_upto");
-        assert_eq!(mirrored as usize, acked_a.len() - 10, "{notice}");
+        assert_eq!(mirrored as usize, 1 + acked_a.len() - 10, "{notice}");
         // The client saw those ten in region a: region b skips them when they come.
         assert!(c.positions["a"] > mirrored, "{:?}", c.positions);
         println!("{notice}");

@@ -279,8 +279,8 @@ async fn a_quiet_stream_gets_heartbeats_and_a_drain_ends_it_with_retry() {
 }
 
 #[test]
-fn a_browser_s_event_source_follows_the_stream_and_resumes_by_itself() {
-    common::node_tests("clients/console-test", "sse.test.mjs", &[], 1);
+fn a_browser_s_event_source_resumes_by_itself_and_the_js_client_falls_back_to_sse() {
+    common::node_tests("clients/console-test", "sse.test.mjs", &[], 2);
 }
 
 #[tokio::test]
@@ -293,4 +293,51 @@ async fn only_get_opens_a_stream() {
         .expect("post");
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET");
+}
+
+#[tokio::test]
+async fn streamhub_tail_follows_a_stream_over_sse() {
+    let hub = HubProcess::start("");
+    let tail = std::process::Command::new(env!("CARGO_BIN_EXE_streamhub"))
+        .args(["tail", "--sse", "--url", &format!("http://{}", hub.addr)])
+        .args(["--types", "GPU_UPDATE", "--cluster", "c1", "--count", "2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("streamhub tail");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while hub.get_json("/api/v1/streaming/subscriptions").await["total_subscriptions"] != 1 {
+        assert!(std::time::Instant::now() < end, "tail never subscribed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let batch = json!([gpu("t1", "c2"), gpu("t2", "c1"), gpu("t3", "c1")]);
+    let (code, _) = hub.broadcast(&batch.to_string()).await;
+    assert_eq!(code, 202);
+    let out = tail.wait_with_output().expect("tail ends after two events");
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines[0]["type"], "subscribed");
+    let ids: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l["event_id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ids, ["t2", "t3"]);
+}
+
+#[tokio::test]
+async fn a_stream_ends_with_auth_expired_when_its_token_does() {
+    let hub = HubProcess::start(
+        "  auth:\n    enabled: true\n    static_tokens:\n      - {token: short, subject: carol, expires_in_seconds: 1}\n",
+    );
+    let mut stream = subscribed(&hub, "event_types=GPU_UPDATE&access_token=short", &[]).await;
+    let got = stream.until_quiet(Duration::from_secs(3)).await;
+    let last = got.last().expect("an error");
+    assert_eq!(last.event.as_deref(), Some("error"), "{got:?}");
+    assert_eq!(last.json()["code"], "AUTH_EXPIRED");
+    assert!(
+        stream.next(Duration::from_millis(300)).await.is_none(),
+        "ended"
+    );
 }

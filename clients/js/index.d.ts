@@ -71,6 +71,11 @@ export interface ClientOptions {
   maxBackoffMs?: number;
   /** Event ids remembered to drop duplicates (default 1024). */
   seenIds?: number;
+  /** "auto" (default): WebSocket, then Server-Sent Events when a WebSocket cannot be opened;
+   * "websocket"; "sse": Server-Sent Events from the start (one stream per subscription). */
+  transport?: "auto" | "websocket" | "sse";
+  /** An EventSource constructor (default: globalThis.EventSource). */
+  EventSource?: new (url: string) => EventSource;
 }
 
 export interface Listeners {
@@ -95,6 +100,8 @@ export class StreamhubClient {
   /** NATS mode: the last `origin_seq` seen of each origin region (null elsewhere). A reconnect
    * resumes from them, so it loses and repeats nothing in any region the client fails over to. */
   readonly positions: Record<string, number> | null;
+  /** What the client uses now: "websocket", or "sse" (told to, or after a WebSocket failed). */
+  readonly transport: "websocket" | "sse";
   /** The hub's id for this connection, once authenticated. */
   readonly clientId: string | null;
   /** The token's roles, once authenticated (null while the hub has authentication off). */

@@ -11,14 +11,23 @@
 //   cannot recover (`replay_complete` with `recovered: false`) the client emits `reset`, so the
 //   application reloads its state;
 // - `loadState`: a dashboard's state (the latest event of each entity) over HTTP, then a
-//   subscription from the position it was read at, kept up to date by the hub's own rules.
+//   subscription from the position it was read at, kept up to date by the hub's own rules;
+// - where a WebSocket cannot be opened (a proxy that breaks upgrades), Server-Sent Events
+//   instead (`transport: "auto"`, the default; or `"sse"` to use them from the start), with the
+//   same API: one `EventSource` per subscription, resumed with the last event id.
 
 const DEFAULTS = {
   initialBackoffMs: 1000,
   maxBackoffMs: 30000,
   // Event ids remembered to drop the copy of an event that two resumed subscriptions replay.
   seenIds: 1024,
+  // "auto": WebSocket, then Server-Sent Events if a WebSocket cannot be opened; "websocket";
+  // "sse".
+  transport: "auto",
 };
+
+/** Message types an SSE stream carries as named events. */
+const SSE_TYPES = ["event", "subscribed", "replay_complete", "snapshot_complete", "error", "notice", "disconnect"];
 
 /** A streamhub connection that stays connected until `close()`. */
 export class StreamhubClient {
@@ -31,9 +40,13 @@ export class StreamhubClient {
     this.urls = Array.isArray(url) ? url.slice() : [url];
     this.options = { ...DEFAULTS, ...options };
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
-    if (typeof this.WebSocket !== "function") {
+    this.EventSource = options.EventSource ?? globalThis.EventSource;
+    // What the client uses now: "websocket", or "sse" once told to or once a WebSocket failed.
+    this.transport = this.options.transport === "sse" ? "sse" : "websocket";
+    if (this.transport === "websocket" && typeof this.WebSocket !== "function") {
       throw new Error("no WebSocket: pass options.WebSocket (Node 20: run with --experimental-websocket)");
     }
+    this.streams = [];
     this.listeners = new Map();
     this.subscriptions = [];
     this.lastEventId = options.resumeFrom ?? null;
@@ -88,7 +101,8 @@ export class StreamhubClient {
     const { snapshot = false, ...filters } = subscription;
     const entry = { filters, snapshot, resumeFrom: options.resumeFrom ?? null, positions: options.positions ?? null };
     this.subscriptions.push(entry);
-    if (this.ready) this.sendSubscribe(entry, null, null);
+    if (this.ready && this.transport === "sse") this.openStream(entry, null);
+    else if (this.ready) this.sendSubscribe(entry, null, null);
     return this;
   }
 
@@ -102,7 +116,11 @@ export class StreamhubClient {
       }
       this.subscriptions = this.subscriptions.filter((s) => s.filters.event_types.length > 0);
     }
-    if (this.ready) {
+    if (this.ready && this.transport === "sse") {
+      // A stream carries one subscription as its URL says: the streams start over.
+      for (const es of this.streams.splice(0)) es.close();
+      for (const s of this.subscriptions) this.openStream(s, this.lastEventId);
+    } else if (this.ready) {
       this.send(eventTypes === undefined ? { type: "unsubscribe" } : { type: "unsubscribe", event_types: eventTypes });
     }
     return this;
@@ -131,12 +149,14 @@ export class StreamhubClient {
     this.closed = true;
     clearTimeout(this.timer);
     this.ws?.close(1000, "client closed");
+    for (const es of this.streams.splice(0)) es.close();
     for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
   }
 
   // --- internals ---
 
   open() {
+    if (this.transport === "sse") return this.openSse();
     const url = this.urls[this.urlIndex % this.urls.length];
     this.ready = false;
     let ws;
@@ -173,13 +193,91 @@ export class StreamhubClient {
       this.emit("close", { code, reason });
       if (!this.closed) this.scheduleReconnect(advice);
     };
+    let opened = false;
+    ws.addEventListener("open", () => (opened = true));
+    // Never opened (refused, or a proxy that breaks upgrades): Server-Sent Events next, if
+    // allowed and available.
+    const failed = () => {
+      if (!opened && this.options.transport === "auto" && typeof this.EventSource === "function") {
+        this.transport = "sse";
+        this.emit("status", { type: "fallback", transport: "sse" });
+      }
+    };
     ws.onerror = (e) => {
       this.emit("error", e);
       // Node's WebSocket (undici) reports a refused connection with "error" alone, never
       // "close": without this the client would wait for ever.
-      if (ws.readyState === 0) lost(1006, "connection failed");
+      if (ws.readyState === 0) {
+        failed();
+        lost(1006, "connection failed");
+      }
     };
-    ws.onclose = (e) => lost(e.code, e.reason);
+    ws.onclose = (e) => {
+      failed();
+      lost(e.code, e.reason);
+    };
+  }
+
+  /** Server-Sent Events: one stream per subscription, each resumed from the last event id
+   * (the browser's own reconnects send it as Last-Event-ID). Ready once every stream is open. */
+  async openSse() {
+    this.ready = false;
+    for (const es of this.streams.splice(0)) es.close();
+    let token;
+    try {
+      token = await this.token();
+    } catch (e) {
+      this.emit("error", e);
+      return this.scheduleReconnect(null);
+    }
+    if (this.closed) return;
+    this.sseToken = token;
+    this.emit("open", { url: this.sseBase(), transport: "sse" });
+    this.clientId = null;
+    this.ready = true;
+    this.attempt = 0;
+    this.emit("ready", { clientId: null, roles: null, url: this.urls[this.urlIndex % this.urls.length], transport: "sse" });
+    for (const s of this.subscriptions) this.openStream(s, this.lastEventId);
+  }
+
+  /** The hub's HTTP base for the current URL. */
+  sseBase() {
+    return httpBase(this.urls[this.urlIndex % this.urls.length]);
+  }
+
+  /** Opens the stream of one subscription, resuming from `resumeFrom` (or its own first one). */
+  openStream(entry, resumeFrom) {
+    const query = new URLSearchParams();
+    for (const k of ["event_types", "cluster_filter", "namespace_filter"]) {
+      if (entry.filters[k]?.length) query.set(k, entry.filters[k].join(","));
+    }
+    const from = entry.resumeFrom ?? resumeFrom;
+    entry.resumeFrom = null;
+    if (from) query.set("last_event_id", from);
+    if (entry.snapshot) query.set("snapshot", "true");
+    if (this.sseToken) query.set("access_token", this.sseToken);
+    const es = new this.EventSource(`${this.sseBase()}/api/v1/streaming/events?${query}`);
+    this.streams.push(es);
+    for (const type of SSE_TYPES) {
+      es.addEventListener(type, (m) => {
+        let msg;
+        try {
+          msg = JSON.parse(m.data);
+        } catch (e) {
+          return this.emit("error", e);
+        }
+        this.handle(msg);
+      });
+    }
+    // The browser reconnects by itself after an ended stream; a refused one (401, 503) is
+    // closed for good, and the client starts over with its own backoff.
+    es.onerror = () => {
+      if (es.readyState !== 2 || this.closed || !this.streams.includes(es)) return;
+      this.ready = false;
+      for (const other of this.streams.splice(0)) other.close();
+      this.emit("close", { code: 1006, reason: "event stream failed" });
+      this.scheduleReconnect(null);
+    };
   }
 
   async authenticate() {
@@ -323,6 +421,7 @@ export class StreamhubClient {
   }
 
   send(msg) {
+    if (this.transport === "sse") return;
     if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(msg));
   }
 

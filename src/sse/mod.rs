@@ -95,6 +95,7 @@ pub(crate) async fn serve(
         ));
     };
     let catchup = catchup_of(&req, query);
+    let expires_at = principal.as_ref().and_then(|p| p.expires_at);
     let client = new_client(&hub, shard, remote, principal.map(|p| p.subject));
     hub.register(client.clone());
     let catching_up = catchup.resume_from.is_some() || catchup.snapshot;
@@ -112,7 +113,10 @@ pub(crate) async fn serve(
         let (hub, client) = (hub.clone(), client.clone());
         tokio::spawn(async move { crate::session::catch_up(&hub, &client, &sub, &catchup).await })
     });
-    respond(&hub, stream::body(hub.clone(), client, slot, catch_up))
+    respond(
+        &hub,
+        stream::body(hub.clone(), client, slot, catch_up, expires_at),
+    )
 }
 
 /// The 200 that carries the stream: not to be cached or buffered by a proxy, with the sticky

@@ -39,6 +39,7 @@ pub(super) fn body(
     client: Arc<ClientHandle>,
     slot: ConnectionSlot,
     catch_up: Option<tokio::task::JoinHandle<()>>,
+    expires_at: Option<Instant>,
 ) -> SseBody {
     let advice = crate::backoff::spread(hub.settings.connection.reconnect_after_ms);
     let out = Out {
@@ -47,6 +48,7 @@ pub(super) fn body(
         client,
         _slot: slot,
         catch_up,
+        expires_at,
         pending: VecDeque::from([Pending::Bytes(retry(advice))]),
         done: false,
     };
@@ -80,6 +82,8 @@ struct Out {
     _slot: ConnectionSlot,
     /// The task sending a resume or snapshot, if one was asked for.
     catch_up: Option<tokio::task::JoinHandle<()>>,
+    /// When the token the stream was opened with expires: the stream ends then.
+    expires_at: Option<Instant>,
     /// What goes out next, in order.
     pending: VecDeque<Pending>,
     /// The goodbye is queued: the stream ends once `pending` is sent.
@@ -111,13 +115,29 @@ impl Out {
             if !self.pending.is_empty() {
                 continue;
             }
+            // No token lasts for ever: far enough to never fire without one.
+            let expiry = self
+                .expires_at
+                .unwrap_or_else(|| Instant::now() + 2 * self.heartbeat);
             tokio::select! {
                 _ = self.client.wake.notified() => {}
                 _ = tokio::time::sleep(self.heartbeat) => {
                     return Some(Bytes::from_static(HEARTBEAT));
                 }
+                _ = tokio::time::sleep_until(expiry.into()), if self.expires_at.is_some() => {
+                    self.expired();
+                }
             }
         }
+    }
+
+    /// The token expired: an SSE client cannot send a fresh one on the stream, so the stream
+    /// ends with `AUTH_EXPIRED` (the client reconnects with a fresh token).
+    fn expired(&mut self) {
+        let why = "the token expired: reconnect with a fresh one";
+        let notice = reply::error(crate::protocol::ErrorCode::AUTH_EXPIRED, why);
+        self.pending.push_back(Pending::Frame(notice, false));
+        self.done = true;
     }
 
     /// One pending item's bytes, counted as sent (a live event's latency observed).

@@ -402,10 +402,12 @@ pub async fn resumed(ws: &mut Ws) -> (Vec<String>, Option<Value>) {
 }
 
 /// A hub of region `region` on `regions` (server `i`), mirroring the other regions' streams.
+/// Its clients' rings hold 2,000 events: the tests read in bursts (after a partition heals,
+/// while they publish), and check delivery, not backpressure.
 pub fn region_hub(regions: &NatsRegions, i: usize, region: &str, others: &[&str]) -> HubProcess {
     let others: Vec<String> = others.iter().map(|o| format!("\"{o}\"")).collect();
     let hub = HubProcess::start(&format!(
-        "  nats:\n    servers: [\"{}\"]\n    region: {region}\n    mirror_regions: [{}]\n",
+        "  nats:\n    servers: [\"{}\"]\n    region: {region}\n    mirror_regions: [{}]\n  backpressure:\n    max_queue_size: 2000\n",
         regions.url(i),
         others.join(", ")
     ));
