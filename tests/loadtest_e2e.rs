@@ -103,27 +103,27 @@ async fn small_run_writes_reports_that_add_up() {
 /// operator token, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_run_over_tls_with_jwt_auth() {
-    let scenario = Scenario::parse(
-        "
-name: e2e_tls_jwt
-clients: 100
-source_addresses: 2
-subscriptions: {kind: dashboards, clusters: 5, namespaces: 3}
-publish:
-  rates: [100]
-  step_seconds: 2
-goals:
-  zero_loss: true
-target:
-  tls: true
-  auth: es256
-",
-    )
-    .unwrap();
-    let opts = options();
-    let summary = runner::run(&scenario, &opts).await.unwrap();
-    assert_eq!(summary.connect.ready, 100, "{:?}", summary.connect);
+    let scenario = hundred_clients("name: e2e_tls_jwt", "  tls: true\n  auth: es256");
+    let summary = runner::run(&scenario, &options()).await.unwrap();
+    assert_every_client_got_everything(&summary, 100);
     assert_eq!(summary.steps[0].events, 200);
+    assert!(summary.hub.cpu_us_per_connection.is_some());
+}
+
+/// 100 dashboards for 2 s at 100 events/s, with `top` lines first and `target` under `target:`.
+fn hundred_clients(top: &str, target: &str) -> Scenario {
+    Scenario::parse(&format!(
+        "{top}\nclients: 100\nsource_addresses: 2\n\
+         subscriptions: {{kind: dashboards, clusters: 5, namespaces: 3}}\n\
+         publish: {{rates: [100], step_seconds: 2}}\ngoals: {{zero_loss: true}}\n\
+         target:\n{target}\n"
+    ))
+    .expect("a valid scenario")
+}
+
+/// Every one of `clients` was ready, and every event its subscription matched arrived once.
+fn assert_every_client_got_everything(summary: &report::Summary, clients: usize) {
+    assert_eq!(summary.connect.ready, clients, "{:?}", summary.connect);
     let a = summary.accounting;
     assert!(a.expected > 0);
     assert_eq!(
@@ -131,5 +131,14 @@ target:
         (0, 0, a.expected),
         "{a:?}"
     );
-    assert!(summary.hub.cpu_us_per_connection.is_some());
+}
+
+/// The harness's clients on Server-Sent Events (`transport: sse`) against a hub that checks
+/// HS256 JWTs (each stream's token in its query): every client's stream opens, and every event
+/// its subscription matches arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_run_over_sse() {
+    let scenario = hundred_clients("name: e2e_sse\ntransport: sse", "  auth: hs256");
+    let summary = runner::run(&scenario, &options()).await.unwrap();
+    assert_every_client_got_everything(&summary, 100);
 }

@@ -44,6 +44,9 @@ pub struct ClientSpec {
     pub publishers: usize,
     /// With TLS: connects through this (the hub's certificate trusted).
     pub tls: Option<tokio_rustls::TlsConnector>,
+    /// Server-Sent Events instead of a WebSocket: `path` is the stream's path and query, the
+    /// opening is empty, and the stream's `subscribed` says the client is ready.
+    pub sse: bool,
 }
 
 /// One step of a client's opening.
@@ -119,15 +122,15 @@ pub fn number_after(text: &[u8], key: &Key) -> Option<u64> {
 const STALLED_RCVBUF: u32 = 4096;
 
 /// A connection to the server: TCP, or TLS over TCP.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
-/// Opens a WebSocket from `source`.
-pub async fn connect(
+/// A connection from `source` to the server (TLS when the spec says so).
+pub(crate) async fn dial(
     spec: &ClientSpec,
     source: IpAddr,
     stalled: bool,
-) -> anyhow::Result<WebSocket<TokioIo<Upgraded>>> {
+) -> anyhow::Result<Box<dyn Io>> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
     if stalled {
@@ -135,13 +138,22 @@ pub async fn connect(
     }
     let stream = socket.connect(spec.server).await?;
     stream.set_nodelay(true)?;
-    let stream: Box<dyn Io> = match &spec.tls {
+    Ok(match &spec.tls {
         None => Box::new(stream),
         Some(tls) => {
             let name = rustls::pki_types::ServerName::IpAddress(spec.server.ip().into());
             Box::new(tls.connect(name, stream).await?)
         }
-    };
+    })
+}
+
+/// Opens a WebSocket from `source`.
+pub async fn connect(
+    spec: &ClientSpec,
+    source: IpAddr,
+    stalled: bool,
+) -> anyhow::Result<WebSocket<TokioIo<Upgraded>>> {
+    let stream = dial(spec, source, stalled).await?;
     let req = hyper::Request::builder()
         .method("GET")
         .uri(&spec.path)
@@ -189,6 +201,9 @@ pub async fn run(
         Some(g) => g.clone().acquire_owned().await.ok(),
         None => None,
     };
+    if spec.sse {
+        return crate::sse_client::run(spec, source, w, permit).await;
+    }
     let mut out = ClientOutcome::default();
     let opened = open(&spec, source, stalled, w.started, &mut out).await;
     drop(permit);
@@ -311,7 +326,7 @@ async fn read_events(mut ws: Ws, spec: &ClientSpec, w: &mut Wiring, out: &mut Cl
 
 /// Counts one received message; returns its latency in microseconds when it is a new load-test
 /// event (not a duplicate, not some other message such as a `QUEUE_FULL` notice).
-fn tally(
+pub(crate) fn tally(
     text: &[u8],
     spec: &ClientSpec,
     seen: &mut [SeenWindow],

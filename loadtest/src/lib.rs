@@ -22,6 +22,7 @@ pub mod pusher;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub(crate) mod sse_client;
 pub mod stats;
 pub mod tls;
 pub mod tokens;

@@ -39,6 +39,10 @@ pub struct Scenario {
     /// For `protocol: generic`: how to talk to an arbitrary WebSocket server.
     #[serde(default)]
     pub generic: Option<Generic>,
+    /// How streamhub clients receive events: `websocket` (the default) or `sse` (each client
+    /// reads `GET /api/v1/streaming/events` with its subscription in the query).
+    #[serde(default)]
+    pub transport: Transport,
 }
 
 /// The server under test.
@@ -62,6 +66,17 @@ pub struct Target {
     /// Serve TLS from the started hub (a certificate made for the run); clients use `wss://`
     /// and HTTP publishers `https://`.
     pub tls: bool,
+}
+
+/// How streamhub clients receive events.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A WebSocket at `/ws`.
+    #[default]
+    Websocket,
+    /// Server-Sent Events at `/api/v1/streaming/events`.
+    Sse,
 }
 
 /// Authentication on the hub the harness starts.

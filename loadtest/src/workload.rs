@@ -52,7 +52,35 @@ impl Sub {
                 || e.namespace.is_none_or(|n| self.namespaces.contains(&n)))
     }
 
-    /// The `subscribe` message for this subscription.
+    /// The query of this subscription's event stream (`GET /api/v1/streaming/events`).
+    pub fn query(&self) -> String {
+        let names = |v: Vec<String>| v.join(",");
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair(
+            "event_types",
+            &names(
+                self.types
+                    .iter()
+                    .map(|t| EVENT_TYPES[*t].to_string())
+                    .collect(),
+            ),
+        );
+        if !self.clusters.is_empty() {
+            q.append_pair(
+                "cluster_filter",
+                &names(self.clusters.iter().map(|c| cluster_name(*c)).collect()),
+            );
+        }
+        if !self.namespaces.is_empty() {
+            q.append_pair(
+                "namespace_filter",
+                &names(self.namespaces.iter().map(|n| namespace_name(*n)).collect()),
+            );
+        }
+        q.finish()
+    }
+
+    /// The `subscribe` message of this subscription.
     pub fn message(&self) -> Value {
         json!({"type": "subscribe", "subscription": {
             "event_types": self.types.iter().map(|t| EVENT_TYPES[*t]).collect::<Vec<_>>(),

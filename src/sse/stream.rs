@@ -49,6 +49,7 @@ pub(super) fn body(
         _slot: slot,
         catch_up,
         expires_at,
+        writes: (Instant::now(), Instant::now()),
         pending: VecDeque::from([Pending::Bytes(retry(advice))]),
         done: false,
     };
@@ -90,6 +91,9 @@ struct Out {
     done: bool,
     /// How long a quiet stream waits before a heartbeat comment.
     heartbeat: Duration,
+    /// When the last two chunks went out: a busy stream (two within twice the window) waits
+    /// out its shard's write-coalescing window before the next, as a WebSocket writer does.
+    writes: (Instant, Instant),
 }
 
 impl Drop for Out {
@@ -102,14 +106,28 @@ impl Drop for Out {
 }
 
 impl Out {
-    /// The next chunk of the stream; `None` once it ends.
+    /// The next chunk of the stream; `None` once it ends. Everything ready goes in one chunk
+    /// (one write, like a WebSocket writer's vectored write): copied together when there is
+    /// more than one message, the shared bytes themselves when there is one.
     async fn next(&mut self) -> Option<Bytes> {
         loop {
             if let Some(p) = self.pending.pop_front() {
-                return Some(self.sent(p));
+                self.writes = (self.writes.1, Instant::now());
+                let first = self.sent(p);
+                if self.pending.is_empty() {
+                    return Some(first);
+                }
+                let mut chunk = bytes::BytesMut::from(&first[..]);
+                while let Some(p) = self.pending.pop_front() {
+                    chunk.extend_from_slice(&self.sent(p));
+                }
+                return Some(chunk.freeze());
             }
             if self.done {
                 return None;
+            }
+            if let Some(until) = self.hold_until(Instant::now()) {
+                tokio::time::sleep_until(until.into()).await;
             }
             self.fill();
             if !self.pending.is_empty() {
@@ -129,6 +147,24 @@ impl Out {
                 }
             }
         }
+    }
+
+    /// Until when to hold the next chunk back so that more events go out with it: only while
+    /// the stream is busy and only events wait (`ws/writer.rs`'s rule, with its shard's window).
+    fn hold_until(&self, now: Instant) -> Option<Instant> {
+        let windows = &self.hub.writers.windows;
+        let (prev, last) = self.writes;
+        if last >= prev + windows.max() * 2 {
+            return None;
+        }
+        let window = windows.get(self.client.shard);
+        let c = &self.client;
+        let wait = !window.is_zero()
+            && now < last + window
+            && !c.ring.is_empty()
+            && !c.has_control()
+            && c.goodbye().is_none();
+        wait.then(|| last + window)
     }
 
     /// The token expired: an SSE client cannot send a fresh one on the stream, so the stream

@@ -56,12 +56,14 @@ pub(super) async fn connect(
         .iter()
         .enumerate()
         .map(|(i, sub)| {
-            let opening = match &s.generic {
-                Some(_) => spec.opening.clone(),
-                None => streamhub_opening(sub, &run.tokens[i]),
+            let (opening, path) = match (&s.generic, spec.sse) {
+                (Some(_), _) => (spec.opening.clone(), spec.path.clone()),
+                (None, false) => (streamhub_opening(sub, &run.tokens[i]), spec.path.clone()),
+                (None, true) => (Vec::new(), sse_path(sub, &run.tokens[i])),
             };
             let spec = Arc::new(ClientSpec {
                 opening,
+                path,
                 ..(*spec).clone()
             });
             let source = client::source_ip(i, s.source_addresses);
@@ -126,6 +128,7 @@ fn client_spec(s: &Scenario, hub: &Hub) -> anyhow::Result<ClientSpec> {
                 publisher_key: quoted("publisher"),
                 publishers: s.publish.publishers,
                 tls: None,
+                sse: false,
             }
         }
         None => ClientSpec {
@@ -138,8 +141,17 @@ fn client_spec(s: &Scenario, hub: &Hub) -> anyhow::Result<ClientSpec> {
             publisher_key: quoted("publisher"),
             publishers: s.publish.publishers,
             tls: hub.tls.clone().map(tokio_rustls::TlsConnector::from),
+            sse: s.transport == crate::scenario::Transport::Sse,
         },
     })
+}
+
+/// A streamhub SSE client's stream: its subscription and token in the query.
+fn sse_path(sub: &Sub, token: &str) -> String {
+    let mut q = sub.query();
+    q.push_str("&access_token=");
+    q.extend(form_urlencoded::byte_serialize(token.as_bytes()));
+    format!("/api/v1/streaming/events?{q}")
 }
 
 /// A streamhub client's opening: authenticate, then subscribe, each answered by one reply.
