@@ -270,13 +270,7 @@ impl History {
         let recovered = inner.origins.iter().all(|m| at(&m.region) >= m.gone_upto);
         let ahead = positions
             .iter()
-            .filter(|(r, p)| {
-                *p > inner
-                    .origins
-                    .iter()
-                    .find(|m| &*m.region == r.as_str())
-                    .map_or(0, |m| m.last)
-            })
+            .filter(|(r, p)| *p > inner.last_of(r))
             .cloned()
             .collect();
         let frames = match recovered {
@@ -365,6 +359,14 @@ impl Inner {
             .iter()
             .map(|m| (m.region.clone(), m.last))
             .collect()
+    }
+
+    /// The last origin sequence routed of `region` (0: none yet).
+    fn last_of(&self, region: &str) -> u64 {
+        self.origins
+            .iter()
+            .find(|m| &*m.region == region)
+            .map_or(0, |m| m.last)
     }
 
     /// The mark of `region`'s stream, if one of its events was routed.

@@ -264,23 +264,32 @@ async fn authorize(
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let Some(token) = bearer(header) else {
+    let p = principal(hub, bearer(header), "missing bearer token").await?;
+    match role {
+        Some(r) if !p.has_role(r) => Err(json_response(
+            StatusCode::FORBIDDEN,
+            &error_body(&format!("needs the {r} role")),
+        )),
+        _ => Ok(Some(p)),
+    }
+}
+
+/// Who `token` is, or the 401 that says why not (`missing` when there is no token).
+pub(crate) async fn principal(
+    hub: &Hub,
+    token: Option<&str>,
+    missing: &str,
+) -> Result<crate::auth::Principal, Response<Full<Bytes>>> {
+    let Some(token) = token else {
         return Err(json_response(
             StatusCode::UNAUTHORIZED,
-            &error_body("missing bearer token"),
+            &error_body(missing),
         ));
     };
-    match hub.auth.authenticate(token).await {
-        Err(e) => Err(json_response(
-            StatusCode::UNAUTHORIZED,
-            &error_body(&e.to_string()),
-        )),
-        Ok(p) if role.is_some_and(|r| !p.has_role(r)) => Err(json_response(
-            StatusCode::FORBIDDEN,
-            &error_body(&format!("needs the {} role", role.unwrap_or_default())),
-        )),
-        Ok(p) => Ok(Some(p)),
-    }
+    hub.auth
+        .authenticate(token)
+        .await
+        .map_err(|e| json_response(StatusCode::UNAUTHORIZED, &error_body(&e.to_string())))
 }
 
 /// `/readyz`: 200 while the hub takes connections and its broker delivers.

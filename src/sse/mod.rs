@@ -155,19 +155,10 @@ async fn authenticate(
     let from_query =
         crate::rest::query::param(req.uri().query(), "access_token").map(|t| t.into_owned());
     let token = bearer(header).map(str::to_string).or(from_query);
-    let Some(token) = token else {
-        return Err(json_response(
-            StatusCode::UNAUTHORIZED,
-            &error_body("missing token: Authorization: Bearer, or access_token in the query"),
-        ));
-    };
-    match hub.auth.authenticate(&token).await {
-        Ok(p) => Ok(Some(p)),
-        Err(e) => Err(json_response(
-            StatusCode::UNAUTHORIZED,
-            &error_body(&e.to_string()),
-        )),
-    }
+    let missing = "missing token: Authorization: Bearer, or access_token in the query";
+    crate::rest::principal(hub, token.as_deref(), missing)
+        .await
+        .map(Some)
 }
 
 /// What the stream sends ahead of live events: the resume (`Last-Event-ID` wins over

@@ -113,15 +113,20 @@ impl Out {
         loop {
             if let Some(p) = self.pending.pop_front() {
                 self.writes = (self.writes.1, Instant::now());
-                let first = self.sent(p);
-                if self.pending.is_empty() {
-                    return Some(first);
-                }
-                let mut chunk = bytes::BytesMut::from(&first[..]);
-                while let Some(p) = self.pending.pop_front() {
-                    chunk.extend_from_slice(&self.sent(p));
-                }
-                return Some(chunk.freeze());
+                let mut count = 0;
+                let first = self.sent(p, &mut count);
+                let chunk = match self.pending.is_empty() {
+                    true => first,
+                    false => {
+                        let mut chunk = bytes::BytesMut::from(&first[..]);
+                        while let Some(p) = self.pending.pop_front() {
+                            chunk.extend_from_slice(&self.sent(p, &mut count));
+                        }
+                        chunk.freeze()
+                    }
+                };
+                self.account(count);
+                return Some(chunk);
             }
             if self.done {
                 return None;
@@ -176,22 +181,31 @@ impl Out {
         self.done = true;
     }
 
-    /// One pending item's bytes, counted as sent (a live event's latency observed).
-    fn sent(&self, p: Pending) -> Bytes {
+    /// One pending item's bytes; `count` tallies the messages among them (a live event's
+    /// latency observed).
+    fn sent(&self, p: Pending, count: &mut u64) -> Bytes {
         match p {
             Pending::Bytes(b) => b,
             Pending::Frame(f, live) => {
-                let local = self.hub.metrics.local();
                 if f.is_message() {
-                    local.messages_sent.fetch_add(1, Relaxed);
-                    self.client.activity.sent.fetch_add(1, Relaxed);
+                    *count += 1;
                     if live || f.event.is_none() {
-                        local.observe_latency(f.routed_at.elapsed());
+                        let latency = f.routed_at.elapsed();
+                        self.hub.metrics.local().observe_latency(latency);
                     }
                 }
-                self.client.mark_progress(Instant::now());
                 f.sse()
             }
+        }
+    }
+
+    /// Counts `n` messages as written to the client now.
+    fn account(&self, n: u64) {
+        self.client.mark_progress(Instant::now());
+        if n > 0 {
+            let local = self.hub.metrics.local();
+            local.messages_sent.fetch_add(n, Relaxed);
+            self.client.activity.sent.fetch_add(n, Relaxed);
         }
     }
 
